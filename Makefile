@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create/update .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint benchmarks clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when the dependency list or the pins change. The constraints file keeps pip on the
+# pinned torch/torchvision; gan-face-generate (the DigiFace weights) goes in without its heavy
+# requirements; the .pth hook makes `import torchvision` work where its extension cannot load.
+# Why each step: docs/architecture.md.
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps gan-face-generate==1.1.1
+	$(PY) -m mganprior.torchvision_fix
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/mganprior demo --out runs/demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(VENV)/bin/ruff check .
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+benchmarks: setup
+	$(PY) benchmarks/inversion.py
+	$(PY) benchmarks/recipes.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

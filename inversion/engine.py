@@ -1,0 +1,187 @@
+"""The batched multi-code inversion loop.
+
+B images x N codes go through the generator head as one batch of B*N latents, the fused features
+through the tail as one batch of B. Each image has its own codes, alphas and loss; the total loss
+is the *sum* of per-image losses, so with element-wise optimisers (SGD, Adam) every image follows
+exactly the trajectory it would follow alone. An image whose loss turns NaN/inf stops there and is
+reported as failed; the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from inversion.composition import code_features, fuse, initial_alphas
+from inversion.generators.base import Layer, LayeredGenerator, evaluating
+from inversion.losses import VGGPerceptual, reconstruction_loss
+from inversion.metrics import image_metrics
+from inversion.recipes import Recipe
+from inversion.tasks import Task, TaskContext
+
+
+@dataclass
+class InversionResult:
+    """What one inversion produced, for B images with N codes at ``layer`` (C channels).
+
+    Tensors live on the CPU. Images are ``[B, 3, H, W]`` in [-1, 1]; ``observations`` are
+    ``[B, 3, h, w]`` (h = H / factor for super-resolution).
+    """
+
+    names: list[str]
+    codes: torch.Tensor  # [B, N, Z]
+    alphas: torch.Tensor  # [B, N, C]
+    layer: Layer
+    fusion: str
+    task: dict[str, Any]
+    recipe: dict[str, Any]
+    seeds: list[int]
+    reconstructions: torch.Tensor  # x_inv, clamped
+    outputs: torch.Tensor  # the task's output (colorization: observed luma + x_inv chroma)
+    observations: torch.Tensor
+    losses: torch.Tensor  # [B], final loss (NaN for failed images)
+    trace_iterations: list[int]
+    trace: torch.Tensor  # [T, B]
+    metrics: list[dict[str, float] | None]
+    failures: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        b, n = self.codes.shape[:2]
+        if self.alphas.shape[:2] != (b, n) or self.alphas.shape[2] != self.layer.channels:
+            raise ValueError(f"alphas {list(self.alphas.shape)} do not match codes "
+                             f"{list(self.codes.shape)} at a {self.layer.channels}-channel layer")
+        if len(self.names) != b or self.reconstructions.shape[0] != b:
+            raise ValueError("names, codes and reconstructions disagree on the batch size")
+
+    @property
+    def batch(self) -> int:
+        return self.codes.shape[0]
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside the block; both restored afterwards."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    with evaluating(module):
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+def initial_codes(seeds: list[int], codes: int, z_dim: int, init: str) -> torch.Tensor:
+    """``[B, N, Z]``; each image's codes depend only on its own seed."""
+    if init == "zero":
+        return torch.zeros(len(seeds), codes, z_dim)
+    return torch.stack([torch.randn(codes, z_dim, generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds])
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, recipe: Recipe,
+           *, seeds: list[int], names: list[str] | None = None, ctx: TaskContext | None = None,
+           references: torch.Tensor | None = None, perceptual: VGGPerceptual | None = None,
+           bf16: bool = False, progress: bool = True, trace_points: int = 50,
+           description: str = "inverting") -> InversionResult:
+    """Invert a batch of observations ``[B, 3, h, w]`` (in [-1, 1]) with ``recipe``.
+
+    ``references``: clean images ``[B, 3, H, W]`` for metrics (None: no metrics). ``seeds``: one per
+    image, for its initial codes (and its task randomness when ``ctx`` is built here).
+    """
+    device = generator.device
+    batch = observations.shape[0]
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} seeds for {batch} observations")
+    if observations.dim() != 4 or observations.shape[1] != 3:
+        raise ValueError(f"observations must be [B, 3, h, w], got {list(observations.shape)}")
+    if observations.min() < -1.001 or observations.max() > 1.001:
+        raise ValueError("observations must be in [-1, 1]")
+    task.check(generator.resolution)
+    names = names if names is not None else [f"image{i}" for i in range(batch)]
+    ctx = ctx if ctx is not None else task.context(generator.resolution, seeds, device)
+    layer = recipe.resolve_layer(generator)
+    observations = observations.to(device)
+    if perceptual is not None:
+        perceptual = perceptual.to(device)
+    started = time.perf_counter()
+
+    codes = initial_codes(seeds, recipe.codes, generator.z_dim, recipe.init).to(device)
+    alphas = initial_alphas(batch, recipe.codes, layer.channels, device)
+    codes.requires_grad_(True)
+    alphas.requires_grad_(True)
+    params = [codes, alphas]
+    optimizer = (torch.optim.SGD(params, lr=recipe.lr) if recipe.optimizer == "sgd"
+                 else torch.optim.Adam(params, lr=recipe.lr))
+
+    def render() -> torch.Tensor:
+        with _autocast(device, bf16):
+            features = code_features(generator, codes, layer)
+            return generator.tail(fuse(features, alphas, recipe.fusion), layer).float()
+
+    def losses_of(images: torch.Tensor) -> torch.Tensor:
+        return reconstruction_loss(task.view(images, ctx), observations, perceptual,
+                                   recipe.mse_weight, recipe.perceptual_weight)
+
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    failures: dict[int, str] = {}
+    every = max(1, recipe.iterations // max(1, trace_points))
+    trace_iterations: list[int] = []
+    trace: list[torch.Tensor] = []
+    bar = tqdm(range(recipe.iterations), desc=description, disable=not progress, leave=False,
+               unit="it")
+    with frozen(generator):
+        for step in bar:
+            losses = losses_of(render())
+            finite = torch.isfinite(losses)
+            if not bool(finite[active].all()):
+                for i in torch.nonzero(active & ~finite).flatten().tolist():
+                    failures[i] = f"loss became {losses[i].item()} at iteration {step}"
+                active &= finite
+                if not bool(active.any()):
+                    break
+            optimizer.zero_grad(set_to_none=False)
+            torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+            for param in params:
+                param.grad[~active] = 0
+                torch.nan_to_num_(param.grad, nan=0.0, posinf=0.0, neginf=0.0)
+            optimizer.step()
+            if step % every == 0 or step == recipe.iterations - 1:
+                trace_iterations.append(step)
+                trace.append(losses.detach().cpu())
+                bar.set_postfix(loss=f"{losses[active].mean().item():.4f}")
+
+        with torch.no_grad():
+            reconstructions = render()
+            final_losses = losses_of(reconstructions)
+    for i in torch.nonzero(~torch.isfinite(final_losses)).flatten().tolist():
+        failures.setdefault(i, f"final loss is {final_losses[i].item()}")
+    reconstructions = reconstructions.clamp(-1, 1)
+    outputs = task.finalize(reconstructions, observations, ctx)
+    metrics: list[dict[str, float] | None] = [None] * batch
+    if references is not None:
+        metrics = image_metrics(outputs, references)
+    for i in failures:
+        metrics[i] = None
+    final_losses = final_losses.detach().cpu()
+    final_losses[list(failures)] = float("nan")
+    return InversionResult(
+        names=list(names), codes=codes.detach().cpu(), alphas=alphas.detach().cpu(), layer=layer,
+        fusion=recipe.fusion, task=task.to_dict(), recipe=recipe.to_dict(), seeds=list(seeds),
+        reconstructions=torch.nan_to_num(reconstructions).cpu(),
+        outputs=torch.nan_to_num(outputs).cpu(), observations=observations.cpu(),
+        losses=final_losses, trace_iterations=trace_iterations,
+        trace=torch.stack(trace) if trace else torch.empty(0, batch),
+        metrics=metrics, failures=failures, seconds=time.perf_counter() - started)

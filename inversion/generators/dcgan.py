@@ -1,0 +1,76 @@
+"""The DCGAN generator of the PyTorch tutorial (Radford et al. 2016), e.g. the DigiFace prior.
+
+``main`` is an ``nn.Sequential``: ConvTranspose(z -> c0, k4 s1 p0) + BN + ReLU gives 4x4, then one
+ConvTranspose(k4 s2 p1) + BN + ReLU block per doubling, then ConvTranspose to 3 channels + Tanh.
+No biases. Composable layers are the outputs of the BN-ReLU blocks, named by module path
+(``main.2``, ``main.5``, ...), after the latent (index 0).
+
+BatchNorm runs in eval mode (running statistics). Nothing normalises the fused feature before the
+next transposed conv, so the scale of ``sum_n alpha_n F_n`` matters here, unlike in PGGAN.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from torch import nn
+
+from inversion.errors import InputError
+from inversion.generators.base import StagedGenerator
+from inversion.generators.checkpoints import load_strict
+
+
+class DCGANGenerator(StagedGenerator):
+    """Tutorial DCGAN: ``channels[i]`` is the width at 4 * 2**i px, resolution 4 * 2**len."""
+
+    family = "dcgan"
+
+    def __init__(self, z_dim: int = 100, channels: list[int] | tuple[int, ...] = (512, 256, 128, 64)
+                 ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels:
+            raise InputError("a DCGAN generator needs at least one channel width")
+        self.z_dim = z_dim
+        self.channels = channels
+        self.resolution = 4 * 2 ** len(channels)
+        modules: list[nn.Module] = [nn.ConvTranspose2d(z_dim, channels[0], 4, 1, 0, bias=False),
+                                    nn.BatchNorm2d(channels[0]), nn.ReLU(True)]
+        for cin, cout in pairwise(channels):
+            modules += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                        nn.ReLU(True)]
+        modules += [nn.ConvTranspose2d(channels[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*modules)
+        blocks = len(channels)
+        self._stage_list = [(f"main.{3 * b + 2}", self.main[3 * b: 3 * b + 3])
+                            for b in range(blocks)] + [("output", self.main[3 * blocks:])]
+        self.eval()
+
+    def _stages(self):
+        return self._stage_list
+
+    def config(self) -> dict[str, Any]:
+        return {"family": self.family, "z_dim": self.z_dim, "channels": self.channels}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DCGANGenerator:
+        return cls(z_dim=int(config["z_dim"]), channels=[int(c) for c in config["channels"]])
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any],
+                        source: str = "DCGAN state dict") -> DCGANGenerator:
+        """Tutorial layout (``main.{i}.*``), also wrapped as ``{"netG_state_dict": ...}``."""
+        if "netG_state_dict" in state_dict:
+            state_dict = state_dict["netG_state_dict"]
+        if "main.0.weight" not in state_dict:
+            keys = ", ".join(list(state_dict)[:5])
+            raise InputError(f"{source} is not a tutorial DCGAN generator (first keys: {keys})")
+        z_dim, first = state_dict["main.0.weight"].shape[:2]
+        channels = [int(first)]
+        while f"main.{3 * len(channels)}.weight" in state_dict and \
+                f"main.{3 * len(channels) + 1}.weight" in state_dict:
+            channels.append(int(state_dict[f"main.{3 * len(channels)}.weight"].shape[1]))
+        model = cls(z_dim=int(z_dim), channels=channels)
+        load_strict(model, state_dict, source)
+        return model.eval()

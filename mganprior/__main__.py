@@ -1,0 +1,3 @@
+from mganprior.cli import main
+
+raise SystemExit(main())

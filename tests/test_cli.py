@@ -1,0 +1,140 @@
+"""The command line: thin over the library, one clear line for every kind of bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import write_png
+from inversion.generators import save_generator
+from mganprior.cli import main
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_pggan):
+    return str(save_generator(tiny_pggan, tmp_path / "tiny.safetensors"))
+
+
+def invert_args(checkpoint, images, out, *extra):
+    return ["invert", "--checkpoint", checkpoint, "--images", str(images), "--out", str(out),
+            "--iterations", "5", "--codes", "2", "--quiet", *extra]
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("mganprior: error: ")
+    return err[-1]
+
+
+def test_zoo_lists_named_generators(capsys):
+    assert main(["zoo"]) == 0
+    assert "digiface-dcgan64" in capsys.readouterr().out
+
+
+def test_zoo_prints_layers_as_index_name_shape(capsys):
+    assert main(["zoo", "digiface-dcgan64"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "0 z 100x1x1", "1 main.2 512x4x4", "2 main.5 256x8x8", "3 main.8 128x16x16",
+        "4 main.11 64x32x32"]
+
+
+def test_zoo_on_a_checkpoint_file(capsys, checkpoint):
+    assert main(["zoo", "--checkpoint", checkpoint]) == 0
+    assert capsys.readouterr().out.splitlines()[4] == "4 layer4 12x8x8"
+
+
+def test_invert_writes_a_run_and_says_where(capsys, tmp_path, checkpoint, face_pngs):
+    out = tmp_path / "run"
+    assert main(invert_args(checkpoint, face_pngs, out, "--layer", "-1")) == 0
+    printed = capsys.readouterr().out
+    assert f"run directory: {out}" in printed and "3/3 images inverted, PSNR" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer"]["name"] == "layer6" and config["generator"]["sha256"]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_single_code_baseline_flags(tmp_path, checkpoint, face_pngs):
+    out = tmp_path / "single"
+    assert main(invert_args(checkpoint, face_pngs, out, "--codes", "1", "--layer", "0")) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["codes"] == 1 and config["layer"]["name"] == "z"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--layer", "12"], "layer 12 is not a composable layer of this pggan generator; valid "
+                        "layers (index name CxHxW): 0 z 8x1x1, 1 layer1 16x4x4"),
+    (["--codes", "0"], "--codes must be at least 1, got 0"),
+    (["--task", "inpainting", "--mask", "center:2"], "--mask center:2: the fraction must be"),
+    (["--task", "super-resolution", "--factor", "3"], "--factor 3 does not divide"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--device", "cuda:7"], "--device"),
+])
+def test_bad_flags_fail_with_one_line_and_write_nothing(capsys, tmp_path, checkpoint, face_pngs,
+                                                        extra, message):
+    out = tmp_path / "run"
+    assert main(invert_args(checkpoint, face_pngs, out, *extra)) == 2
+    assert message in error_line(capsys)
+    assert not out.exists()
+
+
+def test_unknown_generator_lists_the_valid_ones(capsys, tmp_path, face_pngs):
+    code = main(["invert", "--generator", "stylegan9", "--images", str(face_pngs), "--out",
+                 str(tmp_path / "x")])
+    assert code == 2
+    assert "unknown generator 'stylegan9'; named generators: digiface-dcgan64" in \
+        error_line(capsys)
+
+
+def test_unknown_task_is_refused_by_the_parser(capsys, checkpoint, tmp_path, face_pngs):
+    with pytest.raises(SystemExit) as exit_info:
+        main(invert_args(checkpoint, face_pngs, tmp_path / "x", "--task", "deblur"))
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'deblur'" in capsys.readouterr().err
+
+
+def test_mismatched_checkpoint_is_named(capsys, tmp_path, face_pngs, checkpoint):
+    (tmp_path / "tiny.json").write_text('{"family": "pggan", "resolution": 32, "z_dim": 8, '
+                                        '"channels": [16, 12, 8, 8]}')
+    assert main(invert_args(checkpoint, face_pngs, tmp_path / "run")) == 2
+    line = error_line(capsys)
+    assert "tiny.safetensors does not match the architecture: missing keys: layer7" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_images_stop_the_run_before_anything_is_written(capsys, tmp_path, checkpoint,
+                                                            face_pngs):
+    (face_pngs / "zz_broken.png").write_bytes(b"not a png")
+    assert main(invert_args(checkpoint, face_pngs, tmp_path / "run")) == 2
+    assert "zz_broken.png is corrupt or not an image" in error_line(capsys)
+    assert not (tmp_path / "run").exists()
+    assert main(invert_args(checkpoint, tmp_path / "missing.png", tmp_path / "run")) == 2
+    assert "missing.png does not exist" in error_line(capsys)
+
+
+def test_conversions_are_noted_on_stderr(capsys, tmp_path, checkpoint):
+    write_png(tmp_path / "gray.png", np.full((32, 32), 90, np.uint8))
+    assert main(invert_args(checkpoint, tmp_path / "gray.png", tmp_path / "run")) == 0
+    err = capsys.readouterr().err
+    assert "gray.png: grayscale image converted to RGB" in err
+    assert "gray.png: resized from 32x32 to 16x16" in err
+
+
+def test_mask_of_the_wrong_size(capsys, tmp_path, checkpoint, face_pngs):
+    mask = write_png(tmp_path / "mask.png", np.full((64, 64), 255, np.uint8))
+    args = invert_args(checkpoint, face_pngs, tmp_path / "run", "--task", "inpainting",
+                       "--mask", str(mask))
+    assert main(args) == 2
+    assert "mask.png is 64x64 but the generator makes 16x16 images" in error_line(capsys)
+    assert not (tmp_path / "run").exists()
+    assert main([*args, "--resize-mask"]) == 0
+
+
+def test_module_and_console_script_entry_points():
+    for command in ([sys.executable, "-m", "mganprior", "--help"],
+                    [str(__import__("pathlib").Path(sys.executable).parent / "mganprior"),
+                     "invert", "--help"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "usage: mganprior" in done.stdout

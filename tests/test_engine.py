@@ -1,0 +1,139 @@
+"""The batched inversion loop: known answers, batching equivalence, failures, no side effects."""
+
+import pytest
+import torch
+
+from conftest import ToyGenerator
+from inversion.engine import frozen, invert
+from inversion.recipes import get_recipe
+from inversion.tasks import Colorization, Inpainting, Inversion
+
+
+def adam(**overrides):
+    return get_recipe("adam", "inversion").with_overrides(**overrides)
+
+
+def rendered_targets(generator, n=2, seed=9):
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return generator(z).clamp(-1, 1)
+
+
+@pytest.mark.parametrize("layer", [0, -1])
+def test_targets_the_generator_made_are_reconstructed_to_high_psnr(tiny_pggan, layer):
+    targets = rendered_targets(tiny_pggan)
+    result = invert(tiny_pggan, targets, Inversion(), adam(iterations=300, codes=4, layer=layer),
+                    seeds=[1, 2], references=targets, progress=False)
+    assert min(m["psnr"] for m in result.metrics) > 35
+    assert min(m["ssim"] for m in result.metrics) > 0.99
+    assert result.trace[0].min() > result.trace[-1].max()  # every image's loss went down
+
+
+def test_toy_generator_recovers_a_colour_by_gradient_descent():
+    toy = ToyGenerator().eval()
+    target = torch.tensor([0.3, -0.6, -0.6]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    recipe = adam(iterations=400, codes=2, layer="feat", lr=0.02)
+    result = invert(toy, target, Inversion(), recipe, seeds=[0], references=target, progress=False)
+    torch.testing.assert_close(result.reconstructions, target, atol=2e-3, rtol=0)
+    assert result.alphas.shape == (1, 2, 2) and result.codes.shape == (1, 2, 2)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_batched_inversion_equals_one_image_at_a_time(tiny_pggan, optimizer):
+    targets = rendered_targets(tiny_pggan, n=3)
+    recipe = adam(iterations=25, codes=3, layer=4, optimizer=optimizer, lr=0.05)
+    batched = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[4, 5, 6], progress=False)
+    for i, seed in enumerate([4, 5, 6]):
+        alone = invert(tiny_pggan, targets[i:i + 1], Inversion(), recipe, seeds=[seed],
+                       progress=False)
+        torch.testing.assert_close(batched.codes[i], alone.codes[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batched.alphas[i], alone.alphas[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batched.losses[i], alone.losses[0], atol=1e-5, rtol=1e-4)
+
+
+def test_single_code_baseline_is_plain_latent_optimisation(tiny_pggan):
+    targets = rendered_targets(tiny_pggan)
+    result = invert(tiny_pggan, targets, Inversion(), adam(iterations=5, codes=1, layer=0),
+                    seeds=[0, 1], progress=False)
+    assert result.layer.name == "z" and result.codes.shape == (2, 1, 8)
+    assert result.alphas.shape == (2, 1, 8)
+
+
+class Poisoned(ToyGenerator):
+    """The toy generator, but image 1 of a batch turns to NaN once its red passes 0.2."""
+
+    def tail(self, features, layer):
+        images = super().tail(features, layer)
+        poison = torch.zeros_like(images)
+        if images.shape[0] > 1 and images[1, 0].mean() > 0.2:
+            poison[1] = float("nan")
+        return images + poison
+
+
+def test_a_nan_loss_stops_that_image_only(toy):
+    target = torch.tensor([0.5, 0.0, 0.0]).view(1, 3, 1, 1).expand(3, 3, 2, 2)
+    result = invert(Poisoned().eval(), target, Inversion(),
+                    adam(iterations=300, codes=2, layer="feat", lr=0.05), seeds=[0, 1, 2],
+                    references=target, progress=False)
+    assert list(result.failures) == [1]
+    assert "loss became nan" in result.failures[1]
+    assert result.metrics[1] is None and torch.isnan(result.losses[1])
+    assert result.metrics[0]["psnr"] > 40 and result.metrics[2]["psnr"] > 40
+
+
+def test_generator_weights_modes_and_flags_are_untouched(tiny_dcgan):
+    tiny_dcgan.train()
+    before = {k: v.clone() for k, v in tiny_dcgan.state_dict().items()}
+    targets = torch.zeros(1, 3, 16, 16)
+    invert(tiny_dcgan, targets, Inversion(), adam(iterations=3, codes=2, layer=1), seeds=[0],
+           progress=False)
+    assert tiny_dcgan.training
+    assert all(p.requires_grad for p in tiny_dcgan.parameters())
+    for key, value in tiny_dcgan.state_dict().items():
+        assert torch.equal(value, before[key]), key  # eval mode: BatchNorm statistics unchanged
+
+
+def test_frozen_restores_state_after_an_error(tiny_pggan):
+    with pytest.raises(RuntimeError), frozen(tiny_pggan):
+        assert not any(p.requires_grad for p in tiny_pggan.parameters())
+        raise RuntimeError
+    assert all(p.requires_grad for p in tiny_pggan.parameters())
+
+
+def test_task_views_enter_the_loss(tiny_pggan):
+    targets = rendered_targets(tiny_pggan)
+    colorization = Colorization()
+    ctx = colorization.context(16, [0, 1], "cpu")
+    colour = invert(tiny_pggan, colorization.observe(targets, ctx), colorization,
+                    adam(iterations=0, codes=2, layer=2), seeds=[0, 1], ctx=ctx, progress=False)
+    gray_recon = colorization.view(colour.reconstructions, ctx)
+    torch.testing.assert_close(colour.losses, ((gray_recon - colour.observations) ** 2)
+                               .mean(dim=(1, 2, 3)), atol=1e-3, rtol=1e-2)
+    masked = Inpainting(mask="center:0.5")
+    ctx = masked.context(16, [0, 1], "cpu")
+    observations = masked.observe(targets, ctx)
+    result = invert(tiny_pggan, observations, masked, adam(iterations=0, codes=2, layer=2),
+                    seeds=[0, 1], ctx=ctx, progress=False)
+    # the loss only sees known pixels: it equals the MSE of masked images
+    masked_mse = ((result.reconstructions * ctx.mask - observations) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(result.losses, masked_mse, atol=1e-3, rtol=1e-2)
+
+
+def test_bad_observations_are_rejected(tiny_pggan):
+    recipe = adam(iterations=1, codes=1)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        invert(tiny_pggan, torch.full((1, 3, 16, 16), 3.0), Inversion(), recipe, seeds=[0],
+               progress=False)
+    with pytest.raises(ValueError, match="seeds"):
+        invert(tiny_pggan, torch.zeros(2, 3, 16, 16), Inversion(), recipe, seeds=[0],
+               progress=False)
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32(tiny_pggan):
+    targets = rendered_targets(tiny_pggan)
+    recipe = adam(iterations=30, codes=3, layer=4)
+    fp32 = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
+    bf16 = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], bf16=True,
+                  progress=False)
+    assert bf16.reconstructions.dtype == torch.float32 and not bf16.failures
+    assert (bf16.losses - fp32.losses).abs().max() < 0.05 * fp32.losses.max()
