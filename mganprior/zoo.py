@@ -66,10 +66,6 @@ class LoadedGenerator:
     info: dict[str, Any]
 
 
-def generator_names() -> list[str]:
-    return list(GENERATORS)
-
-
 def load_generator(name: str | None = None, checkpoint: str | Path | None = None,
                    device: str | torch.device | None = None) -> LoadedGenerator:
     """A named zoo generator or a checkpoint file, in eval mode on ``device``, with provenance."""

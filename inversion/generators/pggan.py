@@ -102,10 +102,6 @@ class PGGANGenerator(StagedGenerator):
         self._stage_list = [(f"layer{i}", getattr(self, f"layer{i}"))
                             for i in range(1, 2 * blocks + 1)] + [("output", self.output)]
 
-    @property
-    def num_conv_layers(self) -> int:
-        return len(self._stage_list) - 1
-
     def _stages(self):
         return self._stage_list
 
