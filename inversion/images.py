@@ -8,7 +8,6 @@ are errors that name the file.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inversion.errors import InputError
+from inversion.files import atomic_path
 from inversion.metrics import from_uint8, to_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -139,6 +139,5 @@ def save_png(image: torch.Tensor | np.ndarray, path: str | Path) -> None:
     """Write one image (``[3, H, W]`` float in [-1, 1], or uint8 ``[H, W, 3]``) atomically."""
     path = Path(path)
     pixels = to_uint8(image[None])[0] if isinstance(image, torch.Tensor) else image
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(pixels).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        Image.fromarray(pixels).save(tmp)

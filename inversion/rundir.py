@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from inversion.engine import InversionResult
 from inversion.errors import InputError
+from inversion.files import atomic_write_bytes
 from inversion.generators.base import Layer
 from inversion.images import save_png
 from inversion.metrics import from_uint8
@@ -52,14 +53,9 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+    body = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
+    atomic_write_bytes(path, body.encode())
 
 
 @dataclass
@@ -135,7 +131,7 @@ class RunDirectory:
             })
         body = "".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
                        for r in self.records() + records)
-        atomic_write_text(self.results_path, body)
+        atomic_write_bytes(self.results_path, body.encode())
         return records
 
     def _write_image(self, result: InversionResult, i: int, extra: ImageRecord) -> None:

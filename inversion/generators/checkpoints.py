@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from inversion.errors import InputError
+from inversion.files import atomic_path, atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -69,12 +69,6 @@ def config_path(weights_path: str | Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_weights(
     state_dict: dict[str, torch.Tensor], config: dict[str, Any], path: str | Path,
     dtype: torch.dtype | None = None,
@@ -89,9 +83,8 @@ def save_weights(
         .cpu().contiguous()
         for k, v in state_dict.items()
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
     body = json.dumps({**config, "format_version": FORMAT_VERSION}, indent=2, sort_keys=True)
     atomic_write_bytes(config_path(path), (body + "\n").encode())
     return path
