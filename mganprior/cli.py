@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +78,59 @@ def _build_parser() -> argparse.ArgumentParser:
                       "recipe's)")
     invert.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    scenes = commands.add_parser(
+        "scenes", help="render scene-world images and their exact label maps as PNGs")
+    scenes.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
+    scenes.add_argument("--count", type=int, default=16)
+    scenes.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    scenes.add_argument("--size", type=int, default=64)
+    scenes.add_argument("--out", required=True, help="folder for NAME.png and labels/NAME.png")
+
+    gan = commands.add_parser(
+        "train-generator", help="train a PGGAN-architecture generator on a scene domain",
+        description="Train a PGGAN generator on rendered scenes. Checkpoints every "
+                    "--checkpoint-every steps; rerunning the same command resumes.")
+    gan.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
+    gan.add_argument("--out", required=True)
+    gan.add_argument("--images", type=int, default=20000, help="rendered training scenes")
+    gan.add_argument("--iterations", type=int, default=10000)
+    gan.add_argument("--batch", type=int, default=64)
+    gan.add_argument("--resolution", type=int, default=64)
+    gan.add_argument("--z-dim", type=int, default=128)
+    gan.add_argument("--channels", default="128,128,128,64,32",
+                     help="widths from 4 px up to the resolution, comma separated")
+    gan.add_argument("--lr", type=float, default=0.002)
+    gan.add_argument("--r1-gamma", type=float, default=1.0)
+    gan.add_argument("--r1-every", type=int, default=4, help="lazy R1: penalty every N steps")
+    gan.add_argument("--ema-half-life", type=float, default=10000.0,
+                     help="EMA half-life of the generator weights, in images")
+    gan.add_argument("--seed", type=int, default=0)
+    gan.add_argument("--checkpoint-every", type=int, default=500)
+    _add_training_io(gan)
+
+    seg = commands.add_parser(
+        "train-segmenter", help="train the scene-world segmenter (segmentation-models-pytorch)",
+        description="Train an smp model from scratch on rendered scenes of every domain; "
+                    "writes OUT/model (save_pretrained) and reports held-out IoU.")
+    seg.add_argument("--out", required=True)
+    seg.add_argument("--domains", default="all", help="comma-separated domains (default all)")
+    seg.add_argument("--images-per-domain", type=int, default=8000)
+    seg.add_argument("--validation-per-domain", type=int, default=300)
+    seg.add_argument("--size", type=int, default=64)
+    seg.add_argument("--architecture", default="Unet")
+    seg.add_argument("--encoder", default="mobilenet_v2")
+    seg.add_argument("--iterations", type=int, default=4000)
+    seg.add_argument("--batch", type=int, default=64)
+    seg.add_argument("--lr", type=float, default=0.002)
+    seg.add_argument("--no-augment", action="store_true")
+    seg.add_argument("--dice-weight", type=float, default=0.0,
+                     help="add this times a multiclass Dice loss to the cross-entropy")
+    seg.add_argument("--init-from", default=None,
+                     help="start from a saved smp model directory of the same architecture")
+    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--checkpoint-every", type=int, default=500)
+    _add_training_io(seg)
+
     demo = commands.add_parser("demo", help="run the embedded end-to-end demo")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--device", default=None)
@@ -84,14 +138,100 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_training_io(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
+                        "available)")
+    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+    parser.add_argument("--cache", default=None, help="folder to keep rendered datasets in")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _scenes(args: argparse.Namespace) -> int:
+    from inversion.images import save_png
+    from scenes.datasets import render_many
+    from segmentation.vocabularies import SCENE_WORLD
+
+    if args.count < 1:
+        raise InputError(f"--count must be at least 1, got {args.count}")
+    images, labels = render_many(args.domain, range(args.start, args.start + args.count),
+                                 args.size, progress=False)
+    out = Path(args.out)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        name = f"{args.domain}-{args.start + i:06d}"
+        save_png(image, out / f"{name}.png")
+        save_png(SCENE_WORLD.colorize(label), out / "labels" / f"{name}-color.png")
+        save_png(label, out / "labels" / f"{name}.png")
+    print(f"wrote {len(images)} {args.domain} scenes and label maps to {out}")
+    return 0
+
+
+def _train_generator(args: argparse.Namespace) -> int:
+    from inversion.devices import resolve_device
+    from inversion.training import GANTrainConfig
+    from scenes.render import get_domain
+    from scenes.train import train_scene_generator
+
+    get_domain(args.domain)
+    config = GANTrainConfig(resolution=args.resolution, z_dim=args.z_dim,
+                            channels=_int_list(args.channels, "--channels"),
+                            iterations=args.iterations, batch=args.batch, lr=args.lr,
+                            r1_gamma=args.r1_gamma, r1_every=args.r1_every,
+                            ema_half_life_images=args.ema_half_life,
+                            seed=args.seed)
+    result = train_scene_generator(args.domain, args.out, config, images=args.images,
+                                   device=resolve_device(args.device), workers=args.workers,
+                                   cache=args.cache, checkpoint_every=args.checkpoint_every,
+                                   progress=not args.quiet)
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; generator: "
+          f"{result.out_dir / 'generator.safetensors'}")
+    return 0
+
+
+def _train_segmenter(args: argparse.Namespace) -> int:
+    from inversion.devices import resolve_device
+    from scenes.render import DOMAINS
+    from scenes.train import train_scene_segmenter
+    from segmentation.training import SegmenterTrainConfig
+
+    domains = list(DOMAINS) if args.domains == "all" else args.domains.split(",")
+    config = SegmenterTrainConfig(architecture=args.architecture, encoder=args.encoder,
+                                  iterations=args.iterations, batch=args.batch, lr=args.lr,
+                                  augment=not args.no_augment, dice_weight=args.dice_weight,
+                                  init_from=args.init_from, seed=args.seed)
+    result = train_scene_segmenter(args.out, config, domains=domains,
+                                   images_per_domain=args.images_per_domain,
+                                   validation_per_domain=args.validation_per_domain,
+                                   size=args.size, device=resolve_device(args.device),
+                                   workers=args.workers, cache=args.cache,
+                                   checkpoint_every=args.checkpoint_every,
+                                   progress=not args.quiet)
+    if result.validation is not None:
+        print(f"held-out mean IoU {result.validation.mean:.3f}, pixel accuracy "
+              f"{result.validation.pixel_accuracy:.3f}")
+    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; segmenter: "
+          f"{result.out_dir / 'model'}")
+    return 0
+
+
 def _zoo(args: argparse.Namespace) -> int:
-    from mganprior.zoo import GENERATORS, load_generator
+    from mganprior.zoo import GENERATORS, SEGMENTERS, load_generator
 
     if args.name is None and args.checkpoint is None:
-        width = max(len(name) for name in GENERATORS)
+        width = max(len(name) for name in [*GENERATORS, *SEGMENTERS])
         print("generators:")
         for entry in GENERATORS.values():
             print(f"  {entry.name:<{width}}  {entry.description}")
+        print("segmenters:")
+        for name, description in SEGMENTERS.items():
+            print(f"  {name:<{width}}  {description}")
         return 0
     loaded = load_generator(args.name, args.checkpoint, device="cpu")
     for layer in loaded.generator.layers:
@@ -157,10 +297,24 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals() -> None:
+    """Make SIGTERM, and SIGINT even in a background job (where shells ignore it), raise
+    KeyboardInterrupt, so long commands checkpoint before they exit."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    handlers = {"zoo": _zoo, "invert": _invert, "demo": _demo}
+    if args.command in ("train-generator", "train-segmenter"):
+        _stop_on_signals()
+    handlers = {"zoo": _zoo, "invert": _invert, "demo": _demo, "scenes": _scenes,
+                "train-generator": _train_generator, "train-segmenter": _train_segmenter}
     try:
         return handlers[args.command](args)
     except InputError as err:

@@ -1,4 +1,4 @@
-"""The model zoo: named generators, where their weights come from and how to load them.
+"""The model zoo: named generators and segmenters, where their weights come from, how to load them.
 
 Nothing here downloads: every named model reads weights that are installed with a package or
 committed to this repository. User files come in through ``checkpoint=PATH``.
@@ -23,6 +23,7 @@ from inversion.generators import (
     load_generator_file,
 )
 from inversion.generators.checkpoints import read_torch_checkpoint
+from segmentation.segmenters import SmpSegmenter, load_smp_segmenter
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,26 @@ def _load_digiface(path: Path) -> LayeredGenerator:
     return DCGANGenerator.from_state_dict(read_torch_checkpoint(path), source=str(path))
 
 
+SCENE_WEIGHTS = Path(__file__).resolve().parent.parent / "scenes" / "weights"
+
+
+def _scene_weights(name: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        path = SCENE_WEIGHTS / f"{name}.safetensors"
+        if not path.is_file():
+            raise InputError(f"{name}: weights file {path} is missing; it is committed with the "
+                             "repository (retrain with scenes/train_models.sh and "
+                             "python -m scenes.publish)")
+        return path
+    return locate
+
+
+def _scene_generator(name: str, domain: str) -> GeneratorEntry:
+    return GeneratorEntry(
+        name, f"PGGAN architecture trained by this project on rendered {domain} scenes, 64x64, "
+        "z 128 (docs/models.md)", _scene_weights(name), load_generator_file)
+
+
 GENERATORS: dict[str, GeneratorEntry] = {
     entry.name: entry for entry in [
         GeneratorEntry(
@@ -56,7 +77,16 @@ GENERATORS: dict[str, GeneratorEntry] = {
             "DCGAN (PyTorch tutorial architecture) trained on DigiFace-1M synthetic faces, 64x64, "
             "z 100; weights from the PyPI package gan-face-generate 1.1.1 (MIT)",
             _digiface_weights, _load_digiface),
+        _scene_generator("bedroom-pggan64", "bedroom"),
+        _scene_generator("conference-pggan64", "conference_room"),
+        _scene_generator("church-pggan64", "church_outdoor"),
     ]
+}
+
+SEGMENTERS: dict[str, str] = {
+    "scenes-segmenter64": "smp Unet (mobilenet_v2 encoder, random init) trained by this project "
+                          "on rendered scenes of all domains, scene-world vocabulary, 64x64 "
+                          "(docs/models.md)",
 }
 
 
@@ -89,3 +119,26 @@ def load_generator(name: str | None = None, checkpoint: str | Path | None = None
     if hasattr(generator, "config"):
         info["config"] = generator.config()
     return LoadedGenerator(generator.to(target).eval(), info)
+
+
+def load_segmenter(name: str | None = None, directory: str | Path | None = None, *,
+                   labels: str | list[str] | None = None, device: str | torch.device | None = None,
+                   ) -> SmpSegmenter:
+    """A named zoo segmenter or an smp ``save_pretrained`` directory, on ``device``.
+
+    ``labels`` (a vocabulary name, a JSON list file or a list) names a user model's classes when
+    its directory has no ``segmenter.json``.
+    """
+    if (name is None) == (directory is None):
+        raise InputError("give exactly one of a segmenter name (--segmenter) or an smp model "
+                         "directory (--segmenter-dir)")
+    if name is not None:
+        if name not in SEGMENTERS:
+            raise InputError(f"unknown segmenter {name!r}; named segmenters: "
+                             f"{', '.join(SEGMENTERS)} (or pass an smp model directory)")
+        directory = SCENE_WEIGHTS / name
+        if not (directory / "model.safetensors").is_file():
+            raise InputError(f"{name}: weights file {directory / 'model.safetensors'} is missing; "
+                             "it is committed with the repository (retrain with "
+                             "scenes/train_models.sh and python -m scenes.publish)")
+    return load_smp_segmenter(directory, labels=labels, device=resolve_device(device))

@@ -1,5 +1,5 @@
-"""Segmenters and label vocabularies (the Segmenter protocol, segmentation-models-pytorch models).
+"""Segmenters and label vocabularies: the Segmenter protocol, segmentation-models-pytorch models
+(train, save, load from a local directory), IoU and Frechet Segmentation Distance.
 
-Empty until the scene-world issue lands; the package exists so the layout and the dependency
-direction (``analysis -> {inversion, segmentation}``) are fixed from the start.
+``segmentation`` knows nothing about scenes, inversion runs or reports.
 """

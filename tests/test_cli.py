@@ -138,3 +138,75 @@ def test_module_and_console_script_entry_points():
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "usage: mganprior" in done.stdout
+
+
+def test_zoo_lists_the_scene_models(capsys):
+    assert main(["zoo"]) == 0
+    out = capsys.readouterr().out
+    for name in ("bedroom-pggan64", "conference-pggan64", "church-pggan64",
+                 "scenes-segmenter64"):
+        assert name in out
+
+
+def test_scenes_command_writes_images_and_label_maps(capsys, tmp_path):
+    assert main(["scenes", "--domain", "bedroom", "--count", "2", "--size", "16", "--out",
+                 str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["bedroom-000000.png",
+                                                              "bedroom-000001.png"]
+    from PIL import Image
+
+    labels = np.asarray(Image.open(tmp_path / "labels" / "bedroom-000000.png"))
+    assert labels.shape == (16, 16) and labels.max() < 21
+
+
+@pytest.mark.parametrize("command", [
+    ["scenes", "--domain", "kitchen", "--out", "{tmp}/s"],
+    ["train-generator", "--domain", "kitchen", "--out", "{tmp}/g"],
+    ["train-segmenter", "--domains", "bedroom,kitchen", "--out", "{tmp}/s",
+     "--images-per-domain", "2", "--validation-per-domain", "2"],
+])
+def test_unknown_domain_lists_the_domains(capsys, tmp_path, command):
+    assert main([part.format(tmp=tmp_path) for part in command]) == 2
+    assert "unknown scene domain 'kitchen'; domains: bedroom, conference_room, " \
+        "church_outdoor" in error_line(capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_generator_runs_resumes_and_refuses_other_settings(capsys, tmp_path):
+    args = ["train-generator", "--domain", "church_outdoor", "--out", str(tmp_path / "g"),
+            "--resolution", "8", "--channels", "8,8", "--z-dim", "4", "--images", "8",
+            "--batch", "4", "--iterations", "2", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert main([*args[:-4], "4", "--device", "cpu", "--quiet"]) == 0  # continues to 4
+    assert "trained 4 steps" in capsys.readouterr().out
+    assert main([*args, "--lr", "0.1"]) == 2
+    assert "other settings (lr differ)" in error_line(capsys)
+    assert main([*args, "--channels", "8,x"]) == 2
+    assert "--channels must be comma-separated integers" in error_line(capsys)
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_training_stopped_by_a_signal_checkpoints_and_says_how_to_resume(tmp_path, signum):
+    import signal
+    import time
+
+    import torch
+
+    out = tmp_path / "g"
+    command = [sys.executable, "-m", "mganprior", "train-generator", "--domain", "bedroom",
+               "--out", str(out), "--resolution", "8", "--channels", "8,8", "--z-dim", "4",
+               "--images", "8", "--batch", "4", "--iterations", "1000000",
+               "--checkpoint-every", "5", "--device", "cpu", "--quiet"]
+    # start_new_session: like a background job, and the signal reaches only this process
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(getattr(signal, signum))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted; rerun the same command to resume" in err
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] >= 5  # the run resumes from here (test_training checks the step)

@@ -1,0 +1,309 @@
+"""Train a PGGAN-architecture generator: non-saturating GAN loss with lazy R1, EMA weights.
+
+The generator is :class:`inversion.generators.PGGANGenerator`, the class that loads official
+checkpoints, so trained models go through the same inversion code as real ones. The
+discriminator mirrors it (equalised learning rate, average-pool downsampling, minibatch
+standard deviation). Training is at full resolution from the start: on a GPU a 64 px model
+converges in minutes; progressive growing is not implemented.
+
+Training state (both networks, the EMA generator, both optimisers, the step, every RNG) is saved
+atomically to ``checkpoint.pt`` every ``checkpoint_every`` steps and on Ctrl-C, together with
+``generator.safetensors`` (the EMA weights, the file the zoo loads). A rerun with the same settings
+resumes; a rerun with a larger ``iterations`` continues training. ``samples.png`` is written at
+the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from inversion.errors import InputError
+from inversion.files import atomic_path, atomic_write_bytes
+from inversion.generators import PGGANGenerator, save_generator
+from inversion.images import save_png
+from inversion.metrics import to_uint8
+
+CHECKPOINT = "checkpoint.pt"
+GENERATOR_FILE = "generator.safetensors"
+
+
+class EqualizedConv2d(nn.Module):
+    """Conv whose weight is scaled by ``gain / sqrt(fan_in)`` at run time (equalised lr)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, padding: int = 0,
+                 gain: float = math.sqrt(2.0)) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.scale = gain / math.sqrt(cin * kernel * kernel)
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class PGGANDiscriminator(nn.Module):
+    """Mirror of a PGGAN generator: images [B, 3, R, R] in [-1, 1] -> realness logits [B]."""
+
+    def __init__(self, resolution: int, channels: list[int]) -> None:
+        super().__init__()
+        blocks = int(math.log2(resolution)) - 1
+        if len(channels) != blocks:
+            raise InputError(f"discriminator at {resolution} px needs {blocks} widths, "
+                             f"got {len(channels)}")
+        self.resolution = resolution
+        self.from_rgb = EqualizedConv2d(3, channels[-1], 1)
+        self.blocks = nn.ModuleList()
+        for b in range(blocks - 1, 0, -1):
+            self.blocks.append(nn.ModuleList([
+                EqualizedConv2d(channels[b], channels[b], 3, padding=1),
+                EqualizedConv2d(channels[b], channels[b - 1], 3, padding=1),
+            ]))
+        top = channels[0]
+        self.final_conv = EqualizedConv2d(top + 1, top, 3, padding=1)
+        self.final_dense = EqualizedConv2d(top, top, 4)
+        self.logit = EqualizedConv2d(top, 1, 1, gain=1.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.from_rgb(images), 0.2)
+        for conv_a, conv_b in self.blocks:
+            x = F.leaky_relu(conv_a(x), 0.2)
+            x = F.leaky_relu(conv_b(x), 0.2)
+            x = F.avg_pool2d(x, 2)
+        group = math.gcd(4, x.shape[0])
+        # sqrt(var + eps), not std + eps: the gradient of std is NaN where the batch collapses.
+        stats = (x.reshape(group, -1, *x.shape[1:]).var(dim=0, unbiased=False) + 1e-8).sqrt()
+        stats = stats.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)
+        stats = stats.repeat(group, 1, *x.shape[2:])
+        x = F.leaky_relu(self.final_conv(torch.cat([x, stats], dim=1)), 0.2)
+        x = F.leaky_relu(self.final_dense(x), 0.2)
+        return self.logit(x).flatten()
+
+
+@dataclass
+class GANTrainConfig:
+    """Everything that defines a training run; a resume must match it exactly."""
+
+    resolution: int = 64
+    z_dim: int = 128
+    channels: list[int] = field(default_factory=lambda: [128, 128, 128, 64, 32])
+    iterations: int = 10000
+    batch: int = 64
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 1.0
+    r1_every: int = 4
+    ema_half_life_images: float = 10000.0
+    seed: int = 0
+    flip: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass
+class GANTrainResult:
+    generator: PGGANGenerator
+    steps: int
+    seconds: float
+    log: list[dict[str, float]]
+    out_dir: Path
+
+
+class ImageBank:
+    """Training images held on the device as uint8; ``sample`` gives [B, 3, H, W] in [-1, 1]."""
+
+    def __init__(self, images: np.ndarray, device: torch.device, flip: bool = True) -> None:
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise InputError(f"training images must be uint8 [N, H, W, 3], got "
+                             f"{images.dtype} {list(images.shape)}")
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        device = self.images.device
+        index = torch.randint(len(self), (batch,), generator=generator, device="cpu").to(device)
+        x = self.images[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if self.flip:
+            mirror = torch.rand(batch, generator=generator).to(device) < 0.5
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        return x
+
+
+def _r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+    return grad.pow(2).sum(dim=(1, 2, 3)).mean()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _check_resumable(saved: dict[str, Any], config: GANTrainConfig, out_dir: Path) -> None:
+    """Every setting must match except ``iterations``: a longer run continues a shorter one."""
+    current = config.to_dict()
+    diffs = [k for k in current if k != "iterations" and saved.get(k) != current[k]]
+    if diffs:
+        raise InputError(f"{out_dir} holds a training run with other settings "
+                         f"({', '.join(diffs)} differ); use another --out or the same settings")
+
+
+def sample_grid(generator: PGGANGenerator, count: int = 64, seed: int = 0,
+                columns: int = 8) -> np.ndarray:
+    """A uint8 [rows*R, columns*R, 3] grid of ``count`` samples (fixed seed, eval mode)."""
+    device = next(generator.parameters()).device
+    z = torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        images = generator(z.to(device)).clamp(-1, 1).cpu()
+    return image_grid(to_uint8(images), columns)
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> one uint8 grid image with ``columns`` per row (blank-padded)."""
+    count, h, w, _ = images.shape
+    rows = -(-count // columns)
+    grid = np.full((rows * h, columns * w, 3), 255, dtype=np.uint8)
+    for i in range(count):
+        r, c = divmod(i, columns)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = images[i]
+    return grid
+
+
+def train_gan(
+    bank: ImageBank,
+    config: GANTrainConfig,
+    out_dir: str | Path,
+    *,
+    device: torch.device,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> GANTrainResult:
+    """Train (or resume) a PGGAN generator on ``bank``; returns the EMA generator in eval mode."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if bank.images.shape[1] != config.resolution or bank.images.shape[2] != config.resolution:
+        raise InputError(f"training images are {bank.images.shape[2]}x{bank.images.shape[1]} but "
+                         f"the generator is {config.resolution}x{config.resolution}")
+    torch.manual_seed(config.seed)
+    generator = PGGANGenerator(config.resolution, config.z_dim, config.channels).to(device)
+    discriminator = PGGANDiscriminator(config.resolution, config.channels).to(device)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
+    r1_ratio = config.r1_every / (config.r1_every + 1)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr * r1_ratio,
+                             betas=tuple(b ** r1_ratio for b in config.betas))
+    data_rng = torch.Generator().manual_seed(config.seed + 1)
+    step, seconds, log = 0, 0.0, []
+    last_r1 = 0.0
+
+    checkpoint_path = out_dir / CHECKPOINT
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        _check_resumable(state["config"], config, out_dir)
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        ema.load_state_dict(state["ema"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        data_rng.set_state(state["data_rng"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        step, seconds, log = state["step"], state["seconds"], state["log"]
+
+    def checkpoint() -> None:
+        save_generator(ema, out_dir / GENERATOR_FILE, dtype=torch.float16)
+        _save_checkpoint(checkpoint_path, {
+            "config": config.to_dict(), "step": step, "seconds": seconds, "log": log,
+            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+            "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "data_rng": data_rng.get_state(), "rng": _rng_state(),
+        })
+
+    ema_beta = 0.5 ** (config.batch / max(config.ema_half_life_images, 1e-8))
+    bar = tqdm(total=config.iterations, initial=step, disable=not progress, unit="it",
+               desc=f"train GAN {config.resolution}px", dynamic_ncols=True)
+    generator.train()
+    discriminator.train()
+    started = time.perf_counter() - seconds
+    try:
+        while step < config.iterations:
+            z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
+            real = bank.sample(config.batch, data_rng)
+
+            # Discriminator step (with the lazy R1 penalty every r1_every steps).
+            with torch.no_grad():
+                fake = generator(z)
+            d_loss = F.softplus(discriminator(fake)).mean() + \
+                F.softplus(-discriminator(real)).mean()
+            if config.r1_gamma > 0 and step % config.r1_every == 0:
+                r1 = _r1_penalty(discriminator, real)
+                d_loss = d_loss + r1 * (config.r1_gamma / 2) * config.r1_every
+                last_r1 = float(r1.detach())
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+            # Generator step.
+            z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
+            g_loss = F.softplus(-discriminator(generator(z))).mean()
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), generator.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - ema_beta)
+            step += 1
+            seconds = time.perf_counter() - started
+            if step % 50 == 0 or step == config.iterations:
+                entry = {"step": step, "d_loss": float(d_loss.detach()),
+                         "g_loss": float(g_loss.detach()), "r1": last_r1,
+                         "seconds": round(seconds, 2)}
+                log.append(entry)
+                bar.set_postfix(d=f"{entry['d_loss']:.3f}", g=f"{entry['g_loss']:.3f}")
+                if on_step is not None:
+                    on_step(step, entry)
+            bar.update(1)
+            if step % checkpoint_every == 0 and step < config.iterations:
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        bar.close()
+        raise
+    bar.close()
+    checkpoint()
+
+    ema.eval()
+    save_png(sample_grid(ema), out_dir / "samples.png")
+    summary = {"config": config.to_dict(), "steps": step, "seconds": round(seconds, 1),
+               "device": str(device), "final": log[-1] if log else None}
+    atomic_write_bytes(out_dir / "training.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return GANTrainResult(ema, step, seconds, log, out_dir)
+

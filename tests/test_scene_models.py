@@ -1,0 +1,84 @@
+"""The committed scene-world models: they load, sample in range, segment into the right classes."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import mganprior.zoo as zoo
+from inversion.errors import InputError
+from scenes.datasets import HELD_OUT_SEED, rendered_dataset
+from scenes.publish import GENERATOR_NAMES
+from segmentation.metrics import confusion_matrix, iou_report
+from segmentation.vocabularies import SCENE_WORLD
+
+CORE = {"bedroom-pggan64": ("wall", "floor", "bed"),
+        "conference-pggan64": ("wall", "floor", "table", "chair"),
+        "church-pggan64": ("sky", "grass", "building")}
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return zoo.load_segmenter("scenes-segmenter64", device="cpu")
+
+
+def test_committed_weights_stay_under_the_size_budget():
+    total = sum(p.stat().st_size for p in zoo.SCENE_WEIGHTS.rglob("*") if p.is_file())
+    assert total < 40 * 2**20, f"{total / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("name", list(CORE))
+def test_scene_generator_samples_are_in_range_and_show_the_domain(name, segmenter):
+    loaded = zoo.load_generator(name, device="cpu")
+    generator = loaded.generator
+    assert (generator.resolution, generator.z_dim, generator.family) == (64, 128, "pggan")
+    assert [layer.name for layer in generator.layers][-2:] == ["layer9", "layer10"]
+    images = generator.sample(16, seed=0)
+    assert images.shape == (16, 3, 64, 64)
+    assert (images.abs() <= 1.05).float().mean() > 0.99  # unclamped output, as PGGAN's is
+    maps = segmenter.segment(images.clamp(-1, 1))
+    fractions = torch.bincount(maps.flatten(), minlength=len(SCENE_WORLD)) / maps.numel()
+    for cls in CORE[name]:
+        assert fractions[SCENE_WORLD.index(cls)] > 0.02, (cls, fractions.tolist())
+
+
+def test_segmenter_reads_held_out_renders(segmenter):
+    images, labels = [], []
+    for domain in GENERATOR_NAMES:
+        x, y = rendered_dataset(domain, 20, 64, start=HELD_OUT_SEED, progress=False)
+        images.append(x)
+        labels.append(y)
+    x = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+    report = iou_report(confusion_matrix(segmenter.segment(x), y, len(SCENE_WORLD)),
+                        SCENE_WORLD.names)
+    assert report.pixel_accuracy > 0.9 and report.mean > 0.7, report.as_dict()
+
+
+def test_segmenter_label_count_mismatch_is_named():
+    with pytest.raises(InputError, match="predicts 21 classes but its vocabulary ade20k-150"):
+        zoo.load_segmenter("scenes-segmenter64", labels="ade20k-150")
+
+
+def test_unknown_segmenter_lists_the_named_ones():
+    with pytest.raises(InputError, match="named segmenters: scenes-segmenter64"):
+        zoo.load_segmenter("deeplab")
+
+
+def test_corrupt_or_missing_weights_fail_with_one_line_naming_the_file(tmp_path, monkeypatch):
+    damaged = tmp_path / "weights"
+    shutil.copytree(zoo.SCENE_WEIGHTS, damaged)
+    target = damaged / "church-pggan64.safetensors"
+    target.write_bytes(target.read_bytes()[:1000])
+    monkeypatch.setattr(zoo, "SCENE_WEIGHTS", damaged)
+    with pytest.raises(InputError, match=r"church-pggan64\.safetensors is corrupt"):
+        zoo.load_generator("church-pggan64")
+    target.unlink()
+    with pytest.raises(InputError, match=r"church-pggan64\.safetensors is missing"):
+        zoo.load_generator("church-pggan64")
+    (damaged / "scenes-segmenter64" / "model.safetensors").unlink()
+    with pytest.raises(InputError, match=r"model\.safetensors is missing"):
+        zoo.load_segmenter("scenes-segmenter64")
