@@ -8,6 +8,8 @@ and a user's model (an ADE20K one, say) gets those from arguments instead.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import warnings
 from pathlib import Path
@@ -187,7 +189,8 @@ def load_smp_segmenter(directory: str | Path, *, labels: str | list[str] | None 
     if not weights:
         raise InputError(f"{directory} has no model weights (model.safetensors)")
     try:
-        with warnings.catch_warnings():
+        # huggingface_hub prints "Loading weights from local directory" to stdout; keep it quiet.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             model = smp.from_pretrained(str(directory))
     except Exception as err:  # smp/hub/safetensors raise many types for damaged directories
