@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inversion.generators import PGGANGenerator
+from inversion.generators import PGGANGenerator, load_generator_file
 from inversion.metrics import to_uint8
 from inversion.training import image_grid
-from mganprior.zoo import load_generator, load_segmenter
 from scenes.datasets import HELD_OUT_SEED, rendered_dataset
 from scenes.figures import image_rows_figure
-from scenes.publish import GENERATOR_NAMES, SEGMENTER_NAME
+from scenes.publish import GENERATOR_NAMES, SEGMENTER_NAME, WEIGHTS
 from segmentation.metrics import confusion_matrix, frechet_segmentation_distance, iou_report
+from segmentation.segmenters import load_smp_segmenter
 from segmentation.vocabularies import SCENE_WORLD
 
 
@@ -62,23 +62,22 @@ def _miou(predicted: torch.Tensor, target: torch.Tensor) -> float:
                       SCENE_WORLD.names).mean
 
 
-def evaluate(samples: int, train_images: int, docs: Path, cache: Path | None) -> dict:
+def evaluate(samples: int, train_images: int, docs: Path, cache: Path | None,
+             weights: Path = WEIGHTS) -> dict:
     images_dir = docs / "images" / "models"
     images_dir.mkdir(parents=True, exist_ok=True)
-    segmenter = load_segmenter(SEGMENTER_NAME, device="cpu")
+    segmenter = load_smp_segmenter(weights / SEGMENTER_NAME, device="cpu")
     report: dict = {"samples": samples, "generators": {}}
     held_all, held_labels_all = [], []
     for domain, name in GENERATOR_NAMES.items():
-        loaded = load_generator(name, device="cpu")
-        generator = loaded.generator
+        generator = load_generator_file(weights / f"{name}.safetensors").eval()
         train, train_labels = rendered_dataset(domain, train_images, 64, cache=cache,
                                                progress=False)
         held, held_labels = rendered_dataset(domain, 2 * samples, 64, start=HELD_OUT_SEED,
                                              cache=cache, progress=False)
         held_all.append(held[:300])
         held_labels_all.append(held_labels[:300])
-        training = json.loads(Path(loaded.info["checkpoint"]).with_suffix(".json")
-                              .read_text()).get("training", {})
+        training = json.loads((weights / f"{name}.json").read_text()).get("training", {})
         fake = _samples(generator, samples, seed=1)
         torch.manual_seed(training.get("settings", {}).get("seed", 0))  # the trainer's init
         init = PGGANGenerator(64, generator.z_dim, generator.channels).eval()
