@@ -16,8 +16,13 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def from_uint8(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """``[B, H, W, 3]`` or ``[H, W, 3]`` uint8 to float images in [-1, 1], channels first."""
-    tensor = torch.tensor(np.asarray(pixels)).float() / 127.5 - 1
+    """``[B, H, W, 3]`` or ``[H, W, 3]`` uint8 to float images in [-1, 1], channels first.
+
+    A tensor stays on its device (training banks index uint8 images on the GPU).
+    """
+    if not isinstance(pixels, torch.Tensor):
+        pixels = torch.tensor(np.asarray(pixels))
+    tensor = pixels.float() / 127.5 - 1
     return tensor.permute(2, 0, 1) if tensor.dim() == 3 else tensor.permute(0, 3, 1, 2)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,13 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from inversion.errors import InputError
-from inversion.files import atomic_path, atomic_write_bytes
 from inversion.generators import PGGANGenerator, save_generator
 from inversion.images import save_png
-from inversion.metrics import to_uint8
+from inversion.metrics import from_uint8, to_uint8
+from inversion.rundir import write_json
+from inversion.train_loop import LoopState, check_resumable, run_steps, save_state
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR_FILE = "generator.safetensors"
@@ -139,7 +138,7 @@ class ImageBank:
     def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         device = self.images.device
         index = torch.randint(len(self), (batch,), generator=generator, device="cpu").to(device)
-        x = self.images[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = from_uint8(self.images[index])
         if self.flip:
             mirror = torch.rand(batch, generator=generator).to(device) < 0.5
             x = torch.where(mirror[:, None, None, None], x.flip(3), x)
@@ -157,20 +156,6 @@ def _rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
-
-
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def _check_resumable(saved: dict[str, Any], config: GANTrainConfig, out_dir: Path) -> None:
-    """Every setting must match except ``iterations``: a longer run continues a shorter one."""
-    current = config.to_dict()
-    diffs = [k for k in current if k != "iterations" and saved.get(k) != current[k]]
-    if diffs:
-        raise InputError(f"{out_dir} holds a training run with other settings "
-                         f"({', '.join(diffs)} differ); use another --out or the same settings")
 
 
 def sample_grid(generator: PGGANGenerator, count: int = 64, seed: int = 0,
@@ -219,91 +204,77 @@ def train_gan(
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr * r1_ratio,
                              betas=tuple(b ** r1_ratio for b in config.betas))
     data_rng = torch.Generator().manual_seed(config.seed + 1)
-    step, seconds, log = 0, 0.0, []
+    state = LoopState()
     last_r1 = 0.0
 
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        _check_resumable(state["config"], config, out_dir)
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        ema.load_state_dict(state["ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        data_rng.set_state(state["data_rng"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        step, seconds, log = state["step"], state["seconds"], state["log"]
+        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        check_resumable(saved["config"], config.to_dict(), out_dir, "training run",
+                        free=("iterations",))  # a longer run continues a shorter one
+        generator.load_state_dict(saved["generator"])
+        discriminator.load_state_dict(saved["discriminator"])
+        ema.load_state_dict(saved["ema"])
+        opt_g.load_state_dict(saved["opt_g"])
+        opt_d.load_state_dict(saved["opt_d"])
+        data_rng.set_state(saved["data_rng"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if "cuda" in saved["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        state = LoopState(saved["step"], saved["seconds"], saved["log"])
 
     def checkpoint() -> None:
         save_generator(ema, out_dir / GENERATOR_FILE, dtype=torch.float16)
-        _save_checkpoint(checkpoint_path, {
-            "config": config.to_dict(), "step": step, "seconds": seconds, "log": log,
-            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+        save_state(checkpoint_path, {
+            "config": config.to_dict(), "step": state.step, "seconds": state.seconds,
+            "log": state.log, "generator": generator.state_dict(),
+            "discriminator": discriminator.state_dict(), "ema": ema.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "data_rng": data_rng.get_state(), "rng": _rng_state(),
         })
 
     ema_beta = 0.5 ** (config.batch / max(config.ema_half_life_images, 1e-8))
-    bar = tqdm(total=config.iterations, initial=step, disable=not progress, unit="it",
-               desc=f"train GAN {config.resolution}px", dynamic_ncols=True)
+
+    def train_step(step: int) -> dict[str, torch.Tensor | float]:
+        nonlocal last_r1
+        z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
+        real = bank.sample(config.batch, data_rng)
+
+        # Discriminator step (with the lazy R1 penalty every r1_every steps).
+        with torch.no_grad():
+            fake = generator(z)
+        d_loss = F.softplus(discriminator(fake)).mean() + F.softplus(-discriminator(real)).mean()
+        if config.r1_gamma > 0 and step % config.r1_every == 0:
+            r1 = _r1_penalty(discriminator, real)
+            d_loss = d_loss + r1 * (config.r1_gamma / 2) * config.r1_every
+            last_r1 = float(r1.detach())
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        # Generator step.
+        z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
+        g_loss = F.softplus(-discriminator(generator(z))).mean()
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), generator.parameters(), strict=True):
+                p_ema.lerp_(p, 1.0 - ema_beta)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "r1": last_r1}
+
     generator.train()
     discriminator.train()
-    started = time.perf_counter() - seconds
-    try:
-        while step < config.iterations:
-            z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
-            real = bank.sample(config.batch, data_rng)
-
-            # Discriminator step (with the lazy R1 penalty every r1_every steps).
-            with torch.no_grad():
-                fake = generator(z)
-            d_loss = F.softplus(discriminator(fake)).mean() + \
-                F.softplus(-discriminator(real)).mean()
-            if config.r1_gamma > 0 and step % config.r1_every == 0:
-                r1 = _r1_penalty(discriminator, real)
-                d_loss = d_loss + r1 * (config.r1_gamma / 2) * config.r1_every
-                last_r1 = float(r1.detach())
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
-            # Generator step.
-            z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
-            g_loss = F.softplus(-discriminator(generator(z))).mean()
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), generator.parameters(), strict=True):
-                    p_ema.lerp_(p, 1.0 - ema_beta)
-            step += 1
-            seconds = time.perf_counter() - started
-            if step % 50 == 0 or step == config.iterations:
-                entry = {"step": step, "d_loss": float(d_loss.detach()),
-                         "g_loss": float(g_loss.detach()), "r1": last_r1,
-                         "seconds": round(seconds, 2)}
-                log.append(entry)
-                bar.set_postfix(d=f"{entry['d_loss']:.3f}", g=f"{entry['g_loss']:.3f}")
-                if on_step is not None:
-                    on_step(step, entry)
-            bar.update(1)
-            if step % checkpoint_every == 0 and step < config.iterations:
-                checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        bar.close()
-        raise
-    bar.close()
-    checkpoint()
+    run_steps(state, config.iterations, train_step, checkpoint,
+              checkpoint_every=checkpoint_every, desc=f"train GAN {config.resolution}px",
+              progress=progress, on_log=on_step)
 
     ema.eval()
     save_png(sample_grid(ema), out_dir / "samples.png")
-    summary = {"config": config.to_dict(), "steps": step, "seconds": round(seconds, 1),
-               "device": str(device), "final": log[-1] if log else None}
-    atomic_write_bytes(out_dir / "training.json", (json.dumps(summary, indent=2) + "\n").encode())
-    return GANTrainResult(ema, step, seconds, log, out_dir)
+    summary = {"config": config.to_dict(), "steps": state.step,
+               "seconds": round(state.seconds, 1), "device": str(device),
+               "final": state.log[-1] if state.log else None}
+    write_json(out_dir / "training.json", summary)
+    return GANTrainResult(ema, state.step, state.seconds, state.log, out_dir)
 

@@ -20,10 +20,6 @@ from scenes.render import get_domain, render
 HELD_OUT_SEED = 1_000_000
 
 
-def _render_one(seed: int, domain: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    return render(domain, seed, size)
-
-
 def render_many(domain: str, seeds: range | list[int], size: int = 64, workers: int = 1,
                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Scenes of one domain: (images uint8 [N, size, size, 3], labels uint8 [N, size, size])."""
@@ -31,7 +27,7 @@ def render_many(domain: str, seeds: range | list[int], size: int = 64, workers: 
     seeds = list(seeds)
     images = np.empty((len(seeds), size, size, 3), dtype=np.uint8)
     labels = np.empty((len(seeds), size, size), dtype=np.uint8)
-    job = partial(_render_one, domain=domain, size=size)
+    job = partial(render, domain, size=size)
     bar = tqdm(total=len(seeds), disable=not progress, unit="img", desc=f"render {domain}",
                dynamic_ncols=True)
     if workers > 1 and len(seeds) > 64:

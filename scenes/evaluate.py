@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from inversion.generators import PGGANGenerator, load_generator_file
-from inversion.metrics import to_uint8
+from inversion.metrics import from_uint8, to_uint8
 from inversion.training import image_grid
 from scenes.datasets import HELD_OUT_SEED, rendered_dataset
 from scenes.figures import image_rows_figure
@@ -31,10 +31,6 @@ from scenes.publish import GENERATOR_NAMES, SEGMENTER_NAME, WEIGHTS
 from segmentation.metrics import confusion_matrix, frechet_segmentation_distance, iou_report
 from segmentation.segmenters import load_smp_segmenter
 from segmentation.vocabularies import SCENE_WORLD
-
-
-def _as_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def _samples(generator: torch.nn.Module, count: int, seed: int) -> np.ndarray:
@@ -82,7 +78,7 @@ def evaluate(samples: int, train_images: int, docs: Path, cache: Path | None,
         torch.manual_seed(training.get("settings", {}).get("seed", 0))  # the trainer's init
         init = PGGANGenerator(64, generator.z_dim, generator.channels).eval()
         untrained = _samples(init, samples, seed=1)
-        maps = {key: segmenter.segment(_as_tensor(x)) for key, x in
+        maps = {key: segmenter.segment(from_uint8(x)) for key, x in
                 (("fake", fake), ("init", untrained), ("held_a", held[:samples]),
                  ("held_b", held[samples:]))}
         k = len(SCENE_WORLD)
@@ -125,7 +121,7 @@ def evaluate(samples: int, train_images: int, docs: Path, cache: Path | None,
         fig.savefig(images_dir / f"{name}-nearest.png", dpi=110)
     held = np.concatenate(held_all)
     held_labels = torch.from_numpy(np.concatenate(held_labels_all).astype(np.int64))
-    predicted = segmenter.segment(_as_tensor(held))
+    predicted = segmenter.segment(from_uint8(held))
     iou = iou_report(confusion_matrix(predicted, held_labels, len(SCENE_WORLD)),
                      SCENE_WORLD.names)
     report["segmenter"] = {"held_out_images": len(held), "mean_iou": round(iou.mean, 4),

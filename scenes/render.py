@@ -98,14 +98,14 @@ class Canvas:
     """Supersampled RGB and label canvases with a camera and a directional light."""
 
     def __init__(self, size: int, supersample: int, camera: Camera, light: Vec,
-                 ambient: float) -> None:
+                 ambient: float, room: Room | None = None) -> None:
         self.size = size * supersample
         self.camera = camera
         self.light = light / np.linalg.norm(light)
         self.ambient = ambient
         self.rgb = Image.new("RGB", (self.size, self.size))
         self.labels = Image.new("L", (self.size, self.size))
-        self.room: Room | None = None
+        self.room = room
         self._draw_rgb = ImageDraw.Draw(self.rgb)
         self._draw_label = ImageDraw.Draw(self.labels)
 
@@ -233,12 +233,6 @@ def spire(cx: float, cz: float, half: float, y: float, height: float, label: int
     return Group(faces, inside)
 
 
-def decal(canvas: Canvas, corner: Vec, edge_u: Vec, edge_v: Vec, normal: Vec, label: int,
-          color: Color, lines: list[tuple[Vec, Vec]] | None = None) -> Face:
-    return Face(quad(corner, edge_u, edge_v), label, color, np.asarray(normal, dtype=float),
-                lines or [])
-
-
 # ----------------------------------------------------------------------------- rooms
 
 
@@ -340,7 +334,7 @@ def _window(room: Room, wall: str, start: float, width: float, bottom: float, he
         lines.append((mid_v, mid_v + along * width))
     pane = _wall_rect(room, wall, start + 0.06, width - 0.12, bottom + 0.06, height - 0.12,
                       LABEL["window"], glass, inset=0.03,
-                      lines=[(a + 0.0, b + 0.0) for a, b in lines])
+                      lines=lines)
     pane.line_shade = 0.55
     return [_wall_rect(room, wall, start, width, bottom, height, LABEL["window"], frame, 0.02),
             pane]
@@ -430,7 +424,7 @@ def _lamp(x: float, z: float, base_y: float, rng: np.random.Generator, tall: boo
                 LABEL["lamp"], shade)]
 
 
-def _bedroom(canvas: Canvas, rng: np.random.Generator, size: int) -> None:
+def _bedroom(canvas: Canvas, rng: np.random.Generator) -> None:
     room = canvas.room
     wall = _hsv(rng.uniform(0, 1), rng.uniform(0.05, 0.35), rng.uniform(0.6, 0.95))
     floor = (_hsv(rng.uniform(0.05, 0.1), rng.uniform(0.4, 0.7), rng.uniform(0.35, 0.7))
@@ -502,7 +496,7 @@ def _bedroom(canvas: Canvas, rng: np.random.Generator, size: int) -> None:
     canvas.groups(groups)
 
 
-def _conference(canvas: Canvas, rng: np.random.Generator, size: int) -> None:
+def _conference(canvas: Canvas, rng: np.random.Generator) -> None:
     room = canvas.room
     wall = _hsv(rng.uniform(0, 1), rng.uniform(0.0, 0.2), rng.uniform(0.65, 0.95))
     carpet = _hsv(rng.uniform(0.5, 0.7) if rng.random() < 0.6 else rng.uniform(0, 1),
@@ -595,7 +589,7 @@ def _tree(canvas: Canvas, rng: np.random.Generator, x: float, z: float) -> None:
                           tuple(min(1.0, c * 1.2) for c in leaf), None)
 
 
-def _church(canvas: Canvas, rng: np.random.Generator, size: int) -> None:
+def _church(canvas: Canvas, rng: np.random.Generator) -> None:
     cam = canvas.camera
     s = canvas.size
     horizon = cam.center[1]
@@ -717,7 +711,7 @@ def _church(canvas: Canvas, rng: np.random.Generator, size: int) -> None:
 class Domain:
     name: str
     description: str
-    draw: Callable[[Canvas, np.random.Generator, int], None]
+    draw: Callable[[Canvas, np.random.Generator], None]
     indoor: bool
     depth: tuple[float, float] = (0.0, 0.0)
 
@@ -768,9 +762,8 @@ def render(domain: str, seed: int, size: int = 64,
                         yaw=rng.uniform(-0.35, 0.35), focal=rng.uniform(0.6, 1.0) * hi,
                         center=(hi / 2, hi * rng.uniform(0.5, 0.72)))
         light = np.array([rng.uniform(-1, 1), rng.uniform(0.4, 1.0), rng.uniform(-1.0, -0.2)])
-    canvas = Canvas(size, supersample, camera, light, ambient=rng.uniform(0.3, 0.6))
-    canvas.room = room
-    spec.draw(canvas, rng, size)
+    canvas = Canvas(size, supersample, camera, light, ambient=rng.uniform(0.3, 0.6), room=room)
+    spec.draw(canvas, rng)
 
     rgb = np.asarray(canvas.rgb, dtype=np.float32)
     labels = np.asarray(canvas.labels)

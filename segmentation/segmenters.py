@@ -20,7 +20,7 @@ from torch import nn
 
 from inversion.devices import resolve_device
 from inversion.errors import InputError
-from inversion.files import atomic_write_bytes
+from inversion.rundir import write_json
 from segmentation.vocabularies import VOCABULARIES, Vocabulary, spread_colors
 
 META_FILE = "segmenter.json"
@@ -59,7 +59,7 @@ class SmpSegmenter:
         if normalization not in NORMALIZATIONS:
             raise InputError(f"unknown normalization {normalization!r}; choose one of "
                              f"{', '.join(NORMALIZATIONS)}")
-        classes = _output_classes(model)
+        classes = output_classes(model)
         if classes is not None and classes != len(vocabulary):
             raise InputError(f"{source} predicts {classes} classes but its vocabulary "
                              f"{vocabulary.name} has {len(vocabulary)} labels")
@@ -107,7 +107,8 @@ class SmpSegmenter:
         return self
 
 
-def _output_classes(model: nn.Module) -> int | None:
+def output_classes(model: nn.Module) -> int | None:
+    """Output channels of an smp model's segmentation head (None for a model without one)."""
     head = getattr(model, "segmentation_head", None)
     convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)] if head is not None else []
     return convs[-1].out_channels if convs else None
@@ -149,7 +150,7 @@ def save_segmenter(model: nn.Module, vocabulary: Vocabulary, directory: str | Pa
     meta = {"labels": list(vocabulary.names), "vocabulary": vocabulary.name,
             "colors": [list(c) for c in vocabulary.colors], "normalization": normalization,
             "input_size": input_size, **(extra or {})}
-    atomic_write_bytes(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+    write_json(directory / META_FILE, meta)
     return directory
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -20,12 +19,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from inversion.errors import InputError
-from inversion.files import atomic_path, atomic_write_bytes
+from inversion.generators.checkpoints import load_strict
+from inversion.metrics import from_uint8
+from inversion.rundir import write_json
+from inversion.train_loop import LoopState, check_resumable, run_steps, save_state
 from segmentation.metrics import IoUReport, confusion_matrix, iou_report
-from segmentation.segmenters import SmpSegmenter, save_segmenter
+from segmentation.segmenters import (
+    SmpSegmenter,
+    load_smp_segmenter,
+    output_classes,
+    save_segmenter,
+)
 from segmentation.vocabularies import Vocabulary
 
 CHECKPOINT = "checkpoint.pt"
@@ -112,7 +118,7 @@ class LabelledBank:
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = index.to(self.images.device)
-        x = self.images[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = from_uint8(self.images[index])
         return x, self.labels[index].long()
 
 
@@ -128,21 +134,9 @@ def evaluate(segmenter: SmpSegmenter, bank: LabelledBank, batch: int = 128) -> I
 
 def _initialise_from(model: nn.Module, directory: Path) -> None:
     """Start from the weights of a saved smp model of the same architecture (fine-tuning)."""
-    from segmentation.segmenters import load_smp_segmenter
-
-    source = load_smp_segmenter(directory, labels=[str(k) for k in range(_classes(model))],
-                                device="cpu").model
-    theirs, ours = source.state_dict(), model.state_dict()
-    mismatched = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
-    if mismatched or set(theirs) - set(ours):
-        raise InputError(f"--init-from {directory} is not the same architecture "
-                         f"({len(mismatched)} parameters differ, e.g. {mismatched[:3]})")
-    model.load_state_dict(theirs)
-
-
-def _classes(model: nn.Module) -> int:
-    convs = [m for m in model.segmentation_head.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1].out_channels
+    labels = [str(k) for k in range(output_classes(model))]
+    source = load_smp_segmenter(directory, labels=labels, device="cpu").model
+    load_strict(model, source.state_dict(), f"--init-from {directory}")
 
 
 @dataclass
@@ -180,69 +174,51 @@ def train_segmenter(train: LabelledBank, vocabulary: Vocabulary, config: Segment
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_warmup_cosine,
                                                                     total=config.iterations))
     data_rng = torch.Generator().manual_seed(config.seed + 1)
-    step, seconds, log = 0, 0.0, []
+    state = LoopState()
     path = out_dir / CHECKPOINT
     if path.is_file():
-        state = torch.load(path, map_location=device, weights_only=False)
-        if state["config"] != config.to_dict():
-            diffs = [k for k in config.to_dict() if state["config"].get(k) != config.to_dict()[k]]
-            raise InputError(f"{out_dir} holds a segmenter run with other settings "
-                             f"({', '.join(diffs)} differ); use another --out or the same settings")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        data_rng.set_state(state["data_rng"])
-        step, seconds, log = state["step"], state["seconds"], state["log"]
+        saved = torch.load(path, map_location=device, weights_only=False)
+        # iterations too must match: the learning-rate schedule is laid out over them
+        check_resumable(saved["config"], config.to_dict(), out_dir, "segmenter run")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        data_rng.set_state(saved["data_rng"])
+        state = LoopState(saved["step"], saved["seconds"], saved["log"])
 
     def checkpoint() -> None:
-        with atomic_path(path) as tmp:
-            torch.save({"config": config.to_dict(), "step": step, "seconds": seconds,
-                        "log": log, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                        "data_rng": data_rng.get_state()}, tmp)
+        save_state(path, {"config": config.to_dict(), "step": state.step,
+                          "seconds": state.seconds, "log": state.log,
+                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "schedule": schedule.state_dict(), "data_rng": data_rng.get_state()})
+
+    def train_step(step: int) -> dict[str, torch.Tensor]:
+        index = torch.randint(len(train), (config.batch,), generator=data_rng)
+        x, y = train.batch(index)
+        flip = (torch.rand(config.batch, generator=data_rng) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        y = torch.where(flip[:, None, None], y.flip(2), y)
+        if config.augment:
+            x = augment(x, data_rng)
+        scores = model(x)
+        loss = F.cross_entropy(scores, y)
+        if dice is not None:
+            loss = loss + config.dice_weight * dice(scores, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        return {"loss": loss.detach()}
 
     model.train()
-    bar = tqdm(total=config.iterations, initial=step, disable=not progress, unit="it",
-               desc="train segmenter", dynamic_ncols=True)
-    started = time.perf_counter() - seconds
-    try:
-        while step < config.iterations:
-            index = torch.randint(len(train), (config.batch,), generator=data_rng)
-            x, y = train.batch(index)
-            flip = (torch.rand(config.batch, generator=data_rng) < 0.5).to(x.device)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            y = torch.where(flip[:, None, None], y.flip(2), y)
-            if config.augment:
-                x = augment(x, data_rng)
-            scores = model(x)
-            loss = F.cross_entropy(scores, y)
-            if dice is not None:
-                loss = loss + config.dice_weight * dice(scores, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            seconds = time.perf_counter() - started
-            if step % 50 == 0 or step == config.iterations:
-                log.append({"step": step, "loss": float(loss.detach()),
-                            "seconds": round(seconds, 2)})
-                bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
-            bar.update(1)
-            if step % checkpoint_every == 0 and step < config.iterations:
-                checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        bar.close()
-        raise
-    bar.close()
-    checkpoint()
+    run_steps(state, config.iterations, train_step, checkpoint,
+              checkpoint_every=checkpoint_every, desc="train segmenter", progress=progress)
     model.eval()
     resolution = int(train.images.shape[1])
     segmenter = SmpSegmenter(model, vocabulary, input_size=resolution, source=str(out_dir))
     report = evaluate(segmenter, validation) if validation is not None else None
-    meta = {"training": {"config": config.to_dict(), "steps": step,
-                         "seconds": round(seconds, 1), "device": str(device)},
+    meta = {"training": {"config": config.to_dict(), "steps": state.step,
+                         "seconds": round(state.seconds, 1), "device": str(device)},
             **(extra_meta or {})}
     if report is not None:
         meta["validation"] = {"mean_iou": round(report.mean, 4),
@@ -250,7 +226,6 @@ def train_segmenter(train: LabelledBank, vocabulary: Vocabulary, config: Segment
                               "per_class_iou": report.as_dict()}
     save_segmenter(model, vocabulary, out_dir / MODEL_DIR, input_size=resolution,
                    extra=meta)
-    atomic_write_bytes(out_dir / "training.json",
-                       (json.dumps({**meta, "final": log[-1] if log else None}, indent=2)
-                        + "\n").encode())
-    return SegmenterTrainResult(segmenter, step, seconds, report, out_dir)
+    write_json(out_dir / "training.json",
+               {**meta, "final": state.log[-1] if state.log else None})
+    return SegmenterTrainResult(segmenter, state.step, state.seconds, report, out_dir)

@@ -10,6 +10,7 @@ import torch
 
 import mganprior.zoo as zoo
 from inversion.errors import InputError
+from inversion.metrics import from_uint8
 from scenes.datasets import HELD_OUT_SEED, rendered_dataset
 from scenes.publish import GENERATOR_NAMES
 from segmentation.metrics import confusion_matrix, iou_report
@@ -51,7 +52,7 @@ def test_segmenter_reads_held_out_renders(segmenter):
         x, y = rendered_dataset(domain, 20, 64, start=HELD_OUT_SEED, progress=False)
         images.append(x)
         labels.append(y)
-    x = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = from_uint8(np.concatenate(images))
     y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
     report = iou_report(confusion_matrix(segmenter.segment(x), y, len(SCENE_WORLD)),
                         SCENE_WORLD.names)

@@ -10,6 +10,7 @@ import torch
 
 from inversion.errors import InputError
 from inversion.generators import load_generator_file
+from inversion.metrics import from_uint8
 from inversion.training import GANTrainConfig, ImageBank, PGGANDiscriminator, train_gan
 
 CPU = torch.device("cpu")
@@ -144,7 +145,7 @@ def test_saved_segmenter_loads_with_smp_and_predicts_the_same(trained_segmenter)
     from segmentation.segmenters import load_smp_segmenter
 
     result, _, held_images, _ = trained_segmenter
-    x = torch.from_numpy(held_images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = from_uint8(held_images)
     loaded = load_smp_segmenter(result.out_dir / "model", device="cpu")
     assert loaded.labels == ("left", "right")
     agree = (loaded.segment(x) == result.segmenter.segment(x)).float().mean()
@@ -192,6 +193,6 @@ def test_fine_tuning_starts_from_the_saved_model(trained_segmenter, tmp_path):
     assert tuned.validation.mean > 0.8
     other = SegmenterTrainConfig(encoder="resnet18", decoder_channels=(16, 16, 16, 8, 8),
                                  iterations=1, init_from=str(result.out_dir / "model"))
-    with pytest.raises(InputError, match="not the same architecture"):
+    with pytest.raises(InputError, match="does not match the architecture: shape mismatches"):
         train_segmenter(LabelledBank(images, labels, CPU), vocabulary, other,
                         tmp_path / "other", device=CPU, progress=False)
