@@ -191,7 +191,6 @@ def train_gan(
 ) -> GANTrainResult:
     """Train (or resume) a PGGAN generator on ``bank``; returns the EMA generator in eval mode."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if bank.images.shape[1] != config.resolution or bank.images.shape[2] != config.resolution:
         raise InputError(f"training images are {bank.images.shape[2]}x{bank.images.shape[1]} but "
                          f"the generator is {config.resolution}x{config.resolution}")
@@ -207,6 +206,7 @@ def train_gan(
     state = LoopState()
     last_r1 = 0.0
 
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs have been checked
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.is_file():
         saved = torch.load(checkpoint_path, map_location=device, weights_only=False)

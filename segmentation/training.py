@@ -155,7 +155,6 @@ def train_segmenter(train: LabelledBank, vocabulary: Vocabulary, config: Segment
                     ) -> SegmenterTrainResult:
     """Train (or resume) an smp model; writes ``out_dir/model`` loadable by load_smp_segmenter."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     labels_max = int(train.labels.max())
     if labels_max >= len(vocabulary):
         raise InputError(f"label maps contain class {labels_max} but vocabulary "
@@ -175,6 +174,7 @@ def train_segmenter(train: LabelledBank, vocabulary: Vocabulary, config: Segment
                                                                     total=config.iterations))
     data_rng = torch.Generator().manual_seed(config.seed + 1)
     state = LoopState()
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs have been checked
     path = out_dir / CHECKPOINT
     if path.is_file():
         saved = torch.load(path, map_location=device, weights_only=False)

@@ -97,8 +97,9 @@ def test_image_bank_refuses_bad_arrays_and_sizes(tmp_path):
     with pytest.raises(InputError, match=r"uint8 \[N, H, W, 3\]"):
         ImageBank(np.zeros((2, 8, 8), dtype=np.uint8), CPU)
     with pytest.raises(InputError, match="16x16 but the generator is 8x8"):
-        train_gan(ImageBank(red_images(size=16), CPU), tiny_config(), tmp_path, device=CPU,
-                  progress=False)
+        train_gan(ImageBank(red_images(size=16), CPU), tiny_config(), tmp_path / "out",
+                  device=CPU, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- segmenter
@@ -196,3 +197,4 @@ def test_fine_tuning_starts_from_the_saved_model(trained_segmenter, tmp_path):
     with pytest.raises(InputError, match="does not match the architecture: shape mismatches"):
         train_segmenter(LabelledBank(images, labels, CPU), vocabulary, other,
                         tmp_path / "other", device=CPU, progress=False)
+    assert not (tmp_path / "other").exists()
