@@ -34,6 +34,7 @@ lint: setup
 benchmarks: setup
 	$(PY) benchmarks/inversion.py
 	$(PY) benchmarks/recipes.py
+	$(PY) benchmarks/attribution.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -51,6 +51,7 @@ class InversionResult:
     metrics: list[dict[str, float] | None]
     failures: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
+    features: torch.Tensor | None = None  # [B, N, C, h, w] head features of the final codes
 
     def __post_init__(self) -> None:
         b, n = self.codes.shape[:2]
@@ -95,11 +96,13 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
            *, seeds: list[int], names: list[str] | None = None, ctx: TaskContext | None = None,
            references: torch.Tensor | None = None, perceptual: VGGPerceptual | None = None,
            bf16: bool = False, progress: bool = True, trace_points: int = 50,
-           description: str = "inverting") -> InversionResult:
+           description: str = "inverting", keep_features: bool = False) -> InversionResult:
     """Invert a batch of observations ``[B, 3, h, w]`` (in [-1, 1]) with ``recipe``.
 
     ``references``: clean images ``[B, 3, H, W]`` for metrics (None: no metrics). ``seeds``: one per
     image, for its initial codes (and its task randomness when ``ctx`` is built here).
+    ``keep_features``: keep the final head features in the result, so an attribution that follows
+    in the same process skips the head pass.
     """
     device = generator.device
     batch = observations.shape[0]
@@ -126,9 +129,10 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     optimizer = (torch.optim.SGD(params, lr=recipe.lr) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(params, lr=recipe.lr))
 
-    def render() -> torch.Tensor:
+    def render(features: torch.Tensor | None = None) -> torch.Tensor:
         with _autocast(device, bf16):
-            features = code_features(generator, codes, layer)
+            if features is None:
+                features = code_features(generator, codes, layer)
             return generator.tail(fuse(features, alphas, recipe.fusion), layer).float()
 
     def losses_of(images: torch.Tensor) -> torch.Tensor:
@@ -164,7 +168,9 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
                 bar.set_postfix(loss=f"{losses[active].mean().item():.4f}")
 
         with torch.no_grad():
-            reconstructions = render()
+            with _autocast(device, bf16):
+                final_features = code_features(generator, codes, layer)
+            reconstructions = render(final_features)
             final_losses = losses_of(reconstructions)
     for i in torch.nonzero(~torch.isfinite(final_losses)).flatten().tolist():
         failures.setdefault(i, f"final loss is {final_losses[i].item()}")
@@ -184,4 +190,5 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         outputs=torch.nan_to_num(outputs).cpu(), observations=observations.cpu(),
         losses=final_losses, trace_iterations=trace_iterations,
         trace=torch.stack(trace) if trace else torch.empty(0, batch),
-        metrics=metrics, failures=failures, seconds=time.perf_counter() - started)
+        metrics=metrics, failures=failures, seconds=time.perf_counter() - started,
+        features=final_features.float().cpu() if keep_features else None)

@@ -58,6 +58,13 @@ class VGGPerceptual(nn.Module):
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return (self._embed(images) - self._embed(targets)).abs().flatten(1).mean(dim=1)
 
+    def distance_map(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Where two batches differ perceptually: the channel-mean L1 of their features,
+        upsampled (bilinear) to the input size, ``[B, H, W]``."""
+        distance = (self._embed(images) - self._embed(targets)).abs().mean(dim=1, keepdim=True)
+        return F.interpolate(distance, size=images.shape[-2:], mode="bilinear",
+                             align_corners=False)[:, 0]
+
 
 def _load_vgg_features(features: nn.Sequential, state_dict: dict[str, torch.Tensor],
                        source: str) -> None:

@@ -78,6 +78,57 @@ def _build_parser() -> argparse.ArgumentParser:
                       "recipe's)")
     invert.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    attr = commands.add_parser(
+        "attribute", help="attribute each code of a run to a semantic class (alpha ablation)",
+        description="For every image and code: zero the code's alpha entries above the "
+                    "threshold, re-render, binarise the difference map and intersect it with a "
+                    "segmentation; the class with the best IoU is the code's class. Writes "
+                    "RUN_DIR/attribution (or --out): arrays, attribution.csv, classes.csv and "
+                    "figures.")
+    attr.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from `mganprior "
+                      "invert`")
+    seg_source = attr.add_mutually_exclusive_group(required=True)
+    seg_source.add_argument("--segmenter", help="a named segmenter (see `mganprior zoo`)")
+    seg_source.add_argument("--segmenter-dir", help="an smp model directory (save_pretrained)")
+    seg_source.add_argument("--labels", metavar="DIR", help="ground-truth label maps: "
+                            "DIR/IMAGE.png, single-channel class indices (255 = unlabelled)")
+    attr.add_argument("--label-names", help="vocabulary of --labels or of a --segmenter-dir "
+                      "without segmenter.json: a name (scene-world, ade20k-150, "
+                      "celebamask-hq-19) or a JSON list of class names (default for --labels: "
+                      "scene-world)")
+    attr.add_argument("--segment", default="reconstruction", choices=["reconstruction",
+                                                                       "target"],
+                      help="which image the segmenter sees (default: the reconstruction)")
+    attr.add_argument("--resize-labels", action="store_true",
+                      help="resize label maps of another size (nearest neighbour)")
+    attr.add_argument("--threshold", type=float, default=0.2,
+                      help="zero alpha entries above this (default 0.2, the paper's)")
+    attr.add_argument("--relative", default="none", choices=["none", "codes", "quantile"],
+                      help="codes: the threshold is a multiple of 1/N; quantile: the threshold "
+                      "is a per-code quantile of alpha in (0, 1)")
+    attr.add_argument("--binarize", default="otsu", metavar="otsu|quantile:Q|fixed:T",
+                      help="how difference maps become regions (default: Otsu)")
+    attr.add_argument("--difference", default="pixel", choices=["pixel", "perceptual"],
+                      help="pixel: channel-mean |x_inv - x'|; perceptual: VGG16 feature "
+                      "distance (needs --vgg-weights or the torch hub cache)")
+    attr.add_argument("--vgg-weights", help="path to vgg16-397923af.pth")
+    attr.add_argument("--min-iou", type=float, default=0.05,
+                      help="codes whose best IoU is lower stay unassigned (default 0.05)")
+    attr.add_argument("--min-difference", type=float, default=1 / 255,
+                      help="smallest change that counts, in [-1, 1] units (default: half an "
+                      "8-bit level)")
+    attr.add_argument("--generator", dest="generator_override",
+                      help="use this named generator instead of the run's")
+    attr.add_argument("--checkpoint", help="use this generator file instead of the run's")
+    attr.add_argument("--out", help="attribution directory (default: RUN_DIR/attribution)")
+    attr.add_argument("--image-figures", type=int, default=None,
+                      help="per-image figures for the first N images (default: all)")
+    attr.add_argument("--batch-size", type=int, default=8,
+                      help="images whose N ablations go through the generator together")
+    attr.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
+                      "available)")
+    attr.add_argument("--quiet", action="store_true", help="no progress bars")
+
     scenes = commands.add_parser(
         "scenes", help="render scene-world images and their exact label maps as PNGs")
     scenes.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
@@ -290,6 +341,34 @@ def _summary_line(summary: dict) -> str:
     return ", ".join(parts)
 
 
+def _attribute(args: argparse.Namespace) -> int:
+    from analysis.attribution import AttributionSettings
+    from mganprior.attribution import SegmentationChoice, attribute_run
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.segment == "target" and args.labels:
+        raise InputError("--segment target needs a segmenter; --labels are used as they are")
+    settings = AttributionSettings(threshold=args.threshold, relative=args.relative,
+                                   binarize=args.binarize, difference=args.difference,
+                                   min_iou=args.min_iou, min_difference=args.min_difference)
+    choice = SegmentationChoice(segmenter=args.segmenter, segmenter_dir=args.segmenter_dir,
+                                labels_dir=args.labels, label_names=args.label_names,
+                                segment=args.segment, resize_labels=args.resize_labels)
+    result, out = attribute_run(
+        args.run_dir, choice, settings=settings, out=args.out, generator=args.generator_override,
+        checkpoint=args.checkpoint, device=args.device, vgg_weights=args.vgg_weights,
+        image_figures=args.image_figures, images_per_pass=args.batch_size,
+        progress=not args.quiet)
+    summary = result.summary()
+    top = ", ".join(f"{name} {count}" for name, count in summary["classes"].items()
+                    if name != "unassigned")
+    print(f"{summary['codes_assigned']}/{result.batch * result.codes} codes of {result.batch} "
+          f"images assigned ({top or 'none'}); {summary['codes_unassigned']} unassigned")
+    print(f"attribution: {out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mganprior.demo import run_demo
 
@@ -313,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("train-generator", "train-segmenter"):
         _stop_on_signals()
-    handlers = {"zoo": _zoo, "invert": _invert, "demo": _demo, "scenes": _scenes,
+    handlers = {"zoo": _zoo, "invert": _invert, "attribute": _attribute, "demo": _demo,
+                "scenes": _scenes,
                 "train-generator": _train_generator, "train-segmenter": _train_segmenter}
     try:
         return handlers[args.command](args)

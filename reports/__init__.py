@@ -1,4 +1,2 @@
-"""Figure builders (each returns a matplotlib Figure) and the self-contained HTML report.
-
-Empty until the reports issue lands.
-"""
+"""Figure builders (``reports.figures``: each returns a matplotlib Figure) and, with the reports
+issue, the self-contained HTML report."""

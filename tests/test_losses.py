@@ -86,3 +86,31 @@ def test_unknown_backend_and_layer():
         load_perceptual("lpips")
     with pytest.raises(InputError, match="relu3_3, conv4_3"):
         VGGPerceptual({}, layer="pool5")
+
+
+def test_perceptual_distance_map_is_zero_where_nothing_changed_and_local(vgg_file):
+    perceptual = load_perceptual("vgg16", vgg_file).module
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    y = x.clone()
+    y[..., :8, :8] = -y[..., :8, :8]  # change the top-left corner only
+    assert torch.equal(perceptual.distance_map(x, x), torch.zeros(1, 64, 64))
+    distance = perceptual.distance_map(x, y)
+    assert distance.shape == (1, 64, 64)
+    assert distance[0, :8, :8].mean() > 10 * distance[0, 48:, 48:].mean()
+
+
+def test_attribution_with_the_perceptual_difference(vgg_file, tiny_pggan):
+    from analysis.attribution import AttributionSettings, attribute
+    from segmentation.vocabularies import SCENE_WORLD
+    from test_attribution import inversion_of
+
+    layer = tiny_pggan.layers[3]
+    alphas = torch.full((2, 3, layer.channels), 0.05)
+    alphas[:, 0, :4] = 0.9  # only code 0 has entries above the threshold
+    result = attribute(tiny_pggan, inversion_of(tiny_pggan, alphas, layer=layer.name),
+                       labels=torch.zeros(2, 16, 16, dtype=torch.long), vocabulary=SCENE_WORLD,
+                       settings=AttributionSettings(difference="perceptual"),
+                       perceptual=load_perceptual("vgg16", vgg_file).module, progress=False)
+    assert result.differences.shape == (2, 3, 16, 16)
+    assert (result.differences[:, 0] > 0).any()
+    assert torch.equal(result.differences[:, 1:], torch.zeros(2, 2, 16, 16))

@@ -1,0 +1,132 @@
+"""Figure builders: each takes results and returns a matplotlib Figure (never shown, never global).
+
+Figures are made with ``matplotlib.figure.Figure`` directly, not pyplot, so building many of them
+in a long job leaks nothing and needs no display. :func:`save_figure` writes one atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from analysis.attribution import UNASSIGNED, AttributionResult
+from inversion.files import atomic_path
+from inversion.metrics import to_uint8
+
+UNASSIGNED_COLOR = "#9e9e9e"
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, path.suffix) as tmp:
+        figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def _hide_axes(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def attribution_grid(result: AttributionResult, index: int, columns: int = 8) -> Figure:
+    """One image: target (when known), reconstruction, segmentation, then every code's difference
+    map (most influential first) with the changed region outlined, its class and IoU."""
+    if not 0 <= index < result.batch:
+        raise IndexError(f"image index {index} outside 0..{result.batch - 1}")
+    panels: list[tuple[str, np.ndarray]] = []
+    if result.targets is not None:
+        panels.append(("target", to_uint8(result.targets[index:index + 1])[0]))
+    panels.append(("reconstruction", to_uint8(result.reconstructions[index:index + 1])[0]))
+    labels = result.segmentation[index].numpy()
+    panels.append(("segmentation", result.vocabulary.colorize(labels)))
+    order = np.argsort(result.ranks[index].numpy())
+    total = len(panels) + len(order)
+    columns = max(1, min(columns, total))
+    rows = -(-total // columns)
+    figure = Figure(figsize=(1.45 * columns, 1.65 * rows + 0.5), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    for ax in axes:
+        _hide_axes(ax)
+    for ax, (title, pixels) in zip(axes, panels, strict=False):
+        ax.imshow(pixels, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+    maps = result.differences[index].numpy()
+    top = float(maps.max()) or 1.0
+    for ax, code in zip(axes[len(panels):], order, strict=False):
+        ax.imshow(maps[code], cmap="magma", vmin=0, vmax=top, interpolation="nearest")
+        binary = result.binary[index, code].numpy()
+        if binary.any() and not binary.all():
+            ax.contour(binary.astype(float), levels=[0.5], colors="cyan", linewidths=0.7)
+        klass = int(result.assigned[index, code])
+        name = result.class_name(klass)
+        iou = float(result.assigned_iou[index, code])
+        ax.set_title(f"code {code}: {name}\nIoU {iou:.2f}", fontsize=7,
+                     color=UNASSIGNED_COLOR if klass == UNASSIGNED else "black")
+    present = [k for k in np.unique(labels) if 0 <= k < len(result.vocabulary)]
+    figure.legend(handles=[Patch(color=np.array(result.vocabulary.colors[k]) / 255,
+                                 label=result.vocabulary.names[k]) for k in present],
+                  loc="outside lower center", ncols=min(8, max(1, len(present))), fontsize=7,
+                  frameon=False)
+    settings = result.settings
+    relative = "" if settings.relative == "none" else f" ({settings.relative})"
+    figure.suptitle(f"{result.names[index]}: {result.codes} codes at {result.layer.name}; "
+                    f"ablation alpha > {settings.threshold:g}{relative}, {settings.binarize}",
+                    fontsize=9)
+    return figure
+
+
+def _shown_classes(result: AttributionResult) -> list[int]:
+    """Classes assigned to some code, or present in some segmentation."""
+    classes = len(result.vocabulary)
+    assigned = set(result.assigned[result.assigned != UNASSIGNED].tolist())
+    present = set(result.segmentation[result.segmentation < classes].unique().tolist())
+    return sorted(assigned | present)
+
+
+def code_class_heatmap(result: AttributionResult) -> Figure:
+    """Mean IoU of the code at each rank (1 = changes the image most) with each class."""
+    shown = _shown_classes(result)
+    values = result.mean_iou_by_rank()[:, shown]
+    names = [result.vocabulary.names[k] for k in shown]
+    figure = Figure(figsize=(max(4.0, 0.45 * len(shown) + 2), max(3.0, 0.3 * result.codes + 1.2)),
+                    layout="constrained")
+    ax = figure.subplots()
+    sns.heatmap(values, ax=ax, cmap="viridis", vmin=0, vmax=max(0.05, float(values.max())),
+                annot=values.size <= 300, fmt=".2f", annot_kws={"fontsize": 6},
+                xticklabels=names, yticklabels=[str(r + 1) for r in range(result.codes)],
+                cbar_kws={"label": "mean IoU"})
+    ax.set_xlabel("class")
+    ax.set_ylabel("code rank (by mean difference)")
+    ax.set_title(f"code x class IoU over {result.batch} image(s)", fontsize=10)
+    ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=7)
+    return figure
+
+
+def class_histogram(result: AttributionResult) -> Figure:
+    """How many codes went to each class (and how many stayed unassigned)."""
+    rows = [row for row in result.class_summary() if row["codes"] or row["class"] == "unassigned"]
+    names = [row["class"] for row in rows]
+    counts = [row["codes"] for row in rows]
+    palette = [UNASSIGNED_COLOR if name == "unassigned" else
+               np.array(result.vocabulary.colors[result.vocabulary.names.index(name)]) / 255
+               for name in names]
+    figure = Figure(figsize=(max(4.0, 0.5 * len(names) + 1.5), 3.2), layout="constrained")
+    ax = figure.subplots()
+    sns.barplot(x=names, y=counts, hue=names, palette=palette, legend=False, ax=ax,
+                edgecolor="black", linewidth=0.5)
+    for i, count in enumerate(counts):
+        ax.annotate(str(count), (i, count), ha="center", va="bottom", fontsize=7)
+    ax.set_ylabel("codes")
+    ax.set_xlabel("")
+    ax.set_title(f"classes of {result.batch * result.codes} codes "
+                 f"({result.batch} image(s) x {result.codes})", fontsize=10)
+    ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+    return figure
