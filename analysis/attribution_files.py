@@ -36,11 +36,13 @@ ARRAYS, META, TABLE, CLASSES = ("attribution.safetensors", "attribution.json", "
                                 "classes.csv")
 
 
-def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """A CSV with the first row's keys as header (atomic)."""
+def write_csv(path: str | Path, rows: list[dict[str, Any]],
+              columns: tuple[str, ...] | list[str] | None = None) -> None:
+    """A CSV with ``columns`` (default: the first row's keys) as header, written atomically."""
     buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    fieldnames = list(columns) if columns is not None else list(rows[0]) if rows else []
+    if fieldnames:
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     atomic_write_bytes(path, buffer.getvalue().encode())

@@ -179,6 +179,11 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     metrics: list[dict[str, float] | None] = [None] * batch
     if references is not None:
         metrics = image_metrics(outputs, references)
+        if perceptual is not None:  # the VGG16 distance too, where weights exist
+            with torch.no_grad():
+                distances = perceptual(outputs, references.to(device)).cpu().tolist()
+            for entry, distance in zip(metrics, distances, strict=True):
+                entry["perceptual"] = distance
     for i in failures:
         metrics[i] = None
     final_losses = final_losses.detach().cpu()

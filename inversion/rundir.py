@@ -84,7 +84,8 @@ class RunDirectory:
         if run.path.exists() and not run.path.is_dir():
             raise InputError(f"--out {run.path} exists and is not a directory")
         if run.config_path.is_file():
-            differences = _differences(run.config(), json.loads(json.dumps(json_safe(config))))
+            wanted = json.loads(json.dumps(json_safe(config)))
+            differences = config_differences(run.config(), wanted)
             if differences:
                 raise InputError(f"{run.path} holds a run with other settings ({differences}); "
                                  "use another --out or the same settings to resume")
@@ -124,6 +125,7 @@ class RunDirectory:
             records.append({
                 "image": name, "status": "failed" if failed else "ok",
                 "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"),
+                "perceptual": metrics.get("perceptual"),
                 "loss": float(result.losses[i]), "seconds": per_image_seconds,
                 "metric_reference": extra.metric_reference if metrics else None,
                 "seed": result.seeds[i], "layer": result.layer.name, "source": extra.source,
@@ -165,7 +167,7 @@ class RunDirectory:
             "images": len(records), "ok": len(ok), "failed": len(records) - len(ok),
             "seconds_total": sum(r["seconds"] for r in records),
         }
-        for key in ("psnr", "ssim", "loss"):
+        for key in ("psnr", "ssim", "perceptual", "loss"):
             values = [r[key] for r in ok if r.get(key) is not None]
             if values:
                 summary[f"{key}_mean"] = statistics.fmean(values)
@@ -225,8 +227,10 @@ def _read_png(path: Path) -> torch.Tensor:
         return from_uint8(np.asarray(image.convert("RGB")))
 
 
-def _differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
-    keys = sorted((set(stored) | set(wanted)) - set(VOLATILE_KEYS))
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any],
+                       volatile: tuple[str, ...] = VOLATILE_KEYS) -> str:
+    """The settings that differ, as ``key: stored vs wanted; ...`` ('' when none do)."""
+    keys = sorted((set(stored) | set(wanted)) - set(volatile))
     changed = [f"{k}: {json.dumps(stored.get(k))} vs {json.dumps(wanted.get(k))}"
                for k in keys if stored.get(k) != wanted.get(k)]
     return "; ".join(changed)

@@ -12,6 +12,10 @@ from inversion.errors import InputError
 from inversion.recipes import RECIPES
 from inversion.tasks import TASKS
 
+# The paper's cross-domain experiment: bedrooms through face, church, conference and bedroom priors.
+CROSS_DOMAIN_DEFAULT = ("digiface-dcgan64", "church-pggan64", "conference-pggan64",
+                        "bedroom-pggan64")
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -129,6 +133,35 @@ def _build_parser() -> argparse.ArgumentParser:
                       "available)")
     attr.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    layers = commands.add_parser(
+        "layers", help="layer-wise (and codes-count) study: invert the same images at every "
+        "composing layer, for several tasks",
+        description="Invert the same images at every composing layer (and every N in --codes) "
+                    "for each task, plus the single-code baseline. Each cell is a run "
+                    "directory; rerunning the same command resumes and never recomputes a "
+                    "finished cell. Writes layers.csv, summary.json and figures.")
+    layer_source = layers.add_mutually_exclusive_group(required=True)
+    layer_source.add_argument("--generator", help="a named generator (see `mganprior zoo`)")
+    layer_source.add_argument("--checkpoint", help="a generator file")
+    layers.add_argument("--tasks", default="inversion,colorization,inpainting",
+                        help="comma-separated tasks (default: inversion,colorization,"
+                        "inpainting)")
+    _add_study_options(layers, default_images="renders of a scene generator's domain, or "
+                       "samples of the generator")
+
+    cross = commands.add_parser(
+        "cross-domain", help="invert the same (bedroom) images with several generators at "
+        "every layer",
+        description="The paper's cross-domain experiment: invert the same images with each "
+                    "generator at each composing layer, plus each generator's single-code "
+                    "baseline. Images are resized to each generator's resolution (the summary "
+                    "says so). Resumable like `layers`.")
+    cross.add_argument("--generators", default=",".join(CROSS_DOMAIN_DEFAULT),
+                       help="comma-separated zoo names or generator files (default: "
+                       f"{','.join(CROSS_DOMAIN_DEFAULT)})")
+    cross.add_argument("--task", default="inversion", choices=list(TASKS))
+    _add_study_options(cross, default_images="rendered scene-world bedrooms")
+
     scenes = commands.add_parser(
         "scenes", help="render scene-world images and their exact label maps as PNGs")
     scenes.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
@@ -187,6 +220,37 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default=None)
     demo.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _add_study_options(parser: argparse.ArgumentParser, default_images: str) -> None:
+    parser.add_argument("--images", nargs="+", metavar="PATH",
+                        help=f"image files or folders (default: --count {default_images}, "
+                        "written to OUT/inputs)")
+    parser.add_argument("--count", type=int, default=4, help="default images to make (4)")
+    parser.add_argument("--layers", default="all", help="all, or comma-separated layer names / "
+                        "indices from `mganprior zoo NAME`")
+    parser.add_argument("--codes", default="20", help="N, or a comma-separated sweep such as "
+                        "1,5,10,20,30 (default 20)")
+    parser.add_argument("--no-single-code", action="store_true",
+                        help="leave out the single-code baseline")
+    parser.add_argument("--iterations", type=int, help="per cell (default: the recipe's)")
+    parser.add_argument("--recipe", default="adam", choices=RECIPES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--segmenter", help="attribute every multi-code cell's codes with this "
+                        "named segmenter (per-layer class summary)")
+    parser.add_argument("--attribution-figures", type=int, default=2,
+                        help="per-image attribution figures per cell (default 2)")
+    parser.add_argument("--perceptual", default="vgg16", choices=["vgg16", "none"])
+    parser.add_argument("--vgg-weights", help="path to vgg16-397923af.pth")
+    parser.add_argument("--out", required=True, help="study directory (created or resumed)")
+    parser.add_argument("--max-cost", type=int, help="refuse to start when more than this many "
+                        "image-iterations remain")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the cells and the cost, compute nothing")
+    parser.add_argument("--batch-size", type=int, default=8, help="images optimised together")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
+                        "available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_training_io(parser: argparse.ArgumentParser) -> None:
@@ -369,6 +433,57 @@ def _attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from mganprior.studies import (
+        StudySpec,
+        check_study_dir,
+        default_images,
+        load_study_generator,
+        run_study,
+    )
+
+    if args.command == "layers":
+        generators = [args.generator or args.checkpoint]
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        domain = None
+    else:
+        generators = [g.strip() for g in args.generators.split(",") if g.strip()]
+        tasks = [args.task]
+        domain = "bedroom"
+    spec = StudySpec(kind=args.command, generators=generators, tasks=tasks,
+                     layers=args.layers, codes=_int_list(args.codes, "--codes"),
+                     iterations=args.iterations, recipe=args.recipe, seed=args.seed,
+                     single_code=not args.no_single_code, segmenter=args.segmenter,
+                     perceptual=args.perceptual, vgg_weights=args.vgg_weights,
+                     batch_size=args.batch_size, attribution_figures=args.attribution_figures)
+    spec.validate()
+    images = args.images
+    out = Path(args.out)
+    if images is None:
+        check_study_dir(out)
+        first = load_study_generator(generators[0], args.device)
+        folder, what = default_images(generators[0], first, args.count, out / "inputs", domain)
+        images = [folder]
+        print(f"images: {args.count} default images in {folder} ({what})", file=sys.stderr)
+    outcome = run_study(spec, images, out, device=args.device, max_cost=args.max_cost,
+                        dry_run=args.dry_run, progress=not args.quiet)
+    if args.dry_run:
+        return 0
+    summary = outcome.summary
+    for best in summary["best_layer_by_psnr"]:
+        single = next((row["mean"] for row in outcome.aggregates
+                       if row["generator"] == best["generator"] and row["task"] == best["task"]
+                       and row["layer_index"] == 0 and row["metric"] == "psnr"), None)
+        baseline = f" (single code {single:.2f} dB)" if single is not None else ""
+        print(f"{best['generator']} {best['task']}: best layer {best['layer']} "
+              f"N={best['codes']}, PSNR {best['psnr']:.2f} dB{baseline}")
+    for warning in summary["warnings"]:
+        print(f"note: {warning}", file=sys.stderr)
+    print(f"{summary['done']}/{summary['total']} cells done; study: {outcome.out} "
+          f"(layers.csv, summary.json, figures/)")
+    return 0 if summary["done"] == summary["total"] else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mganprior.demo import run_demo
 
@@ -390,9 +505,10 @@ def _stop_on_signals() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("train-generator", "train-segmenter"):
+    if args.command in ("train-generator", "train-segmenter", "layers", "cross-domain"):
         _stop_on_signals()
-    handlers = {"zoo": _zoo, "invert": _invert, "attribute": _attribute, "demo": _demo,
+    handlers = {"zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
+                "cross-domain": _study, "demo": _demo,
                 "scenes": _scenes,
                 "train-generator": _train_generator, "train-segmenter": _train_segmenter}
     try:

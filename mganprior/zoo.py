@@ -32,6 +32,7 @@ class GeneratorEntry:
     description: str
     weights: Callable[[], Path]
     load: Callable[[Path], LayeredGenerator]
+    domain: str | None = None  # the scene-world domain it was trained on
 
 
 def _digiface_weights() -> Path:
@@ -67,7 +68,7 @@ def _scene_weights(name: str) -> Callable[[], Path]:
 def _scene_generator(name: str, domain: str) -> GeneratorEntry:
     return GeneratorEntry(
         name, f"PGGAN architecture trained by this project on rendered {domain} scenes, 64x64, "
-        "z 128 (docs/models.md)", _scene_weights(name), load_generator_file)
+        "z 128 (docs/models.md)", _scene_weights(name), load_generator_file, domain)
 
 
 GENERATORS: dict[str, GeneratorEntry] = {

@@ -130,3 +130,146 @@ def class_histogram(result: AttributionResult) -> Figure:
                  f"({result.batch} image(s) x {result.codes})", fontsize=10)
     ax.tick_params(axis="x", labelrotation=60, labelsize=8)
     return figure
+
+
+# -- studies ------------------------------------------------------------------------------------
+METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "perceptual": "VGG16 distance (lower is "
+                 "better)"}
+
+
+def _finite(rows: list[dict], metric: str) -> list[dict]:
+    return [row for row in rows if row["metric"] == metric and row["value"] == row["value"]
+            and abs(row["value"]) != float("inf")]
+
+
+def metric_vs_layer(rows: list[dict], metric: str = "psnr", hue: str = "task") -> Figure:
+    """Mean ``metric`` (with one standard deviation over images) against the composing layer;
+    x = layer index, the single-code baseline at 0. Several swept N are drawn as line styles."""
+    import pandas as pd
+
+    data = pd.DataFrame(_finite(rows, metric))
+    figure = Figure(figsize=(7.0, 3.8), layout="constrained")
+    ax = figure.subplots()
+    if data.empty:
+        ax.text(0.5, 0.5, f"no {metric} values", ha="center", va="center")
+        return figure
+    several_codes = data.loc[data["layer_index"] > 0, "codes"].nunique() > 1
+    sns.lineplot(data=data, x="layer_index", y="value", hue=hue, marker="o",
+                 errorbar="sd", err_style="band", ax=ax,
+                 style="codes" if several_codes else None)
+    ticks = data.drop_duplicates("layer_index").sort_values("layer_index")
+    if data["generator"].nunique() == 1:
+        ax.set_xticks(ticks["layer_index"], [f"{i}\n{name}" for i, name in
+                                             zip(ticks["layer_index"], ticks["layer"],
+                                                 strict=True)], fontsize=7)
+    else:
+        ax.set_xticks(ticks["layer_index"])
+    ax.set_xlabel("composing layer (0 = single code, plain z optimisation)")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{metric.upper() if metric != 'perceptual' else 'perceptual distance'} by "
+                 f"composing layer (mean ± sd over {data['image'].nunique()} images)",
+                 fontsize=10)
+    return figure
+
+
+def metric_vs_codes(rows: list[dict], metric: str = "psnr") -> Figure:
+    """Mean ``metric`` (± sd) against the number of codes N, one line per layer."""
+    import pandas as pd
+
+    data = pd.DataFrame(_finite(rows, metric))
+    figure = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = figure.subplots()
+    if data.empty:
+        ax.text(0.5, 0.5, f"no {metric} values", ha="center", va="center")
+        return figure
+    data["line"] = data["generator"] + " " + data["task"] + " " + data["layer"]
+    sns.lineplot(data=data, x="codes", y="value", hue="line", marker="o", errorbar="sd",
+                 err_style="bars", ax=ax)
+    ax.set_xticks(sorted(data["codes"].unique()))
+    ax.set_xlabel("number of codes N")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{metric} by number of codes (mean ± sd)", fontsize=10)
+    return figure
+
+
+def _read_image(path: str | Path | None) -> tuple[np.ndarray | None, str | None]:
+    """Pixels of a PNG, or None and the reason when it is missing or unreadable."""
+    from PIL import Image
+
+    if path is None:
+        return None, "missing"
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB")), None
+    except (OSError, SyntaxError, ValueError) as err:
+        return None, f"unreadable: {type(err).__name__}"
+
+
+def image_table(rows: list[str], columns: list[str],
+                cells: dict[tuple[str, str], str | Path | np.ndarray | None],
+                cell_titles: dict[tuple[str, str], str] | None = None,
+                title: str = "", side: float = 1.25) -> Figure:
+    """A grid of images: ``cells[(row, column)]`` is a PNG path, pixels or None (left blank,
+    or marked when a path cannot be read). Column labels on top, row labels on the left;
+    ``cell_titles`` overrides a cell's title."""
+    cell_titles = cell_titles or {}
+    figure = Figure(figsize=(side * len(columns) + 0.8, side * len(rows) + 0.6),
+                    layout="constrained")
+    axes = figure.subplots(len(rows), len(columns), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            ax = axes[r, c]
+            _hide_axes(ax)
+            value = cells.get((row, column))
+            pixels, problem = ((value, None) if isinstance(value, np.ndarray)
+                               else _read_image(value) if value is not None else (None, None))
+            if pixels is not None:
+                ax.imshow(pixels, interpolation="nearest")
+            elif problem:
+                ax.text(0.5, 0.5, problem, ha="center", va="center", fontsize=6, color="red",
+                        transform=ax.transAxes)
+            label = cell_titles.get((row, column), column if r == 0 else "")
+            if label:
+                ax.set_title(label, fontsize=7)
+            if c == 0:
+                ax.set_ylabel(row, fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def attribution_by_layer(rows: list[dict]) -> Figure:
+    """Share of codes per class at each composing layer (stacked), from a study's
+    ``attribution.csv`` rows of one generator and task."""
+    import pandas as pd
+
+    from segmentation.vocabularies import SCENE_WORLD
+
+    data = pd.DataFrame(rows)
+    data["share"] = data["share"].astype(float)
+    data["layer_index"] = data["layer_index"].astype(int)
+    table = data.pivot_table(index=["layer_index", "layer"], columns="class", values="share",
+                             aggfunc="sum", fill_value=0.0).sort_index()
+    order = table.sum().sort_values(ascending=False).index.tolist()
+    if "unassigned" in order:
+        order = [c for c in order if c != "unassigned"] + ["unassigned"]
+    table = table[order]
+    figure = Figure(figsize=(max(5.0, 0.6 * len(table) + 3), 3.8), layout="constrained")
+    ax = figure.subplots()
+    bottom = np.zeros(len(table))
+    positions = np.arange(len(table))
+    for name in order:
+        color = (UNASSIGNED_COLOR if name == "unassigned" else
+                 np.array(SCENE_WORLD.colors[SCENE_WORLD.names.index(name)]) / 255
+                 if name in SCENE_WORLD.names else None)
+        ax.bar(positions, table[name].to_numpy(), bottom=bottom, label=name, color=color,
+               edgecolor="black", linewidth=0.3)
+        bottom += table[name].to_numpy()
+    ax.set_xticks(positions, [f"{i}\n{name}" for i, name in table.index], fontsize=7)
+    ax.set_ylabel("share of codes")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncols=1, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    generator = data["generator"].iloc[0]
+    ax.set_title(f"classes the codes attach to, by layer ({generator}, {data['task'].iloc[0]})",
+                 fontsize=10)
+    return figure

@@ -1,0 +1,177 @@
+"""Studies over a grid of inversions: which layer to compose at, how many codes, which generator.
+
+A study is a list of :class:`StudyCell` (generator, task, composing layer, number of codes); each
+cell is an ordinary run directory, so a study resumes cell by cell. The single-code baseline is the
+cell at layer ``z`` (index 0) with one code: plain latent optimisation through the same engine.
+
+This module holds the pure parts: expanding the grid, its cost, the tidy table built from finished
+runs, and its aggregates. ``mganprior.studies`` runs the cells.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from inversion.errors import InputError
+from inversion.generators.base import Layer
+
+METRICS = ("psnr", "ssim", "perceptual")
+TABLE_COLUMNS = ("generator", "task", "layer", "layer_index", "layer_shape", "codes",
+                 "resolution", "image", "metric", "value")
+SINGLE_CODE = "single-code"
+
+
+@dataclass(frozen=True)
+class StudyCell:
+    """One inversion setting of a study; ``layer.index == 0`` is the single-code baseline."""
+
+    generator: str
+    task: str
+    layer: Layer
+    codes: int
+
+    @property
+    def single_code(self) -> bool:
+        return self.layer.index == 0
+
+    @property
+    def label(self) -> str:
+        """Column label in tables and figures: ``single-code`` or the layer name (with N when
+        the study sweeps codes)."""
+        return SINGLE_CODE if self.single_code else self.layer.name
+
+    @property
+    def generator_folder(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.generator)
+
+    @property
+    def key(self) -> str:
+        """Relative folder of the cell's run directory (stable across reruns)."""
+        return (f"{self.generator_folder}/{self.task}/"
+                f"{self.layer.index:02d}-{self.layer.name}-n{self.codes}")
+
+    def describe(self) -> str:
+        where = "z (single code)" if self.single_code else \
+            f"{self.layer.name} {'x'.join(map(str, self.layer.shape))}"
+        return f"{self.generator} {self.task} N={self.codes} at {where}"
+
+
+def select_layers(layers: Sequence[Layer], spec: str | Sequence[str | int]) -> list[Layer]:
+    """``"all"`` (every composable layer after z) or names / indices (negative from the deepest),
+    shallow to deep, without repeats. ``layers`` is a generator's measured listing."""
+    composable = list(layers[1:])
+    if isinstance(spec, str):
+        if spec == "all":
+            return composable
+        spec = [part.strip() for part in spec.split(",") if part.strip()]
+    chosen: dict[int, Layer] = {}
+    for key in spec:
+        found = _find_layer(layers, key)
+        if found is None:
+            listing = ", ".join(f"{layer.index} {layer.name}" for layer in layers)
+            raise InputError(f"layer {key!r} is not a composable layer; layers: {listing}")
+        chosen[found.index] = found
+    return [chosen[index] for index in sorted(chosen)]
+
+
+def _find_layer(layers: Sequence[Layer], key: str | int) -> Layer | None:
+    if isinstance(key, str) and key.lstrip("-").isdigit():
+        key = int(key)
+    if isinstance(key, int):
+        return layers[key] if -len(layers) <= key < len(layers) else None
+    return next((layer for layer in layers if layer.name == key), None)
+
+
+def expand_grid(generator_layers: dict[str, Sequence[Layer]], tasks: Sequence[str],
+                layers: str | Sequence[str | int] = "all", codes: Sequence[int] = (20,),
+                single_code: bool = True) -> list[StudyCell]:
+    """Every (generator, task, layer, N) cell, generators and tasks in the given order, the
+    single-code baseline first, then layers shallow to deep, N ascending."""
+    if not tasks:
+        raise InputError("a study needs at least one task")
+    if not codes or any(n < 1 for n in codes):
+        raise InputError(f"--codes must be positive integers, got {list(codes)}")
+    cells: list[StudyCell] = []
+    for generator, listing in generator_layers.items():
+        chosen = select_layers(listing, layers)
+        for task in tasks:
+            if single_code:
+                cells.append(StudyCell(generator, task, listing[0], 1))
+            for layer in chosen:
+                for n in sorted(set(codes)):
+                    cell = StudyCell(generator, task, layer, 1 if layer.index == 0 else n)
+                    if cell not in cells:
+                        cells.append(cell)
+    return cells
+
+
+def study_cost(cells: Sequence[StudyCell], images: int,
+               iterations: int | Mapping[StudyCell, int]) -> int:
+    """Image-iterations (cells x images x iterations): the study's size, before per-layer
+    differences in cost. ``iterations`` is one number or one per cell."""
+    if isinstance(iterations, int):
+        return len(cells) * images * iterations
+    return sum(iterations[cell] for cell in cells) * images
+
+
+def tidy_rows(cell: StudyCell, records: Iterable[dict[str, Any]],
+              resolution: int) -> list[dict[str, Any]]:
+    """One row per (image, metric) of a cell's finished images (failed images have no rows)."""
+    rows = []
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        for metric in METRICS:
+            value = record.get(metric)
+            if value is None:
+                continue
+            rows.append({
+                "generator": cell.generator, "task": cell.task, "layer": cell.label,
+                "layer_index": cell.layer.index,
+                "layer_shape": "x".join(map(str, cell.layer.shape)), "codes": cell.codes,
+                "resolution": resolution, "image": record["image"], "metric": metric,
+                "value": float(value),
+            })
+    return rows
+
+
+def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, standard deviation (population), min and max per (generator, task, layer, codes,
+    metric), in first-seen order. Infinite PSNRs (exact reconstructions) are left out of means."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for row in rows:
+        key = (row["generator"], row["task"], row["layer"], row["layer_index"], row["codes"],
+               row["metric"])
+        groups[key].append(row["value"])
+    out = []
+    for (generator, task, layer, index, codes, metric), values in groups.items():
+        finite = [v for v in values if v == v and abs(v) != float("inf")]
+        out.append({
+            "generator": generator, "task": task, "layer": layer, "layer_index": index,
+            "codes": codes, "metric": metric, "images": len(values),
+            "mean": statistics.fmean(finite) if finite else None,
+            "std": statistics.pstdev(finite) if finite else None,
+            "min": min(finite) if finite else None, "max": max(finite) if finite else None,
+        })
+    return out
+
+
+def best_cells(aggregates: Iterable[dict[str, Any]], metric: str = "psnr",
+               higher_is_better: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (generator, task): the multi-code cell with the best mean ``metric``."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in aggregates:
+        if row["metric"] != metric or row["mean"] is None or row["layer"] == SINGLE_CODE:
+            continue
+        key = (row["generator"], row["task"])
+        current = best.get(key)
+        better = current is None or (row["mean"] > current["mean"] if higher_is_better
+                                     else row["mean"] < current["mean"])
+        if better:
+            best[key] = row
+    return best
