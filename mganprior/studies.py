@@ -390,8 +390,9 @@ def _cross_domain_grid(out: Path, cells: list[StudyCell], name: str, task: str):
     for g in generators:
         own = [c for c in chosen if c.generator == g]
         table[(g, "target")] = _cell_image(out, own[0], name, "target")
+        labels[(g, "target")] = "target"
         for i, cell in enumerate(own):
             table[(g, str(i))] = _cell_image(out, cell, name)
             labels[(g, str(i))] = _column_label(cell, own)
-    return image_table(generators, columns, table, cell_titles=labels,
+    return image_table(generators, columns, table, cell_titles=labels, column_titles=False,
                        title=f"{name}: single code, then layers shallow to deep")

@@ -188,7 +188,8 @@ def metric_vs_codes(rows: list[dict], metric: str = "psnr") -> Figure:
     ax.set_xticks(sorted(data["codes"].unique()))
     ax.set_xlabel("number of codes N")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.set_title(f"{metric} by number of codes (mean ± sd)", fontsize=10)
+    name = metric.upper() if metric != "perceptual" else "perceptual distance"
+    ax.set_title(f"{name} by number of codes (mean ± sd)", fontsize=10)
     return figure
 
 
@@ -208,10 +209,10 @@ def _read_image(path: str | Path | None) -> tuple[np.ndarray | None, str | None]
 def image_table(rows: list[str], columns: list[str],
                 cells: dict[tuple[str, str], str | Path | np.ndarray | None],
                 cell_titles: dict[tuple[str, str], str] | None = None,
-                title: str = "", side: float = 1.25) -> Figure:
+                title: str = "", side: float = 1.25, column_titles: bool = True) -> Figure:
     """A grid of images: ``cells[(row, column)]`` is a PNG path, pixels or None (left blank,
-    or marked when a path cannot be read). Column labels on top, row labels on the left;
-    ``cell_titles`` overrides a cell's title."""
+    or marked when a path cannot be read). Column labels on top (unless ``column_titles`` is
+    False), row labels on the left; ``cell_titles`` gives a cell its own title."""
     cell_titles = cell_titles or {}
     figure = Figure(figsize=(side * len(columns) + 0.8, side * len(rows) + 0.6),
                     layout="constrained")
@@ -228,7 +229,7 @@ def image_table(rows: list[str], columns: list[str],
             elif problem:
                 ax.text(0.5, 0.5, problem, ha="center", va="center", fontsize=6, color="red",
                         transform=ax.transAxes)
-            label = cell_titles.get((row, column), column if r == 0 else "")
+            label = cell_titles.get((row, column), column if r == 0 and column_titles else "")
             if label:
                 ax.set_title(label, fontsize=7)
             if c == 0:
