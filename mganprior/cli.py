@@ -162,6 +162,18 @@ def _build_parser() -> argparse.ArgumentParser:
     cross.add_argument("--task", default="inversion", choices=list(TASKS))
     _add_study_options(cross, default_images="rendered scene-world bedrooms")
 
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page from runs, studies and attributions",
+        description="Write one HTML file (images inline, no network) with a section for each "
+                    "run directory, study directory or attribution directory given.")
+    report.add_argument("paths", nargs="+", metavar="DIR")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--title", default="mganprior analysis report")
+    report.add_argument("--max-gallery", type=int, default=50,
+                        help="images per run shown in the gallery (default 50)")
+    report.add_argument("--attribution-images", type=int, default=4,
+                        help="difference-map grids per attribution (default 4)")
+
     scenes = commands.add_parser(
         "scenes", help="render scene-world images and their exact label maps as PNGs")
     scenes.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
@@ -484,6 +496,17 @@ def _study(args: argparse.Namespace) -> int:
     return 0 if summary["done"] == summary["total"] else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from reports.html import write_report
+
+    if args.max_gallery < 0 or args.attribution_images < 0:
+        raise InputError("--max-gallery and --attribution-images must be >= 0")
+    out = write_report(args.paths, args.out, title=args.title, max_gallery=args.max_gallery,
+                       attribution_images=args.attribution_images)
+    print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mganprior.demo import run_demo
 
@@ -508,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("train-generator", "train-segmenter", "layers", "cross-domain"):
         _stop_on_signals()
     handlers = {"zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
-                "cross-domain": _study, "demo": _demo,
+                "cross-domain": _study, "report": _report, "demo": _demo,
                 "scenes": _scenes,
                 "train-generator": _train_generator, "train-segmenter": _train_segmenter}
     try:

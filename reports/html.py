@@ -1,0 +1,352 @@
+"""The self-contained HTML report: one file, images as data URIs, CSS and JS inline, no network.
+
+``build_report(paths)`` accepts run directories (``config.json``), study directories
+(``study.json``) and attribution directories (``attribution.json``). Each section appears when its
+data exists; a missing or damaged part is reported in the page instead of stopping the report, and
+an unreadable image becomes a placeholder that says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from matplotlib.figure import Figure
+from PIL import Image
+
+from analysis.attribution_files import load_attribution
+from inversion.errors import InputError
+from inversion.files import atomic_write_bytes
+from reports.figures import attribution_grid, class_histogram, code_class_heatmap
+
+THUMBNAIL_SIDE = 128  # images larger than this are downscaled in the gallery
+JPEG_ABOVE_BYTES = 300_000  # figures larger than this as PNG are embedded as JPEG
+
+
+@dataclass
+class Picture:
+    alt: str
+    uri: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Block:
+    title: str
+    text: str = ""
+    figures: list[Picture] = field(default_factory=list)
+    table: dict[str, Any] | None = None
+    csv: str | None = None
+    csv_name: str = "table.csv"
+
+
+@dataclass
+class Source:
+    kind: str
+    name: str
+    path: str
+    problems: list[str] = field(default_factory=list)
+    config: list[tuple[str, str]] = field(default_factory=list)
+    gallery: list[dict[str, Any]] = field(default_factory=list)
+    gallery_csv: str | None = None
+    blocks: list[Block] = field(default_factory=list)
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE) -> Picture:
+    """A PNG data URI of an image file (downscaled to ``max_side``), or the reason it failed."""
+    if not path.is_file():
+        return Picture(alt, error=f"{path.name} is missing")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        return Picture(alt, error=f"{path.name} is unreadable ({type(err).__name__})")
+    if max_side is not None and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return Picture(alt, uri=_data_uri(buffer.getvalue(), "image/png"))
+
+
+def figure_uri(figure: Figure, alt: str, dpi: int = 80) -> Picture:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    data, mime = buffer.getvalue(), "image/png"
+    if len(data) > JPEG_ABOVE_BYTES:
+        with Image.open(io.BytesIO(data)) as image:
+            converted = io.BytesIO()
+            image.convert("RGB").save(converted, format="JPEG", quality=85)
+        data, mime = converted.getvalue(), "image/jpeg"
+    return Picture(alt, uri=_data_uri(data, mime))
+
+
+def file_figure(path: Path, alt: str) -> Picture:
+    """A figure already on disk (a study's), embedded as it is (JPEG when large)."""
+    picture = image_uri(path, alt, max_side=None)
+    if picture.uri and len(picture.uri) > JPEG_ABOVE_BYTES * 4 / 3:
+        with Image.open(path) as image:
+            converted = io.BytesIO()
+            image.convert("RGB").save(converted, format="JPEG", quality=85)
+        picture.uri = _data_uri(converted.getvalue(), "image/jpeg")
+    return picture
+
+
+def csv_uri(rows: list[dict[str, Any]]) -> str | None:
+    if not rows:
+        return None
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return _data_uri(buffer.getvalue().encode(), "text/csv")
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
+    numeric = {c for c in columns if any(isinstance(r.get(c), int | float) and
+                                         not isinstance(r.get(c), bool) for r in rows)}
+    body = []
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column in numeric and isinstance(value, int | float):
+                text = f"{value:.3f}" if isinstance(value, float) else str(value)
+                cells.append({"text": text, "value": value, "num": True})
+            else:
+                cells.append({"text": "" if value is None else str(value), "value": "",
+                              "num": column in numeric})
+        body.append(cells)
+    return {"columns": columns, "numeric": numeric, "rows": body}
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        problems.append(f"{path.name} is missing")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problems.append(f"{path.name} is damaged ({err})")
+        return None
+
+
+def _records(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        problems.append("results.jsonl is missing: no image has finished")
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                problems.append(f"results.jsonl line {number} is damaged and was skipped")
+    return records
+
+
+def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
+    generator = config.get("generator") or {}
+    recipe = config.get("recipe") or {}
+    task = config.get("task") or {}
+    layer = config.get("layer") or {}
+    perceptual = config.get("perceptual") or {}
+    rows = [
+        ("generator", generator.get("name") or generator.get("checkpoint") or "?"),
+        ("checkpoint sha256", (generator.get("sha256") or "?")[:16]),
+        ("family, resolution", f"{generator.get('family')}, {generator.get('resolution')} px"),
+        ("task", ", ".join(f"{k}={v}" for k, v in task.items())),
+        ("codes N", str(config.get("codes"))),
+        ("composing layer", f"{layer.get('index')} {layer.get('name')} "
+                            f"{'x'.join(map(str, layer.get('shape', [])))}"),
+        ("recipe", ", ".join(f"{k}={recipe.get(k)}" for k in
+                             ("name", "optimizer", "lr", "iterations", "fusion", "init")
+                             if k in recipe)),
+        ("perceptual", perceptual.get("backend", "?") +
+         (f" ({perceptual['note']})" if perceptual.get("note") else "")),
+        ("seed", str(config.get("seed"))),
+        ("device", str(config.get("device"))),
+        ("created", str(config.get("created"))),
+        ("versions", ", ".join(f"{k} {v}" for k, v in (config.get("versions") or {}).items())),
+    ]
+    if config.get("command"):
+        rows.append(("command", config["command"]))
+    return rows
+
+
+def _fmt(value: Any, digits: int) -> tuple[str, str]:
+    if isinstance(value, int | float):
+        return f"{value:.{digits}f}", repr(float(value))
+    return "", "nan"
+
+
+def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
+    source = Source("run", path.name, str(path))
+    config = _read_json(path / "config.json", source.problems)
+    if config:
+        source.config = _config_rows(config)
+        if config.get("perceptual", {}).get("note"):
+            source.problems.append(config["perceptual"]["note"])
+    records = _records(path / "results.jsonl", source.problems)
+    for record in records[:max_gallery]:
+        folder = path / "images" / str(record.get("image"))
+        output = folder / "output.png"
+        pictures = [
+            image_uri(folder / "target.png", "target") if (folder / "target.png").exists()
+            else Picture("target"),
+            image_uri(folder / "degraded.png", "input"),
+            image_uri(output if output.exists() else folder / "reconstruction.png",
+                      "reconstruction"),
+        ]
+        psnr, psnr_value = _fmt(record.get("psnr"), 2)
+        ssim, ssim_value = _fmt(record.get("ssim"), 3)
+        loss, loss_value = _fmt(record.get("loss"), 4)
+        source.gallery.append({"image": record.get("image"), "pictures": pictures,
+                               "psnr": psnr, "psnr_value": psnr_value, "ssim": ssim,
+                               "ssim_value": ssim_value, "loss": loss, "loss_value": loss_value,
+                               "status": record.get("status", "?")})
+        if record.get("status") == "failed":
+            source.problems.append(f"{record.get('image')} failed: {record.get('error')}")
+    if len(records) > max_gallery:
+        source.problems.append(f"the gallery shows the first {max_gallery} of {len(records)} "
+                               "images; the CSV has them all")
+    source.gallery_csv = csv_uri([{k: r.get(k) for k in ("image", "status", "psnr", "ssim",
+                                                          "perceptual", "loss", "seconds")}
+                                  for r in records])
+    summary = _read_json(path / "summary.json", []) if records else None
+    if summary:
+        rows = [{"statistic": k, "value": v} for k, v in summary.items()
+                if isinstance(v, int | float)]
+        source.blocks.append(Block("Summary", table=_table(rows, ["statistic", "value"])))
+    if (path / "attribution" / "attribution.json").is_file():
+        source.blocks.extend(attribution_blocks(path / "attribution", source.problems,
+                                                attribution_images))
+    return source
+
+
+def attribution_blocks(path: Path, problems: list[str], images: int) -> list[Block]:
+    try:
+        result = load_attribution(path)
+    except InputError as err:
+        problems.append(f"attribution: {err}")
+        return []
+    settings = result.settings
+    text = (f"{result.batch} images x {result.codes} codes at {result.layer.name}; ablation "
+            f"alpha > {settings.threshold:g} ({settings.relative}), {settings.binarize}, "
+            f"min IoU {settings.min_iou:g}; segmentation: {result.segmentation_source}")
+    classes = result.class_summary()
+    blocks = [
+        Block("Attribution: codes per class", text=text,
+              figures=[figure_uri(class_histogram(result), "class histogram"),
+                       figure_uri(code_class_heatmap(result), "code x class IoU heatmap")],
+              table=_table(classes, ["class", "codes", "images_with_codes", "images_present",
+                                     "mean_iou"]),
+              csv=csv_uri(result.records()), csv_name="attribution.csv"),
+    ]
+    shown = min(images, result.batch)
+    blocks.append(Block(f"Attribution: difference maps ({shown} of {result.batch} images)",
+                        figures=[figure_uri(attribution_grid(result, i),
+                                            f"attribution of {result.names[i]}")
+                                 for i in range(shown)]))
+    return blocks
+
+
+def study_source(path: Path) -> Source:
+    source = Source("study", path.name, str(path))
+    study = _read_json(path / "study.json", source.problems)
+    summary = _read_json(path / "summary.json", source.problems)
+    if study:
+        source.config = [("kind", str(study.get("kind"))),
+                         ("generators", ", ".join(study.get("generators", {}))),
+                         ("tasks", ", ".join(study.get("tasks", []))),
+                         ("layers", str(study.get("layers"))), ("codes", str(study.get("codes"))),
+                         ("iterations", str(study.get("iterations"))),
+                         ("images", str(len(study.get("images", [])))),
+                         ("cost (image-iterations)", f"{study.get('cost_image_iterations'):,}")]
+    if summary:
+        source.problems.extend(summary.get("warnings", []))
+        source.config.append(("cells done", f"{summary.get('done')}/{summary.get('total')}"))
+        rows = [{k: row[k] for k in ("generator", "task", "layer", "layer_index", "codes",
+                                     "metric", "images", "mean", "std")}
+                for row in summary.get("aggregates", [])]
+        table_rows = []
+        if (path / "layers.csv").is_file():
+            with (path / "layers.csv").open() as handle:
+                table_rows = list(csv.DictReader(handle))
+        source.blocks.append(Block(
+            "Metrics by cell", text="mean and sd over the images; click a heading to sort",
+            table=_table(rows, ["generator", "task", "layer", "layer_index", "codes", "metric",
+                                "images", "mean", "std"]),
+            csv=csv_uri(table_rows), csv_name="layers.csv"))
+    figures = path / "figures"
+    groups = [("Metric by layer", "*_vs_layer.png"), ("Metric by number of codes",
+                                                      "*_vs_codes.png"),
+              ("Reconstructions by layer", "grid-*.png"),
+              ("Cross-domain reconstructions", "cross-domain-*.png"),
+              ("Attribution by layer", "attribution-*.png")]
+    for title, pattern in groups:
+        found = sorted(figures.glob(pattern)) if figures.is_dir() else []
+        if found:
+            source.blocks.append(Block(title, figures=[file_figure(p, p.stem) for p in found]))
+    return source
+
+
+def classify(path: Path) -> str:
+    if (path / "study.json").is_file():
+        return "study"
+    if (path / "config.json").is_file():
+        return "run"
+    if (path / "attribution.json").is_file():
+        return "attribution"
+    raise InputError(f"{path} is neither a run directory (config.json), a study (study.json) "
+                     "nor an attribution (attribution.json)")
+
+
+def build_report(paths: list[str | Path], *, title: str = "mganprior analysis report",
+                 max_gallery: int = 50, attribution_images: int = 4) -> str:
+    """The report's HTML for ``paths`` (runs, studies, attributions)."""
+    if not paths:
+        raise InputError("give at least one run, study or attribution directory")
+    sources = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise InputError(f"{path} is not a directory")
+        kind = classify(path)
+        if kind == "study":
+            sources.append(study_source(path))
+        elif kind == "run":
+            sources.append(run_source(path, max_gallery, attribution_images))
+        else:
+            source = Source("attribution", path.name, str(path))
+            source.blocks = attribution_blocks(path, source.problems, attribution_images)
+            sources.append(source)
+    environment = Environment(loader=PackageLoader("reports", "templates"),
+                              autoescape=select_autoescape(["html", "j2"]))
+    try:
+        version = metadata.version("mganprior")
+    except metadata.PackageNotFoundError:
+        version = "?"
+    return environment.get_template("report.html.j2").render(
+        title=title, sources=sources, warnings=[], version=version,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def write_report(paths: list[str | Path], out: str | Path, **options: Any) -> Path:
+    out = Path(out)
+    html = build_report(paths, **options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, html.encode())
+    return out

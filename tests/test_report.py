@@ -1,0 +1,133 @@
+"""The HTML report: sections from what exists, escaping, placeholders, and a real headless Chromium
+that opens it offline, decodes every image and sorts a table."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from inversion.generators import save_generator
+from mganprior.cli import main
+from reports.html import build_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture
+def attributed_run(tmp_path, tiny_pggan, face_pngs):
+    """A tiny run with an attribution, in a folder named like markup."""
+    checkpoint = save_generator(tiny_pggan, tmp_path / "tiny.safetensors")
+    out = tmp_path / "run<i>&"
+    assert main(["invert", "--checkpoint", str(checkpoint), "--images", str(face_pngs),
+                 "--out", str(out), "--iterations", "5", "--codes", "3", "--layer", "4",
+                 "--perceptual", "none", "--quiet"]) == 0
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    import numpy as np
+    from PIL import Image
+
+    for record in (out / "results.jsonl").read_text().splitlines():
+        name = __import__("json").loads(record)["image"]
+        Image.fromarray(np.tile(np.arange(16, dtype=np.uint8) // 8, (16, 1))).save(
+            labels / f"{name}.png")
+    assert main(["attribute", str(out), "--labels", str(labels), "--quiet"]) == 0
+    return out
+
+
+def test_report_has_the_sections_its_inputs_allow(attributed_run):
+    html = build_report([attributed_run])
+    for heading in ("Run configuration", "Inversion gallery", "Summary",
+                    "Attribution: codes per class", "Attribution: difference maps"):
+        assert f"<h3>{heading}" in html
+    assert "run&lt;i&gt;&amp;" in html and "run<i>" not in html  # file names are escaped
+    assert "http://" not in html and "https://" not in html
+    assert html.count("data:image/png;base64,") >= 3 * 3
+
+
+def test_incomplete_and_damaged_runs_render_what_exists(attributed_run):
+    (attributed_run / "results.jsonl").write_text(
+        (attributed_run / "results.jsonl").read_text() + "{not json\n")
+    folder = next((attributed_run / "images").iterdir())
+    (folder / "reconstruction.png").write_bytes(b"\x89PNG broken")
+    html = build_report([attributed_run])
+    assert "results.jsonl line 4 is damaged and was skipped" in html
+    assert "reconstruction.png is unreadable" in html
+    shutil.rmtree(attributed_run / "attribution")
+    (attributed_run / "results.jsonl").unlink()
+    html = build_report([attributed_run])
+    assert "results.jsonl is missing" in html and "<h3>Run configuration" in html
+    assert "Attribution" not in html
+
+
+def test_report_command_and_bad_paths(capsys, tmp_path, attributed_run):
+    out = tmp_path / "report.html"
+    assert main(["report", str(attributed_run), "--out", str(out)]) == 0
+    assert f"report: {out}" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.html")]) == 2
+    assert "neither a run directory" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="no chromium at /usr/bin/chromium "
+                    "(.ci/run installs it with apt-get)")
+def test_report_in_headless_chromium(tmp_path, attributed_run):
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "report.html"
+    out.write_text(build_report([attributed_run]))
+    errors, requests = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            def block(route):
+                if not route.request.url.startswith(("file://", "data:")):
+                    requests.append(route.request.url)
+                    route.abort()
+                else:
+                    route.continue_()
+
+            page.route("**/*", block)
+            page.goto(out.as_uri())
+            assert page.evaluate("Array.from(document.images).every("
+                                 "i => i.complete && i.naturalWidth > 0)")
+            headings = page.locator("h3").all_inner_texts()
+            assert {"Run configuration", "Inversion gallery", "Attribution: codes per class"} <= \
+                set(headings)
+
+            def psnr_column():
+                return [float(v) for v in page.locator("table.gallery tbody tr td:nth-child(5)")
+                        .evaluate_all("cells => cells.map(c => c.dataset.value)")]
+
+            page.locator("table.gallery th", has_text="PSNR").click()
+            ascending = psnr_column()
+            assert ascending == sorted(ascending)
+            page.locator("table.gallery th", has_text="PSNR").click()
+            assert psnr_column() == sorted(ascending, reverse=True)
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == [] and requests == []
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_study_sections(tmp_path, tiny_pggan, face_pngs):
+    from mganprior.studies import StudySpec, run_study
+
+    checkpoint = str(save_generator(tiny_pggan, tmp_path / "tiny.safetensors"))
+    spec = StudySpec(kind="layers", generators=[checkpoint], tasks=["inversion"], layers="2,4",
+                     codes=[2], iterations=2, perceptual="none")
+    run_study(spec, [face_pngs], tmp_path / "study", progress=False, log=lambda _: None)
+    html = build_report([tmp_path / "study"])
+    for heading in ("Metrics by cell", "Metric by layer", "Reconstructions by layer"):
+        assert f"<h3>{heading}" in html
+    assert "cells done" in html and "data:text/csv;base64," in html
