@@ -528,7 +528,7 @@ def _stop_on_signals() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("train-generator", "train-segmenter", "layers", "cross-domain"):
+    if args.command in ("train-generator", "train-segmenter", "layers", "cross-domain", "demo"):
         _stop_on_signals()
     handlers = {"zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
                 "cross-domain": _study, "report": _report, "demo": _demo,

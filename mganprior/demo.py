@@ -1,12 +1,21 @@
-"""``mganprior demo``: the embedded end-to-end job on a fresh machine (no network, CPU is enough).
+"""``mganprior demo``: the whole mission on a fresh machine (no network, CPU is enough).
 
-For now: sample faces from the real DigiFace DCGAN prior, invert them with multi-code composition
-and with the single-code baseline, and print both scores and where the run directories are.
+1. DigiFace faces (samples of the real DCGAN prior): multi-code vs single-code inversion.
+2. Rendered bedrooms inverted with ``bedroom-pggan64``, codes attributed to classes with
+   ``scenes-segmenter64``.
+3. A small layer-wise study (inversion, colorization, inpainting) on the bedroom prior.
+4. The cross-domain experiment: bedrooms through the face, church, conference and bedroom priors.
+5. One self-contained report, ``OUT/report.html``.
+
+Settings are reduced so it all fits in about 10 minutes on 2 CPU cores; :data:`FULL` says what
+the full-quality commands are. Rerunning resumes: finished parts are not recomputed.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from inversion.images import load_images, save_png
@@ -14,37 +23,109 @@ from inversion.losses import load_perceptual
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
+from mganprior.attribution import SegmentationChoice, attribute_run
+from mganprior.studies import StudySpec, default_images, run_study
 from mganprior.zoo import load_generator
+from reports.html import write_report
 
-DEMO_GENERATOR = "digiface-dcgan64"
-DEMO_IMAGES = 6
 DEMO_SEED = 2026
 
 
-def run_demo(out: Path, device: str | None = None, progress: bool = True) -> dict[str, dict]:
-    loaded = load_generator(DEMO_GENERATOR, device=device)
-    generator = loaded.generator
-    inputs = out / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(generator.sample(DEMO_IMAGES, seed=DEMO_SEED).cpu()):
-        save_png(image, inputs / f"face{i}.png")
-    images = load_images([inputs], generator.resolution)
+@dataclass(frozen=True)
+class DemoScale:
+    """How much work each part does."""
+
+    faces: int = 4
+    face_iterations: int = 200
+    bedrooms: int = 4
+    bedroom_iterations: int = 150
+    study_images: int = 2
+    study_iterations: int = 40
+    study_layers: str = "2,4,6,8"
+    cross_codes: int = 10
+    cross_iterations: int = 40
+
+
+DEFAULT = DemoScale()
+TINY = DemoScale(faces=2, face_iterations=3, bedrooms=2, bedroom_iterations=3, study_images=1,
+                 study_iterations=2, study_layers="2", cross_codes=2, cross_iterations=2)
+
+FULL = """full-quality versions of each part (GPU recommended):
+  mganprior invert --generator digiface-dcgan64 --images FACES --out runs/faces
+  mganprior invert --generator bedroom-pggan64 --images BEDROOMS --out runs/bed && \\
+    mganprior attribute runs/bed --segmenter scenes-segmenter64
+  mganprior layers --generator bedroom-pggan64 --count 8 --segmenter scenes-segmenter64 \\
+    --out runs/layers
+  mganprior cross-domain --count 8 --out runs/cross-domain
+  mganprior report runs/faces runs/bed runs/layers runs/cross-domain --out report.html"""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_demo(out: Path, device: str | None = None, progress: bool = True,
+             scale: DemoScale = DEFAULT) -> Path:
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
     perceptual = load_perceptual("vgg16")
-    multi = get_recipe("adam", "inversion")
-    runs = {
-        f"multi-code (N={multi.codes}, layer {multi.resolve_layer(generator).name})": multi,
-        "single-code (N=1, layer z)": multi.with_overrides(codes=1, layer=0),
-    }
-    summaries = {}
-    for (label, recipe), folder in zip(runs.items(), ["multi-code", "single-code"], strict=True):
-        print(f"demo: {label}, {recipe.iterations} iterations", file=sys.stderr)
-        settings = RunSettings(generator, loaded.info, Inversion(), recipe, perceptual,
-                               seed=0, batch_size=DEMO_IMAGES, progress=progress)
-        run, summary = run_inversion(settings, images, out / folder,
-                                     config_extra={"command": "mganprior demo"})
-        summaries[label] = summary | {"path": str(run.path)}
-    print(f"\nDigiFace DCGAN prior, {DEMO_IMAGES} sampled faces ({inputs}):")
-    for label, summary in summaries.items():
-        print(f"  {label:<40} PSNR {summary['psnr_mean']:6.2f} dB  "
-              f"SSIM {summary['ssim_mean']:.3f}  -> {summary['path']}")
-    return summaries
+    if perceptual.note:
+        _say(perceptual.note)
+
+    # 1. faces through the real DigiFace prior: multi-code vs single-code
+    faces = load_generator("digiface-dcgan64", device=device)
+    face_folder = out / "inputs" / "faces"
+    face_folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(faces.generator.sample(scale.faces, seed=DEMO_SEED).cpu()):
+        save_png(image, face_folder / f"face{i}.png")
+    face_images = load_images([face_folder], faces.generator.resolution)
+    multi = get_recipe("adam", "inversion").with_overrides(iterations=scale.face_iterations)
+    runs = {"faces-multi-code": multi,
+            "faces-single-code": multi.with_overrides(codes=1, layer=0)}
+    for folder, recipe in runs.items():
+        _say(f"demo 1/5: {folder} ({recipe.codes} codes, {recipe.iterations} iterations)")
+        settings = RunSettings(faces.generator, faces.info, Inversion(), recipe, perceptual,
+                               seed=0, batch_size=scale.faces, progress=progress)
+        run_inversion(settings, face_images, out / folder,
+                      config_extra={"command": "mganprior demo"}, log=lambda _m: None)
+
+    # 2. bedrooms through the bedroom prior, codes attributed to classes
+    bedroom = load_generator("bedroom-pggan64", device=device)
+    bedroom_folder, _ = default_images("bedroom-pggan64", bedroom, scale.bedrooms,
+                                       out / "inputs" / "bedrooms")
+    _say(f"demo 2/5: {scale.bedrooms} bedrooms with bedroom-pggan64, then attribution")
+    recipe = get_recipe("adam", "inversion").with_overrides(iterations=scale.bedroom_iterations)
+    settings = RunSettings(bedroom.generator, bedroom.info, Inversion(), recipe, perceptual,
+                           seed=0, batch_size=scale.bedrooms, progress=progress)
+    run_inversion(settings, load_images([bedroom_folder], bedroom.generator.resolution),
+                  out / "bedrooms", config_extra={"command": "mganprior demo"},
+                  log=lambda _m: None)
+    attribute_run(out / "bedrooms", SegmentationChoice(segmenter="scenes-segmenter64"),
+                  device=device, progress=progress, log=lambda _m: None)
+
+    # 3. layer-wise study, 4. cross-domain
+    _say(f"demo 3/5: layer study (layers {scale.study_layers}, 3 tasks)")
+    study_images = sorted(bedroom_folder.glob("*.png"))[:scale.study_images]
+    run_study(StudySpec(kind="layers", generators=["bedroom-pggan64"],
+                        tasks=["inversion", "colorization", "inpainting"],
+                        layers=scale.study_layers, iterations=scale.study_iterations,
+                        segmenter="scenes-segmenter64", attribution_figures=1),
+              study_images, out / "layers", device=device, progress=progress,
+              log=lambda _m: None)
+    _say("demo 4/5: cross-domain, bedrooms through four priors at every layer")
+    run_study(StudySpec(kind="cross-domain",
+                        generators=["digiface-dcgan64", "church-pggan64", "conference-pggan64",
+                                    "bedroom-pggan64"],
+                        codes=[scale.cross_codes], iterations=scale.cross_iterations),
+              study_images, out / "cross-domain", device=device, progress=progress,
+              log=lambda _m: None)
+
+    _say("demo 5/5: report")
+    report = write_report([out / name for name in ("faces-multi-code", "faces-single-code",
+                                                   "bedrooms", "layers", "cross-domain")],
+                          out / "report.html", title="mganprior demo report")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\ndemo finished in {minutes:.1f} min (reduced settings).")
+    print(FULL)
+    print(f"\nreport: {report.resolve()}")
+    return report
