@@ -303,15 +303,15 @@ def study_source(path: Path) -> Source:
     return source
 
 
-def classify(path: Path) -> str:
+def classify(path: Path) -> str | None:
+    """``study``, ``run``, ``attribution``, or None for a folder that holds none of them."""
     if (path / "study.json").is_file():
         return "study"
     if (path / "config.json").is_file():
         return "run"
     if (path / "attribution.json").is_file():
         return "attribution"
-    raise InputError(f"{path} is neither a run directory (config.json), a study (study.json) "
-                     "nor an attribution (attribution.json)")
+    return None
 
 
 def build_report(paths: list[str | Path], *, title: str = "mganprior analysis report",
@@ -329,6 +329,10 @@ def build_report(paths: list[str | Path], *, title: str = "mganprior analysis re
             sources.append(study_source(path))
         elif kind == "run":
             sources.append(run_source(path, max_gallery, attribution_images))
+        elif kind is None:
+            sources.append(Source("missing", path.name, str(path), problems=[
+                f"{path} holds no config.json (run), study.json (study) or attribution.json "
+                "(attribution): nothing to show; was the run started?"]))
         else:
             source = Source("attribution", path.name, str(path))
             source.blocks = attribution_blocks(path, source.problems, attribution_images)

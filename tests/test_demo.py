@@ -1,16 +1,27 @@
-"""The demo's pipeline end to end at tiny settings: every part runs and lands in one report."""
+"""The demo's pipeline end to end at tiny settings: every part runs and lands in one report, which
+a headless Chromium opens offline."""
 
 from __future__ import annotations
 
 import pytest
 
 from mganprior.demo import TINY, run_demo
+from reports.browser import chromium_path, open_page
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_pipeline_writes_a_report_with_every_part(tmp_path, capsys):
-    report = run_demo(tmp_path / "demo", device="cpu", progress=False, scale=TINY)
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    run_demo(out, device="cpu", progress=False, scale=TINY)
+    return out
+
+
+def test_demo_pipeline_writes_a_report_with_every_part(demo_dir, capsys):
+    before = (demo_dir / "bedrooms" / "results.jsonl").read_text()
+    report = run_demo(demo_dir, device="cpu", progress=False, scale=TINY)  # resumes
+    assert (demo_dir / "bedrooms" / "results.jsonl").read_text() == before
     printed = capsys.readouterr().out
     assert f"report: {report.resolve()}" in printed and "full-quality" in printed
     html = report.read_text()
@@ -20,7 +31,23 @@ def test_demo_pipeline_writes_a_report_with_every_part(tmp_path, capsys):
     for heading in ("Inversion gallery", "Attribution: codes per class", "Metrics by cell",
                     "Attribution by layer", "Cross-domain reconstructions"):
         assert f"<h3>{heading}" in html
-    # rerunning resumes: nothing is recomputed and the report is rewritten
-    before = (tmp_path / "demo" / "bedrooms" / "results.jsonl").read_text()
-    run_demo(tmp_path / "demo", device="cpu", progress=False, scale=TINY)
-    assert (tmp_path / "demo" / "bedrooms" / "results.jsonl").read_text() == before
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="no chromium binary (.ci/run installs it "
+                    "with apt-get install chromium)")
+def test_demo_report_in_headless_chromium(demo_dir, tmp_path):
+    with open_page(demo_dir / "report.html") as (page, log):
+        assert page.evaluate("Array.from(document.images).every("
+                             "i => i.complete && i.naturalWidth > 0)")
+        headings = set(page.locator("h3").all_inner_texts())
+        assert {"Run configuration", "Inversion gallery", "Attribution: codes per class",
+                "Metrics by cell", "Metric by layer", "Reconstructions by layer",
+                "Cross-domain reconstructions", "Attribution by layer"} <= headings
+        table = page.locator("table.sortable-table").filter(has_text="metric").first
+        before = table.locator("tbody tr td:nth-child(8)").all_inner_texts()
+        table.locator("th", has_text="mean").click()
+        after = table.locator("tbody tr td:nth-child(8)").all_inner_texts()
+        assert [float(v) for v in after] == sorted(float(v) for v in before)
+        assert len(after) > 10
+        page.screenshot(path=str(tmp_path / "demo-report.png"), full_page=True)
+    assert log.errors == [] and log.blocked == []
