@@ -19,27 +19,19 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 import argparse
 import platform
 import statistics
-import time
 
 import torch
 
 from analysis.attribution import ablated_renders, ablation_mask
 from inversion.composition import code_features, render
+from inversion.devices import timed
 from inversion.recipes import get_recipe
 from mganprior.zoo import load_generator
 
 
 def median_seconds(fn, device: torch.device, repeats: int) -> tuple[object, float]:
-    times, out = [], None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return out, statistics.median(times)
+    runs = [timed(fn, device) for _ in range(repeats)]
+    return runs[-1][0], statistics.median(seconds for _, seconds in runs)
 
 
 @torch.no_grad()

@@ -16,22 +16,12 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 import argparse
 import platform
-import time
 
 import torch
 
 from inversion import Inversion, get_recipe, invert
+from inversion.devices import timed
 from mganprior.zoo import load_generator
-
-
-def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - started
 
 
 def main() -> None:
