@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inversion.errors import InputError
-from inversion.generators.base import Layer
+from inversion.generators.base import Layer, find_layer
 
 METRICS = ("psnr", "ssim", "perceptual")
 TABLE_COLUMNS = ("generator", "task", "layer", "layer_index", "layer_shape", "codes",
@@ -71,20 +71,12 @@ def select_layers(layers: Sequence[Layer], spec: str | Sequence[str | int]) -> l
         spec = [part.strip() for part in spec.split(",") if part.strip()]
     chosen: dict[int, Layer] = {}
     for key in spec:
-        found = _find_layer(layers, key)
+        found = find_layer(layers, key)
         if found is None:
             listing = ", ".join(f"{layer.index} {layer.name}" for layer in layers)
             raise InputError(f"layer {key!r} is not a composable layer; layers: {listing}")
         chosen[found.index] = found
     return [chosen[index] for index in sorted(chosen)]
-
-
-def _find_layer(layers: Sequence[Layer], key: str | int) -> Layer | None:
-    if isinstance(key, str) and key.lstrip("-").isdigit():
-        key = int(key)
-    if isinstance(key, int):
-        return layers[key] if -len(layers) <= key < len(layers) else None
-    return next((layer for layer in layers if layer.name == key), None)
 
 
 def expand_grid(generator_layers: dict[str, Sequence[Layer]], tasks: Sequence[str],

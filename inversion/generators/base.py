@@ -75,6 +75,18 @@ def latent_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
+def find_layer(layers: Sequence[Layer], key: str | int | Layer) -> Layer | None:
+    """The layer of a listing named by ``key``: a name, an index (negative counts from the
+    deepest) or a numeric string; None when there is none."""
+    if isinstance(key, Layer):
+        key = key.name
+    if isinstance(key, str) and key.lstrip("-").isdigit():
+        key = int(key)
+    if isinstance(key, int):
+        return layers[key] if -len(layers) <= key < len(layers) else None
+    return next((layer for layer in layers if layer.name == key), None)
+
+
 class LayeredGenerator(nn.Module):
     """Base class: subclasses implement ``_layer_names``, ``head`` and ``tail``."""
 
@@ -125,17 +137,9 @@ class LayeredGenerator(nn.Module):
     def layer(self, key: str | int | Layer) -> Layer:
         """Resolve a name, an index (negative counts from the deepest) or a numeric string."""
         layers = self.layers
-        if isinstance(key, Layer):
-            key = key.name
-        if isinstance(key, str) and key.lstrip("-").isdigit():
-            key = int(key)
-        if isinstance(key, int):
-            if -len(layers) <= key < len(layers):
-                return layers[key]
-        else:
-            for layer in layers:
-                if layer.name == key:
-                    return layer
+        found = find_layer(layers, key)
+        if found is not None:
+            return found
         listing = ", ".join(layer.describe() for layer in layers)
         raise InputError(
             f"layer {key!r} is not a composable layer of this {self.family} generator; "
