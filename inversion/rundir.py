@@ -200,7 +200,7 @@ class RunDirectory:
                 file = folder / f"{kind}.png"
                 if kind == "output" and not file.is_file():
                     file = folder / "reconstruction.png"
-                images[kind].append(_read_png(file))
+                images[kind].append(read_png(file))
         trace_iterations = latents[0]["trace_iterations"].tolist()
         same_trace = all(len(x["trace_loss"]) == len(trace_iterations) for x in latents)
         return InversionResult(
@@ -220,7 +220,8 @@ class RunDirectory:
             seconds=sum(r["seconds"] for r in records))
 
 
-def _read_png(path: Path) -> torch.Tensor:
+def read_png(path: Path) -> torch.Tensor:
+    """An image file as ``[3, H, W]`` in [-1, 1]; a missing file is an InputError naming it."""
     if not path.is_file():
         raise InputError(f"{path} is missing")
     with Image.open(path) as image:

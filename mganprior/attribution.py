@@ -14,9 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from analysis.attribution import (
@@ -28,8 +26,7 @@ from analysis.attribution import (
 from analysis.attribution_files import META, save_attribution
 from inversion.errors import InputError
 from inversion.losses import load_perceptual
-from inversion.metrics import from_uint8
-from inversion.rundir import RunDirectory
+from inversion.rundir import RunDirectory, read_png
 from mganprior.zoo import load_generator, load_segmenter
 from reports.figures import attribution_grid, class_histogram, code_class_heatmap, save_figure
 from segmentation.labelmaps import read_label_maps
@@ -96,11 +93,7 @@ def _targets(run: RunDirectory, names: list[str]) -> torch.Tensor | None:
     paths = [run.images_dir / name / "target.png" for name in names]
     if not all(path.is_file() for path in paths):
         return None
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(from_uint8(np.asarray(image.convert("RGB"))))
-    return torch.stack(images)
+    return torch.stack([read_png(path) for path in paths])
 
 
 def _out_dir(run: RunDirectory, out: str | Path | None) -> Path:
