@@ -75,13 +75,19 @@ def latent_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
+def layer_key(key: str | int | Layer) -> str | int:
+    """A layer's name, or an index (numeric strings become ints)."""
+    if isinstance(key, Layer):
+        return key.name
+    if isinstance(key, str) and key.lstrip("-").isdigit():
+        return int(key)
+    return key
+
+
 def find_layer(layers: Sequence[Layer], key: str | int | Layer) -> Layer | None:
     """The layer of a listing named by ``key``: a name, an index (negative counts from the
     deepest) or a numeric string; None when there is none."""
-    if isinstance(key, Layer):
-        key = key.name
-    if isinstance(key, str) and key.lstrip("-").isdigit():
-        key = int(key)
+    key = layer_key(key)
     if isinstance(key, int):
         return layers[key] if -len(layers) <= key < len(layers) else None
     return next((layer for layer in layers if layer.name == key), None)
@@ -142,7 +148,7 @@ class LayeredGenerator(nn.Module):
             return found
         listing = ", ".join(layer.describe() for layer in layers)
         raise InputError(
-            f"layer {key!r} is not a composable layer of this {self.family} generator; "
+            f"layer {layer_key(key)!r} is not a composable layer of this {self.family} generator; "
             f"valid layers (index name CxHxW): {listing}"
         )
 
