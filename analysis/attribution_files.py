@@ -36,16 +36,22 @@ ARRAYS, META, TABLE, CLASSES = ("attribution.safetensors", "attribution.json", "
                                 "classes.csv")
 
 
-def write_csv(path: str | Path, rows: list[dict[str, Any]],
-              columns: tuple[str, ...] | list[str] | None = None) -> None:
-    """A CSV with ``columns`` (default: the first row's keys) as header, written atomically."""
+def csv_text(rows: list[dict[str, Any]],
+             columns: tuple[str, ...] | list[str] | None = None) -> str:
+    """CSV with ``columns`` (default: the first row's keys) as header; '' with neither."""
     buffer = io.StringIO()
     fieldnames = list(columns) if columns is not None else list(rows[0]) if rows else []
     if fieldnames:
         writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    return buffer.getvalue()
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]],
+              columns: tuple[str, ...] | list[str] | None = None) -> None:
+    """:func:`csv_text`, written atomically."""
+    atomic_write_bytes(path, csv_text(rows, columns).encode())
 
 
 def save_attribution(result: AttributionResult, directory: str | Path) -> Path:

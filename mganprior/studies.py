@@ -216,7 +216,7 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
     write_json(out / STUDY_FILE, record)
     perceptual = load_perceptual(spec.perceptual, spec.vgg_weights)
     warnings = [perceptual.note] if perceptual.note else []
-    ran = []
+    ran, tables = [], None
     bar = tqdm(cells, desc="cells", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(cell.describe())
@@ -235,10 +235,11 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
             attribute_run(cell_dir, SegmentationChoice(segmenter=spec.segmenter),
                           image_figures=spec.attribution_figures, progress=False,
                           log=lambda _message: None)
-        _write_tables(out, spec, cells, loaded, names, warnings)
+        tables = _write_tables(out, spec, cells, loaded, names, warnings)  # after every cell
     bar.close()
-    rows, aggregates, summary = _write_tables(out, spec, cells, loaded, names, warnings)
-    _write_figures(out, spec, cells, rows, by_resolution)
+    rows, aggregates, summary, attribution = \
+        tables or _write_tables(out, spec, cells, loaded, names, warnings)
+    _write_figures(out, spec, cells, rows, attribution, by_resolution)
     return StudyOutcome(out, cells, rows, aggregates, summary, ran)
 
 
@@ -254,7 +255,10 @@ def _cell_done(out: Path, cell: StudyCell, names: list[str]) -> bool:
 
 def _write_tables(out: Path, spec: StudySpec, cells: list[StudyCell],
                   loaded: dict[str, LoadedGenerator], names: list[str],
-                  warnings: list[str]) -> tuple[list[dict], list[dict], dict[str, Any]]:
+                  warnings: list[str]) -> tuple[list[dict], list[dict], dict[str, Any],
+                                                list[dict]]:
+    """Rebuild layers.csv, attribution.csv and summary.json from the cells; return the tidy
+    rows, their aggregates, the summary and the attribution rows."""
     rows: list[dict[str, Any]] = []
     attribution_rows: list[dict[str, Any]] = []
     statuses, notes = [], list(warnings)
@@ -295,7 +299,7 @@ def _write_tables(out: Path, spec: StudySpec, cells: list[StudyCell],
     if attribution_rows:
         write_csv(out / "attribution.csv", attribution_rows)
     write_json(out / "summary.json", summary)
-    return rows, aggregates, summary
+    return rows, aggregates, summary, attribution_rows
 
 
 def load_notes(out: Path, folder: str) -> list[list[str]]:
@@ -321,7 +325,7 @@ def _attribution_rows(directory: Path, cell: StudyCell) -> list[dict[str, Any]]:
 
 
 def _write_figures(out: Path, spec: StudySpec, cells: list[StudyCell], rows: list[dict],
-                   by_resolution: dict[int, list[LoadedImage]]) -> None:
+                   attribution: list[dict], by_resolution: dict[int, list[LoadedImage]]) -> None:
     if not rows:
         return
     figures = out / "figures"
@@ -338,19 +342,13 @@ def _write_figures(out: Path, spec: StudySpec, cells: list[StudyCell], rows: lis
     else:
         for task in spec.tasks:
             save_figure(_layer_grid(out, cells, names, task), figures / f"grid-{task}.png")
-    attribution = out / "attribution.csv"
-    if attribution.is_file():
-        import csv
-
-        with attribution.open() as handle:
-            table = list(csv.DictReader(handle))
-        for generator in dict.fromkeys(row["generator"] for row in table):
-            for task in dict.fromkeys(row["task"] for row in table):
-                subset = [row for row in table
-                          if row["generator"] == generator and row["task"] == task]
-                if subset:
-                    save_figure(attribution_by_layer(subset),
-                                figures / f"attribution-{generator}-{task}.png")
+    for generator in dict.fromkeys(row["generator"] for row in attribution):
+        for task in dict.fromkeys(row["task"] for row in attribution):
+            subset = [row for row in attribution
+                      if row["generator"] == generator and row["task"] == task]
+            if subset:
+                save_figure(attribution_by_layer(subset),
+                            figures / f"attribution-{generator}-{task}.png")
 
 
 def _cell_image(out: Path, cell: StudyCell, name: str, kind: str = "output") -> Path | None:

@@ -137,21 +137,31 @@ METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "perceptual": "VGG16 dista
                  "better)"}
 
 
-def _finite(rows: list[dict], metric: str) -> list[dict]:
-    return [row for row in rows if row["metric"] == metric and row["value"] == row["value"]
-            and abs(row["value"]) != float("inf")]
+def _metric_name(metric: str) -> str:
+    return "perceptual distance" if metric == "perceptual" else metric.upper()
+
+
+def _metric_axes(rows: list[dict], metric: str, size: tuple[float, float]):
+    """A figure, its axes and the finite values of ``metric`` as a DataFrame (empty: the axes
+    already say so)."""
+    import pandas as pd
+
+    data = pd.DataFrame([row for row in rows if row["metric"] == metric
+                         and row["value"] == row["value"] and abs(row["value"]) != float("inf")])
+    figure = Figure(figsize=size, layout="constrained")
+    ax = figure.subplots()
+    if data.empty:
+        ax.text(0.5, 0.5, f"no {metric} values", ha="center", va="center")
+    else:
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    return figure, ax, data
 
 
 def metric_vs_layer(rows: list[dict], metric: str = "psnr", hue: str = "task") -> Figure:
     """Mean ``metric`` (with one standard deviation over images) against the composing layer;
     x = layer index, the single-code baseline at 0. Several swept N are drawn as line styles."""
-    import pandas as pd
-
-    data = pd.DataFrame(_finite(rows, metric))
-    figure = Figure(figsize=(7.0, 3.8), layout="constrained")
-    ax = figure.subplots()
+    figure, ax, data = _metric_axes(rows, metric, (7.0, 3.8))
     if data.empty:
-        ax.text(0.5, 0.5, f"no {metric} values", ha="center", va="center")
         return figure
     several_codes = data.loc[data["layer_index"] > 0, "codes"].nunique() > 1
     sns.lineplot(data=data, x="layer_index", y="value", hue=hue, marker="o",
@@ -165,31 +175,22 @@ def metric_vs_layer(rows: list[dict], metric: str = "psnr", hue: str = "task") -
     else:
         ax.set_xticks(ticks["layer_index"])
     ax.set_xlabel("composing layer (0 = single code, plain z optimisation)")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.set_title(f"{metric.upper() if metric != 'perceptual' else 'perceptual distance'} by "
-                 f"composing layer (mean ± sd over {data['image'].nunique()} images)",
-                 fontsize=10)
+    ax.set_title(f"{_metric_name(metric)} by composing layer (mean ± sd over "
+                 f"{data['image'].nunique()} images)", fontsize=10)
     return figure
 
 
 def metric_vs_codes(rows: list[dict], metric: str = "psnr") -> Figure:
     """Mean ``metric`` (± sd) against the number of codes N, one line per layer."""
-    import pandas as pd
-
-    data = pd.DataFrame(_finite(rows, metric))
-    figure = Figure(figsize=(6.0, 3.6), layout="constrained")
-    ax = figure.subplots()
+    figure, ax, data = _metric_axes(rows, metric, (6.0, 3.6))
     if data.empty:
-        ax.text(0.5, 0.5, f"no {metric} values", ha="center", va="center")
         return figure
     data["line"] = data["generator"] + " " + data["task"] + " " + data["layer"]
     sns.lineplot(data=data, x="codes", y="value", hue="line", marker="o", errorbar="sd",
                  err_style="bars", ax=ax)
     ax.set_xticks(sorted(data["codes"].unique()))
     ax.set_xlabel("number of codes N")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    name = metric.upper() if metric != "perceptual" else "perceptual distance"
-    ax.set_title(f"{name} by number of codes (mean ± sd)", fontsize=10)
+    ax.set_title(f"{_metric_name(metric)} by number of codes (mean ± sd)", fontsize=10)
     return figure
 
 

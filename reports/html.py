@@ -22,7 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from matplotlib.figure import Figure
 from PIL import Image
 
-from analysis.attribution_files import load_attribution
+from analysis.attribution_files import csv_text, load_attribution
 from inversion.errors import InputError
 from inversion.files import atomic_write_bytes
 from reports.figures import attribution_grid, class_histogram, code_class_heatmap
@@ -64,8 +64,20 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE) -> Picture:
-    """A PNG data URI of an image file (downscaled to ``max_side``), or the reason it failed."""
+def _jpeg_if_large(png: bytes) -> tuple[bytes, str]:
+    """PNG bytes as they are, or re-encoded as JPEG (quality 85) above ``JPEG_ABOVE_BYTES``."""
+    if len(png) <= JPEG_ABOVE_BYTES:
+        return png, "image/png"
+    with Image.open(io.BytesIO(png)) as image:
+        converted = io.BytesIO()
+        image.convert("RGB").save(converted, format="JPEG", quality=85)
+    return converted.getvalue(), "image/jpeg"
+
+
+def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE,
+              jpeg_if_large: bool = False) -> Picture:
+    """A data URI of an image file (downscaled to ``max_side``; PNG, or JPEG when large and
+    ``jpeg_if_large``), or the reason it failed."""
     if not path.is_file():
         return Picture(alt, error=f"{path.name} is missing")
     try:
@@ -78,40 +90,24 @@ def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE) -> Pi
         image.thumbnail((max_side, max_side), Image.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
-    return Picture(alt, uri=_data_uri(buffer.getvalue(), "image/png"))
+    data, mime = (_jpeg_if_large(buffer.getvalue()) if jpeg_if_large
+                  else (buffer.getvalue(), "image/png"))
+    return Picture(alt, uri=_data_uri(data, mime))
 
 
 def figure_uri(figure: Figure, alt: str, dpi: int = 80) -> Picture:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    data, mime = buffer.getvalue(), "image/png"
-    if len(data) > JPEG_ABOVE_BYTES:
-        with Image.open(io.BytesIO(data)) as image:
-            converted = io.BytesIO()
-            image.convert("RGB").save(converted, format="JPEG", quality=85)
-        data, mime = converted.getvalue(), "image/jpeg"
-    return Picture(alt, uri=_data_uri(data, mime))
+    return Picture(alt, uri=_data_uri(*_jpeg_if_large(buffer.getvalue())))
 
 
 def file_figure(path: Path, alt: str) -> Picture:
-    """A figure already on disk (a study's), embedded as it is (JPEG when large)."""
-    picture = image_uri(path, alt, max_side=None)
-    if picture.uri and len(picture.uri) > JPEG_ABOVE_BYTES * 4 / 3:
-        with Image.open(path) as image:
-            converted = io.BytesIO()
-            image.convert("RGB").save(converted, format="JPEG", quality=85)
-        picture.uri = _data_uri(converted.getvalue(), "image/jpeg")
-    return picture
+    """A figure already on disk (a study's), embedded at full size (JPEG when large)."""
+    return image_uri(path, alt, max_side=None, jpeg_if_large=True)
 
 
 def csv_uri(rows: list[dict[str, Any]]) -> str | None:
-    if not rows:
-        return None
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return _data_uri(buffer.getvalue().encode(), "text/csv")
+    return _data_uri(csv_text(rows).encode(), "text/csv") if rows else None
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, Any]:

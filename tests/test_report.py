@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
+from conftest import write_png
 from inversion.generators import save_generator
+from inversion.rundir import RunDirectory
 from mganprior.cli import main
 from reports.browser import chromium_path, open_page
 from reports.html import build_report
@@ -23,13 +26,9 @@ def attributed_run(tmp_path, tiny_pggan, face_pngs):
                  "--perceptual", "none", "--quiet"]) == 0
     labels = tmp_path / "labels"
     labels.mkdir()
-    import numpy as np
-    from PIL import Image
-
-    for record in (out / "results.jsonl").read_text().splitlines():
-        name = __import__("json").loads(record)["image"]
-        Image.fromarray(np.tile(np.arange(16, dtype=np.uint8) // 8, (16, 1))).save(
-            labels / f"{name}.png")
+    halves = np.tile(np.arange(16, dtype=np.uint8) // 8, (16, 1))  # left wall, right floor
+    for name in RunDirectory(out).finished():
+        write_png(labels / f"{name}.png", halves)
     assert main(["attribute", str(out), "--labels", str(labels), "--quiet"]) == 0
     return out
 
