@@ -3,8 +3,10 @@
 For every inverted image and every code n:
 
 1. ``alpha'_n``: ``alpha_n`` with its entries above the threshold set to zero (other codes kept);
-2. ``x'_n = tail(scale * (sum_m alpha_m F_m - (alpha_n - alpha'_n) F_n))`` and the difference
-   map ``D_n = |x_inv - x'_n|`` (channel mean, or a VGG16 feature distance);
+2. ``x'_n = tail(scale * (sum_m alpha_m F_m - (alpha_n - alpha'_n) F_n), carry)`` and the
+   difference map ``D_n = |x_inv - x'_n|`` (channel mean, or a VGG16 feature distance). Only the
+   features are ablated: whatever else crosses the cut (a StyleGAN2 skip image, the styles after
+   the cut) stays as the inversion fused it;
 3. ``D_n`` binarised (Otsu by default; a top quantile or a fixed threshold as options);
 4. IoU of the binary map with every class mask of a segmentation of ``x_inv`` (or of the target, or
    given label maps); the code's class is the best one, kept when its IoU reaches ``min_iou``.
@@ -31,12 +33,12 @@ import torch.nn.functional as F
 from skimage.filters import threshold_otsu
 from tqdm.auto import tqdm
 
-from inversion.composition import code_features, fuse, fusion_scale
+from core.errors import InputError
+from inversion.composition import code_cuts, fuse, fusion_scale, latent_carry, resolve_carry
 from inversion.engine import InversionResult, frozen
-from inversion.errors import InputError
-from inversion.generators.base import Layer, LayeredGenerator
+from inversion.generators.base import Cut, Layer, LayeredGenerator
 from inversion.losses import VGGPerceptual
-from segmentation.segmenters import Segmenter, vocabulary_from
+from segmentation.segmenters import Segmenter
 from segmentation.vocabularies import Vocabulary
 
 RELATIVE_MODES = ("none", "codes", "quantile")
@@ -62,8 +64,9 @@ def parse_binarization(text: str) -> tuple[str, float | None]:
         if method == "fixed" and number > 0:
             return method, number
         wanted = "a number in (0, 1)" if method == "quantile" else "a number above 0"
-        raise InputError(f"--binarize {text}: {method} needs {wanted}")
-    raise InputError(f"--binarize must be otsu, quantile:Q or fixed:T, got {text!r}")
+        raise InputError(f"binarize {text}: {method} needs {wanted}", field="binarize")
+    raise InputError(f"binarize must be otsu, quantile:Q or fixed:T, got {text!r}",
+                     field="binarize")
 
 
 @dataclass(frozen=True)
@@ -86,20 +89,22 @@ class AttributionSettings:
 
     def __post_init__(self) -> None:
         if self.relative not in RELATIVE_MODES:
-            raise InputError(f"--relative must be one of {', '.join(RELATIVE_MODES)}, "
-                             f"got {self.relative!r}")
+            raise InputError(f"relative must be one of {', '.join(RELATIVE_MODES)}, "
+                             f"got {self.relative!r}", field="relative")
         if not 0 < self.threshold < float("inf"):
-            raise InputError(f"--threshold must be in (0, inf), got {self.threshold}")
+            raise InputError(f"threshold must be in (0, inf), got {self.threshold}",
+                             field="threshold")
         if self.relative == "quantile" and not self.threshold < 1:
-            raise InputError(f"--threshold is a quantile with --relative quantile and must be "
-                             f"in (0, 1), got {self.threshold}")
+            raise InputError(f"threshold is a quantile with relative=quantile and must be "
+                             f"in (0, 1), got {self.threshold}", field="threshold")
         if self.difference not in DIFFERENCES:
-            raise InputError(f"--difference must be one of {', '.join(DIFFERENCES)}, "
-                             f"got {self.difference!r}")
+            raise InputError(f"difference must be one of {', '.join(DIFFERENCES)}, "
+                             f"got {self.difference!r}", field="difference")
         if not 0 <= self.min_iou <= 1:
-            raise InputError(f"--min-iou must be in [0, 1], got {self.min_iou}")
+            raise InputError(f"min_iou must be in [0, 1], got {self.min_iou}", field="min_iou")
         if not self.min_difference >= 0:
-            raise InputError(f"--min-difference must be >= 0, got {self.min_difference}")
+            raise InputError(f"min_difference must be >= 0, got {self.min_difference}",
+                             field="min_difference")
         parse_binarization(self.binarize)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,30 +127,35 @@ def ablation_mask(alphas: torch.Tensor, threshold: float = 0.2,
 
 
 @torch.no_grad()
-def ablated_renders(generator: LayeredGenerator, features: torch.Tensor, alphas: torch.Tensor,
+def ablated_renders(generator: LayeredGenerator, cut: Cut, alphas: torch.Tensor,
                     zeroed: torch.Tensor, layer: Layer, fusion: str = "sum",
-                    renders_per_pass: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                    renders_per_pass: int = 64, rules: dict[str, str] | None = None,
+                    extras: dict[str, torch.Tensor] | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``x_inv`` ``[B, 3, H, W]`` and every code's ablation ``x'_n`` ``[B, N, 3, H, W]``, clamped.
 
-    ``features`` ``[B, N, C, h, w]`` and ``alphas``/``zeroed`` ``[B, N, C]`` on the generator's
-    device. Codes without a zeroed entry are not rendered (``x'_n = x_inv`` exactly); the others go
+    ``cut``: the per-code cuts ``[B, N, ...]``; ``alphas``/``zeroed`` ``[B, N, C]``, on the
+    generator's device; ``rules``/``extras``: the inversion's carry rules and extra latents.
+    Codes without a zeroed entry are not rendered (``x'_n = x_inv`` exactly); the others go
     through the tail ``renders_per_pass`` at a time, whatever image they belong to.
     """
     codes = alphas.shape[1]
     if zeroed.shape != alphas.shape:
         raise ValueError(f"zeroed {list(zeroed.shape)} does not match alphas "
                          f"{list(alphas.shape)}")
+    rules = resolve_carry(generator, layer) if rules is None else rules
     removed = alphas * zeroed * fusion_scale(fusion, codes)  # the part of alpha_n that goes
     with frozen(generator):
-        fused = fuse(features, alphas, fusion)
+        fused = fuse(cut, alphas, fusion, rules, latent_carry(generator, layer, rules, extras))
         x_inv = generator.tail(fused, layer).float().clamp(-1, 1)
         ablated = x_inv[:, None].repeat(1, codes, 1, 1, 1)
         pairs = torch.nonzero(zeroed.any(dim=-1))
         for chunk in pairs.split(max(1, renders_per_pass)):
             b, n = chunk[:, 0], chunk[:, 1]
-            features_bn = features[b, n]
+            features_bn = cut.features[b, n]
             delta = features_bn * removed[b, n].to(features_bn.dtype)[:, :, None, None]
-            ablated[b, n] = generator.tail(fused[b] - delta, layer).float().clamp(-1, 1)
+            edited = Cut(fused.features[b] - delta, {k: v[b] for k, v in fused.carry.items()})
+            ablated[b, n] = generator.tail(edited, layer).float().clamp(-1, 1)
     return x_inv, ablated
 
 
@@ -408,6 +418,7 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
         check_label_maps(labels, len(vocabulary), inversion.names)
     started = time.perf_counter()
     device, layer = generator.device, inversion.layer
+    rules = resolve_carry(generator, generator.layer(layer.name), inversion.carry)
     zeroed = ablation_mask(inversion.alphas, settings.threshold, settings.relative)
     x_inv, differences = [], []
     chunks = list(range(0, batch, max(1, images_per_pass)))
@@ -415,13 +426,14 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
                       leave=False):
         part = slice(start, start + max(1, images_per_pass))
         if inversion.features is not None:
-            features = inversion.features[part].to(device)
+            cut = inversion.features.apply(lambda t, part=part: t[part].to(device))
         else:
             with torch.no_grad(), frozen(generator):
-                features = code_features(generator, inversion.codes[part].to(device), layer)
+                cut = code_cuts(generator, inversion.codes[part].to(device), layer)
+        extras = {k: v[part].to(device) for k, v in inversion.extras.items()}
         rendered, ablated = ablated_renders(
-            generator, features, inversion.alphas[part].to(device), zeroed[part].to(device),
-            layer, inversion.fusion, renders_per_pass)
+            generator, cut, inversion.alphas[part].to(device), zeroed[part].to(device),
+            layer, inversion.fusion, renders_per_pass, rules, extras)
         differences.append(difference_maps(
             rendered, ablated, perceptual if settings.difference == "perceptual" else None).cpu())
         x_inv.append(rendered.cpu())
@@ -429,9 +441,9 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     difference = torch.cat(differences).float()
     if labels is None:
         assert segmenter is not None
-        vocabulary = getattr(segmenter, "vocabulary", None) or vocabulary_from(segmenter.labels)
+        vocabulary = segmenter.vocabulary
         segmented = reconstructions if segment == "reconstruction" else targets
-        label_maps = segmenter.segment(segmented.to(_segmenter_device(segmenter, device))).cpu()
+        label_maps = segmenter.segment(segmented.to(segmenter.device)).cpu()
         check_label_maps(label_maps, len(vocabulary), inversion.names)
         source = segmentation_source or f"segmenter on the {segment}s"
     else:
@@ -468,9 +480,5 @@ def check_compatible(generator: LayeredGenerator, inversion: InversionResult) ->
         raise InputError(f"layer {layer.name} is {'x'.join(map(str, layer.shape))} in this "
                          f"generator but {'x'.join(map(str, inversion.layer.shape))} in the run: "
                          "not the run's generator")
-
-
-def _segmenter_device(segmenter: Segmenter, fallback: torch.device) -> torch.device:
-    return getattr(segmenter, "device", fallback)
 
 

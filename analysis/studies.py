@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inversion.errors import InputError
+from core.errors import InputError
 from inversion.generators.base import Layer, find_layer
 
 METRICS = ("psnr", "ssim", "perceptual")
@@ -60,6 +60,18 @@ class StudyCell:
             f"{self.layer.name} {'x'.join(map(str, self.layer.shape))}"
         return f"{self.generator} {self.task} N={self.codes} at {where}"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator, "task": self.task, "codes": self.codes,
+                "layer": {"index": self.layer.index, "name": self.layer.name,
+                          "shape": list(self.layer.shape)}}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> StudyCell:
+        layer = record["layer"]
+        return cls(record["generator"], record["task"],
+                   Layer(int(layer["index"]), layer["name"], tuple(layer["shape"])),
+                   int(record["codes"]))
+
 
 def select_layers(layers: Sequence[Layer], spec: str | Sequence[str | int]) -> list[Layer]:
     """``"all"`` (every composable layer after z) or names / indices (negative from the deepest),
@@ -87,7 +99,7 @@ def expand_grid(generator_layers: dict[str, Sequence[Layer]], tasks: Sequence[st
     if not tasks:
         raise InputError("a study needs at least one task")
     if not codes or any(n < 1 for n in codes):
-        raise InputError(f"--codes must be positive integers, got {list(codes)}")
+        raise InputError(f"codes must be positive integers, got {list(codes)}", field="codes")
     cells: list[StudyCell] = []
     for generator, listing in generator_layers.items():
         chosen = select_layers(listing, layers)

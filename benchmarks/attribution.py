@@ -24,7 +24,7 @@ import torch
 
 from analysis.attribution import ablated_renders, ablation_mask
 from inversion.composition import code_features, render
-from inversion.devices import timed
+from core.devices import timed
 from inversion.recipes import get_recipe
 from mganprior.zoo import load_generator
 

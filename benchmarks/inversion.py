@@ -20,7 +20,7 @@ import platform
 import torch
 
 from inversion import Inversion, get_recipe, invert
-from inversion.devices import timed
+from core.devices import timed
 from mganprior.zoo import load_generator
 
 

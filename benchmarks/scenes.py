@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from inversion.training import GANTrainConfig, ImageBank, train_gan
+from training.gan import GANTrainConfig, ImageBank, train_gan
 from scenes.datasets import render_many
 from scenes.render import DOMAINS
 

@@ -6,38 +6,52 @@
     targets = G.sample(4, seed=1)
     result = invert(G, targets, Inversion(), get_recipe("adam", "inversion"), seeds=[0, 1, 2, 3],
                     references=targets)
+
+Names are resolved on first use, so ``import inversion.tasks`` (or any submodule) does not load
+the engine, scikit-image or tqdm.
 """
 
-from inversion.composition import code_features, fuse, render
-from inversion.engine import InversionResult, invert
-from inversion.errors import InputError
-from inversion.generators import (
-    DCGANGenerator,
-    HookedGenerator,
-    Layer,
-    LayeredGenerator,
-    PGGANGenerator,
-    load_generator_file,
-    save_generator,
-)
-from inversion.images import LoadedImage, load_image, load_images
-from inversion.recipes import Recipe, get_recipe
-from inversion.rundir import RunDirectory
-from inversion.runs import RunSettings, run_inversion
-from inversion.tasks import (
-    Colorization,
-    Denoising,
-    Inpainting,
-    Inversion,
-    SuperResolution,
-    Task,
-    make_task,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Colorization", "DCGANGenerator", "Denoising", "HookedGenerator", "Inpainting", "InputError",
-    "Inversion", "InversionResult", "Layer", "LayeredGenerator", "LoadedImage", "PGGANGenerator",
-    "Recipe", "RunDirectory", "RunSettings", "SuperResolution", "Task", "code_features", "fuse",
-    "get_recipe", "invert", "load_generator_file", "load_image", "load_images", "make_task",
-    "render", "run_inversion", "save_generator",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Cut": "inversion.generators.base",
+    "Layer": "inversion.generators.base",
+    "LayeredGenerator": "inversion.generators.base",
+    "DCGANGenerator": "inversion.generators.dcgan",
+    "HookedGenerator": "inversion.generators.hooked",
+    "PGGANGenerator": "inversion.generators.pggan",
+    "load_generator_file": "inversion.generators.formats",
+    "save_generator": "inversion.generators.saving",
+    "code_cuts": "inversion.composition",
+    "fuse": "inversion.composition",
+    "render": "inversion.composition",
+    "InversionResult": "inversion.engine",
+    "invert": "inversion.engine",
+    "InputError": "core.errors",
+    "LoadedImage": "inversion.images",
+    "load_image": "inversion.images",
+    "load_images": "inversion.images",
+    "Recipe": "inversion.recipes",
+    "get_recipe": "inversion.recipes",
+    "RunDirectory": "inversion.rundir",
+    "RunSettings": "inversion.runs",
+    "run_inversion": "inversion.runs",
+    "Colorization": "inversion.tasks",
+    "Denoising": "inversion.tasks",
+    "Inpainting": "inversion.tasks",
+    "Inversion": "inversion.tasks",
+    "SuperResolution": "inversion.tasks",
+    "Task": "inversion.tasks",
+    "make_task": "inversion.tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'inversion' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -5,6 +5,10 @@ through the tail as one batch of B. Each image has its own codes, alphas and los
 is the *sum* of per-image losses, so with element-wise optimisers (SGD, Adam) every image follows
 exactly the trajectory it would follow alone. An image whose loss turns NaN/inf stops there and is
 reported as failed; the others go on.
+
+Besides codes ``[B, N, Z]`` and alphas ``[B, N, C]`` (unless the recipe fixes them), the loop
+optimises the extra latents a family asks for under the chosen carry rules (``extras``, each
+``[B, ...]``), and the result records them.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from inversion.composition import code_features, fuse, initial_alphas
-from inversion.generators.base import Layer, LayeredGenerator, evaluating
+from inversion.composition import code_cuts, fuse, initial_alphas, latent_carry, resolve_carry
+from inversion.generators.base import Cut, Layer, LayeredGenerator, evaluating
 from inversion.losses import VGGPerceptual, reconstruction_loss
 from inversion.metrics import image_metrics
 from inversion.recipes import Recipe
@@ -51,7 +55,9 @@ class InversionResult:
     metrics: list[dict[str, float] | None]
     failures: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
-    features: torch.Tensor | None = None  # [B, N, C, h, w] head features of the final codes
+    carry: dict[str, str] = field(default_factory=dict)  # the fusion rule of each carried tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # extra latents, each [B, ...]
+    features: Cut | None = None  # [B, N, ...] per-code cuts of the final codes (keep_features)
 
     def __post_init__(self) -> None:
         b, n = self.codes.shape[:2]
@@ -60,6 +66,9 @@ class InversionResult:
                              f"{list(self.codes.shape)} at a {self.layer.channels}-channel layer")
         if len(self.names) != b or self.reconstructions.shape[0] != b:
             raise ValueError("names, codes and reconstructions disagree on the batch size")
+        for name, value in self.extras.items():
+            if value.shape[0] != b:
+                raise ValueError(f"extra latent {name} {list(value.shape)} is not [B={b}, ...]")
 
     @property
     def batch(self) -> int:
@@ -121,19 +130,27 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         perceptual = perceptual.to(device)
     started = time.perf_counter()
 
+    rules = resolve_carry(generator, layer, recipe.carry)
     codes = initial_codes(seeds, recipe.codes, generator.z_dim, recipe.init).to(device)
     alphas = initial_alphas(batch, recipe.codes, layer.channels, device)
-    codes.requires_grad_(True)
-    alphas.requires_grad_(True)
-    params = [codes, alphas]
+    extras: dict[str, torch.Tensor] = {}
+    if "latent" in rules.values():
+        with torch.no_grad(), frozen(generator):
+            extras = {name: value.detach().clone() for name, value in generator.extra_latents(
+                layer, rules, code_cuts(generator, codes, layer)).items()}
+    params = [codes, *([alphas] if recipe.trains_alphas(layer) else []), *extras.values()]
+    for param in params:
+        param.requires_grad_(True)
     optimizer = (torch.optim.SGD(params, lr=recipe.lr) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(params, lr=recipe.lr))
 
-    def render(features: torch.Tensor | None = None) -> torch.Tensor:
+    def render(cut: Cut | None = None) -> torch.Tensor:
         with _autocast(device, bf16):
-            if features is None:
-                features = code_features(generator, codes, layer)
-            return generator.tail(fuse(features, alphas, recipe.fusion), layer).float()
+            if cut is None:
+                cut = code_cuts(generator, codes, layer)
+            fused = fuse(cut, alphas, recipe.fusion, rules,
+                         latent_carry(generator, layer, rules, extras))
+            return generator.tail(fused, layer).float()
 
     def losses_of(images: torch.Tensor) -> torch.Tensor:
         return reconstruction_loss(task.view(images, ctx), observations, perceptual,
@@ -169,8 +186,8 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
 
         with torch.no_grad():
             with _autocast(device, bf16):
-                final_features = code_features(generator, codes, layer)
-            reconstructions = render(final_features)
+                final_cut = code_cuts(generator, codes, layer)
+            reconstructions = render(final_cut)
             final_losses = losses_of(reconstructions)
     for i in torch.nonzero(~torch.isfinite(final_losses)).flatten().tolist():
         failures.setdefault(i, f"final loss is {final_losses[i].item()}")
@@ -188,12 +205,14 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         metrics[i] = None
     final_losses = final_losses.detach().cpu()
     final_losses[list(failures)] = float("nan")
+    used = recipe.for_run(layer, perceptual is not None)
     return InversionResult(
         names=list(names), codes=codes.detach().cpu(), alphas=alphas.detach().cpu(), layer=layer,
-        fusion=recipe.fusion, task=task.to_dict(), recipe=recipe.to_dict(), seeds=list(seeds),
+        fusion=recipe.fusion, task=task.to_dict(), recipe=used.to_dict(), seeds=list(seeds),
         reconstructions=torch.nan_to_num(reconstructions).cpu(),
         outputs=torch.nan_to_num(outputs).cpu(), observations=observations.cpu(),
         losses=final_losses, trace_iterations=trace_iterations,
         trace=torch.stack(trace) if trace else torch.empty(0, batch),
         metrics=metrics, failures=failures, seconds=time.perf_counter() - started,
-        features=final_features.float().cpu() if keep_features else None)
+        carry=rules, extras={name: value.detach().cpu() for name, value in extras.items()},
+        features=final_cut.apply(lambda t: t.float().cpu()) if keep_features else None)

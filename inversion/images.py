@@ -17,21 +17,24 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from inversion.errors import InputError
-from inversion.files import atomic_path
-from inversion.metrics import from_uint8, to_uint8
+from core.errors import InputError
+from core.files import atomic_path
+from core.pixels import from_uint8, to_uint8
+from core.weights import file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
 class LoadedImage:
-    """An image ready for inversion: ``pixels`` uint8 ``[H, W, 3]`` at the requested size."""
+    """An image ready for inversion: ``pixels`` uint8 ``[H, W, 3]`` at the requested size;
+    ``sha256`` of the file it came from (a run refuses another file under a finished name)."""
 
     name: str
     path: Path
     pixels: np.ndarray
     notes: list[str] = field(default_factory=list)
+    sha256: str | None = None
 
     def tensor(self) -> torch.Tensor:
         """``[3, H, W]`` float in [-1, 1]."""
@@ -108,7 +111,7 @@ def load_image(path: str | Path, size: int, name: str | None = None) -> LoadedIm
         notes.append(f"resized from {image.size[0]}x{image.size[1]} to {size}x{size}")
         image = image.resize((size, size), Image.LANCZOS)
     return LoadedImage(name or safe_name(path.stem), path, np.asarray(image, dtype=np.uint8).copy(),
-                       notes)
+                       notes, file_sha256(path))
 
 
 def safe_name(stem: str) -> str:

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inversion.errors import InputError
-from inversion.generators.checkpoints import check_state_dict, read_torch_checkpoint
+from core.errors import InputError
+from core.weights import check_state_dict, read_torch_checkpoint
 
+PERCEPTUAL_BACKENDS = ("vgg16", "none")
 VGG_LAYERS = {"relu3_3": 16, "conv4_3": 22}
 VGG_FILE = "vgg16-397923af.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,8 +40,8 @@ class VGGPerceptual(nn.Module):
         from torchvision.models.vgg import cfgs, make_layers  # heavy; only when weights exist
 
         if layer not in VGG_LAYERS:
-            raise InputError(f"perceptual layer must be one of {', '.join(VGG_LAYERS)}, "
-                             f"got {layer!r}")
+            raise InputError(f"perceptual_layer must be one of {', '.join(VGG_LAYERS)}, "
+                             f"got {layer!r}", field="perceptual_layer")
         self.features = make_layers(cfgs["D"])[: VGG_LAYERS[layer]]  # VGG16's conv trunk
         _load_vgg_features(self.features, state_dict, source)
         self.features.eval().requires_grad_(False)
@@ -94,19 +95,20 @@ def load_perceptual(backend: str = "vgg16", weights: str | Path | None = None,
     optional and its absence turns the perceptual term off with a one-line note."""
     if backend == "none":
         return PerceptualStatus(None, "none")
-    if backend != "vgg16":
-        raise InputError(f"unknown perceptual backend {backend!r}; backends: vgg16, none")
+    if backend not in PERCEPTUAL_BACKENDS:
+        raise InputError(f"perceptual backend {backend!r} is unknown; backends: "
+                         f"{', '.join(PERCEPTUAL_BACKENDS)}", field="perceptual")
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise InputError(f"--vgg-weights {path}: no such file")
+            raise InputError(f"vgg_weights {path}: no such file", field="vgg_weights")
     else:
         path = hub_vgg_path()
         if not path.is_file():
             return PerceptualStatus(
                 None, "none",
                 note=f"perceptual: none (VGG16 weights not found; put {VGG_FILE} at {path} "
-                     "or pass --vgg-weights PATH); using the pixel loss only")
+                     "or pass its path with --vgg-weights); using the pixel loss only")
     module = VGGPerceptual(read_torch_checkpoint(path), layer=layer, size=size, source=str(path))
     return PerceptualStatus(module, "vgg16", weights=str(path))
 

@@ -14,19 +14,27 @@ real bedroom and church photos (``benchmarks/recipes.py``, table in ``docs/bench
 beat 0.003, 0.005, 0.03 and 0.1 at every budget from 50 to 500 iterations; after 300 iterations it
 is 16 dB (samples) and 12 dB (real photos) above the official SGD recipe; 20 codes cost 0.6 dB
 against 30 at equal iterations and are 1.5x faster per iteration (slightly ahead at equal time).
+
+``alphas``: ``train`` optimises the channel weights with the codes, ``fixed`` keeps them at 1/N,
+``auto`` (the default) fixes them for the single-code baseline (one code at layer 0: plain latent
+optimisation, ``G(z)``) and trains them everywhere else. ``carry``: the fusion rule of each tensor
+a family carries across the cut (``NAME=RULE,...``; empty: the family's defaults).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from inversion.errors import InputError
+from core.errors import InputError, field_error
+from inversion.composition import FUSIONS, parse_carry
 from inversion.generators.base import Layer, LayeredGenerator
 
 RECIPES = ("official", "adam")
 OPTIMIZERS = ("sgd", "adam")
 INITS = ("normal", "zero")
+ALPHA_MODES = ("auto", "train", "fixed")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Recipe:
     perceptual_factor: float = 0.001
     perceptual_layer: str = "relu3_3"
     perceptual_size: int | None = 256
+    alphas: str = "auto"
+    carry: str = ""
 
     @property
     def perceptual_weight(self) -> float:
@@ -57,23 +67,46 @@ class Recipe:
         return recipe
 
     def validate(self) -> None:
+        """Every field in range; errors name the field."""
         if self.codes < 1:
-            raise InputError(f"--codes must be at least 1, got {self.codes}")
+            raise field_error("codes", f"must be at least 1, got {self.codes}")
         if self.iterations < 0:
-            raise InputError(f"--iterations must be >= 0, got {self.iterations}")
-        if not self.lr > 0:
-            raise InputError(f"--lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if self.init not in INITS:
-            raise InputError(f"--init must be one of {', '.join(INITS)}")
-        if self.fusion not in ("sum", "mean"):
-            raise InputError("--fusion must be sum or mean")
+            raise field_error("iterations", f"must be >= 0, got {self.iterations}")
+        if not 0 < self.lr < math.inf:
+            raise field_error("lr", f"must be a finite number above 0, got {self.lr}")
+        choices = {"optimizer": OPTIMIZERS, "init": INITS, "fusion": FUSIONS,
+                   "alphas": ALPHA_MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise field_error(name, f"must be one of {', '.join(allowed)}, got "
+                                        f"{getattr(self, name)!r}")
+        for name in ("mse_weight", "perceptual_lambda", "perceptual_factor"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise field_error(name, f"must be a finite number >= 0, got "
+                                        f"{getattr(self, name)}")
+        if self.perceptual_size is not None and not 16 <= self.perceptual_size <= 1024:
+            raise field_error("perceptual_size", f"must be between 16 and 1024 pixels, got "
+                                                 f"{self.perceptual_size}")
+        parse_carry(self.carry)
 
     def resolve_layer(self, generator: LayeredGenerator) -> Layer:
         if self.layer is not None:
             return generator.layer(self.layer)
         return default_layer(generator, self.layer_side)
+
+    def trains_alphas(self, layer: Layer) -> bool:
+        """Whether alphas are optimised at ``layer`` (``auto``: all but the single-code
+        baseline, where alpha stays 1 so the optimisation is exactly plain ``G(z)``)."""
+        if self.alphas == "auto":
+            return not (layer.index == 0 and self.codes == 1)
+        return self.alphas == "train"
+
+    def for_run(self, layer: Layer, perceptual_used: bool) -> Recipe:
+        """The recipe as it actually runs: the layer and alpha mode resolved, and no perceptual
+        weight when no perceptual module is used."""
+        return replace(self, layer=layer.name,
+                       alphas="train" if self.trains_alphas(layer) else "fixed",
+                       perceptual_lambda=self.perceptual_lambda if perceptual_used else 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +142,8 @@ ADAM_LR = 0.01
 def get_recipe(name: str, task: str) -> Recipe:
     """The named recipe's defaults for ``task``."""
     if task not in _OFFICIAL:
-        raise InputError(f"unknown task {task!r}; tasks: {', '.join(_OFFICIAL)}")
+        raise InputError(f"task {task!r} is unknown; tasks: {', '.join(_OFFICIAL)}",
+                         field="task")
     if name == "official":
         codes, side, iterations, lam, init = _OFFICIAL[task]
         return Recipe("official", "sgd", 1.0, iterations, codes, None, side, "mean", init,
@@ -118,4 +152,5 @@ def get_recipe(name: str, task: str) -> Recipe:
         codes, side, iterations, lam = _ADAM[task]
         return Recipe("adam", "adam", ADAM_LR, iterations, codes, None, side, "sum", "normal",
                       perceptual_lambda=lam, perceptual_size=None)
-    raise InputError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
+    raise InputError(f"recipe {name!r} is unknown; recipes: {', '.join(RECIPES)}",
+                     field="recipe")

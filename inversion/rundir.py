@@ -1,61 +1,63 @@
-"""The run directory: everything a run produced, written atomically so a rerun resumes.
+"""The run directory: everything a run produced, written so that many processes can fill it.
 
 Layout::
 
     RUN/config.json          settings needed to reproduce the run (checked again on resume)
-    RUN/results.jsonl        one line per finished image: image, status, psnr, ssim, loss, ...
-    RUN/images/NAME/         target.png (when known), degraded.png, reconstruction.png,
-                             output.png (when the task's output differs, e.g. colorization),
-                             latents.safetensors (codes [N, Z], alphas [N, C], loss trace)
-    RUN/summary.json         aggregates over results.jsonl, rewritten after every batch
+    RUN/images/NAME/         record.json (the image's result line), target.png (when known),
+                             degraded.png, reconstruction.png, output.png (when the task's output
+                             differs, e.g. colorization), latents.safetensors (codes [N, Z],
+                             alphas [N, C], extra latents, loss trace)
+    RUN/results.jsonl        index: one line per finished image, appended as images finish
+    RUN/summary.json         index: aggregates over the records
+    RUN/.locks/              run.lock and index.lock (short sections), claims/NAME.lock (held
+                             by the process working on NAME)
 
-An image's folder is written under a temporary name and renamed into place, then its line is added
-to ``results.jsonl`` (rewritten through a temporary file and a rename). An interrupted run loses at
-most the batch in flight; images already in ``results.jsonl`` are never recomputed.
+**The image folder is the source of truth.** It is built under a hidden temporary name, with its
+``record.json``, and renamed into place in one step: an image is finished exactly when its folder
+holds ``record.json``. ``results.jsonl`` and ``summary.json`` are indexes: lines are appended
+under a lock (never the whole file rewritten per batch), and :meth:`RunDirectory.rebuild_index`
+recreates both from the folders at any time.
+
+**Many writers.** A process claims an image (:mod:`core.claims`) before it works on it, checks
+that it is still unfinished, and releases it once the folder is in place. Two processes given the
+same images therefore split them; a killed process's claims vanish with it, so a rerun finishes
+exactly the missing images. An interrupted run loses at most the images in flight.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from core.claims import Claims, locked
+from core.errors import InputError
+from core.files import atomic_write_bytes
+from core.jsonio import json_line, read_json, read_jsonl, write_json
+from core.pixels import from_uint8
+from core.resume import check_resume
 from inversion.engine import InversionResult
-from inversion.errors import InputError
-from inversion.files import atomic_write_bytes
 from inversion.generators.base import Layer
-from inversion.images import save_png
-from inversion.metrics import from_uint8
+from inversion.images import safe_name, save_png
 
 # Settings that may change between a run and its resumption without changing the results' meaning.
-VOLATILE_KEYS = ("created", "versions", "device", "batch_size", "command", "progress")
-
-
-def json_safe(value: Any) -> Any:
-    """Non-finite floats become None so the files stay strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json(path: Path, payload: Any) -> None:
-    body = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(path, body.encode())
+VOLATILE_KEYS = ("created", "versions", "device", "batch_size", "command", "progress", "shard")
+IMAGE_FILES = {"target": "target.png", "degraded": "degraded.png",
+               "reconstruction": "reconstruction.png", "output": "output.png",
+               "latents": "latents.safetensors", "record": "record.json"}
+EXTRA_PREFIX = "extra."
 
 
 @dataclass
@@ -66,109 +68,169 @@ class ImageRecord:
     notes: list[str]
     target: torch.Tensor | None  # clean image [3, H, W] when known
     metric_reference: str | None  # "clean", "reference", "observation" or None
+    source_sha256: str | None = None
+
+
+def read_png(path: Path) -> torch.Tensor:
+    """An image file as ``[3, H, W]`` in [-1, 1]; a missing file is an InputError naming it."""
+    if not path.is_file():
+        raise InputError(f"{path} is missing")
+    try:
+        with Image.open(path) as image:
+            return from_uint8(np.asarray(image.convert("RGB")))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"{path} is unreadable ({type(err).__name__}: {err})") from None
 
 
 class RunDirectory:
+    """The owner of the run layout: everything that reads or writes a run goes through it."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.config_path = self.path / "config.json"
         self.results_path = self.path / "results.jsonl"
         self.summary_path = self.path / "summary.json"
         self.images_dir = self.path / "images"
+        self.locks = self.path / ".locks"
+        self.claims = Claims(self.locks / "claims")
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, config: dict[str, Any]) -> RunDirectory:
-        """Create the run, or resume it when its stored config matches ``config``."""
+    def open(cls, path: str | Path, config: dict[str, Any],
+             may_change: Iterable[str] = VOLATILE_KEYS) -> RunDirectory:
+        """Create the run, or resume it when its stored config matches ``config`` (settings in
+        ``may_change`` may differ). Safe when several processes open one run at once."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
-            raise InputError(f"--out {run.path} exists and is not a directory")
-        if run.config_path.is_file():
-            wanted = json.loads(json.dumps(json_safe(config)))
-            differences = config_differences(run.config(), wanted)
-            if differences:
-                raise InputError(f"{run.path} holds a run with other settings ({differences}); "
-                                 "use another --out or the same settings to resume")
-            return run
-        if run.path.is_dir() and any(run.path.iterdir()):
-            raise InputError(f"--out {run.path} is not empty and holds no run (no config.json)")
-        run.images_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run.config_path, config)
+            raise InputError(f"{run.path} exists and is not a directory", field="out")
+        if run.path.is_dir() and not run.config_path.is_file() and \
+                any(p.name != ".locks" for p in run.path.iterdir()):
+            raise InputError(f"{run.path} is not empty and holds no run (no config.json)",
+                             field="out")
+        try:
+            run.locks.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"{run.path} cannot be created ({err.strerror})", field="out") \
+                from None
+        with locked(run.locks / "run.lock"):
+            if run.config_path.is_file():
+                check_resume(run.config(), config, what="run", where=run.path,
+                             may_change=may_change)
+            else:
+                run.images_dir.mkdir(parents=True, exist_ok=True)
+                write_json(run.config_path, config)
         return run
 
     def config(self) -> dict[str, Any]:
         if not self.config_path.is_file():
             raise InputError(f"{self.path} is not a run directory (no config.json)")
-        try:
-            return json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as err:
-            raise InputError(f"{self.config_path} is not valid JSON ({err})") from None
+        config = read_json(self.config_path, "run config")
+        if not isinstance(config, dict):
+            raise InputError(f"{self.config_path} is not a JSON object")
+        return config
 
-    # -- results -------------------------------------------------------------------------------
-    def records(self) -> list[dict[str, Any]]:
-        if not self.results_path.is_file():
-            return []
-        lines = self.results_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    # -- one image's files ---------------------------------------------------------------------
+    def image_dir(self, name: str) -> Path:
+        return self.images_dir / name
+
+    def image_file(self, name: str, kind: str) -> Path:
+        """The path of one of an image's files (``IMAGE_FILES``); ``output`` falls back to the
+        reconstruction when the task's output is the reconstruction itself."""
+        path = self.image_dir(name) / IMAGE_FILES[kind]
+        if kind == "output" and not path.is_file():
+            return self.image_dir(name) / IMAGE_FILES["reconstruction"]
+        return path
+
+    def read_image(self, name: str, kind: str) -> torch.Tensor:
+        """One of an image's PNGs as ``[3, H, W]`` in [-1, 1]."""
+        return read_png(self.image_file(name, kind))
+
+    def is_finished(self, name: str) -> bool:
+        return (self.image_dir(name) / IMAGE_FILES["record"]).is_file()
 
     def finished(self) -> set[str]:
-        return {record["image"] for record in self.records()}
+        """Names of the finished images, from their folders (the source of truth)."""
+        if not self.images_dir.is_dir():
+            return set()
+        return {p.parent.name for p in self.images_dir.glob(f"*/{IMAGE_FILES['record']}")}
 
-    def write_batch(self, result: InversionResult, extras: list[ImageRecord]) -> list[dict]:
-        """Write every image of ``result``, then add their lines to ``results.jsonl``."""
+    def folder_records(self, problems: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every finished image's record, read from its folder, in finishing order."""
         records = []
-        per_image_seconds = result.seconds / max(1, result.batch)
-        for i, (name, extra) in enumerate(zip(result.names, extras, strict=True)):
-            self._write_image(result, i, extra)
-            failed = i in result.failures
-            metrics = result.metrics[i] or {}
-            records.append({
-                "image": name, "status": "failed" if failed else "ok",
-                "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"),
-                "perceptual": metrics.get("perceptual"),
-                "loss": float(result.losses[i]), "seconds": per_image_seconds,
-                "metric_reference": extra.metric_reference if metrics else None,
-                "seed": result.seeds[i], "layer": result.layer.name, "source": extra.source,
-                "notes": extra.notes, **({"error": result.failures[i]} if failed else {}),
-            })
-        body = "".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
-                       for r in self.records() + records)
-        atomic_write_bytes(self.results_path, body.encode())
-        return records
+        for name in sorted(self.finished()):
+            path = self.image_dir(name) / IMAGE_FILES["record"]
+            try:
+                record = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif problems is not None:
+                problems.append(f"images/{name}/record.json is damaged and was skipped")
+        return sorted(records, key=lambda r: (str(r.get("finished", "")), str(r.get("image"))))
 
-    def _write_image(self, result: InversionResult, i: int, extra: ImageRecord) -> None:
-        final = self.images_dir / result.names[i]
-        partial = self.images_dir / f".partial-{result.names[i]}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        if extra.target is not None:
-            save_png(extra.target, partial / "target.png")
-        save_png(result.observations[i], partial / "degraded.png")
-        save_png(result.reconstructions[i], partial / "reconstruction.png")
-        if not torch.equal(result.outputs[i], result.reconstructions[i]):
-            save_png(result.outputs[i], partial / "output.png")
-        trace = result.trace[:, i] if result.trace.numel() else torch.empty(0)
-        save_file({
-            "codes": result.codes[i].contiguous(), "alphas": result.alphas[i].contiguous(),
-            "trace_iterations": torch.tensor(result.trace_iterations, dtype=torch.int64),
-            "trace_loss": trace.float().contiguous(),
-        }, str(partial / "latents.safetensors"), metadata={
-            "layer": result.layer.name, "layer_index": str(result.layer.index),
-            "layer_shape": "x".join(map(str, result.layer.shape)), "fusion": result.fusion,
-            "seed": str(result.seeds[i]),
-        })
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
+    # -- the index -----------------------------------------------------------------------------
+    def records(self, problems: list[str] | None = None) -> list[dict[str, Any]]:
+        """The index ``results.jsonl``: one record per image (damaged lines are skipped and
+        named in ``problems``; a repeated image keeps its last line)."""
+        by_name: dict[str, dict[str, Any]] = {}
+        for record in read_jsonl(self.results_path, problems):
+            if "image" in record:
+                by_name.pop(str(record["image"]), None)
+                by_name[str(record["image"])] = record
+        return list(by_name.values())
+
+    def _append_index(self, records: list[dict[str, Any]]) -> None:
+        with locked(self.locks / "index.lock"):
+            present = {r.get("image") for r in read_jsonl(self.results_path)}
+            fresh = [r for r in records if r["image"] not in present]
+            if fresh:
+                with open(self.results_path, "a", encoding="utf-8") as handle:
+                    handle.write("".join(json_line(r) for r in fresh))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+
+    def index_is_current(self) -> bool:
+        """Whether ``results.jsonl`` lists exactly the finished folders, each once, undamaged."""
+        problems: list[str] = []
+        lines = read_jsonl(self.results_path, problems)
+        names = [r.get("image") for r in lines]
+        return not problems and len(names) == len(set(names)) and set(names) == self.finished()
+
+    def rebuild_index(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Recreate ``results.jsonl`` and ``summary.json`` from the image folders.
+
+        Runs written before image folders held their record (where only ``results.jsonl`` did)
+        are adopted: an index line whose folder has its latents becomes that folder's record.
+        """
+        with locked(self.locks / "index.lock"):
+            for record in read_jsonl(self.results_path):
+                name = str(record.get("image"))
+                if name == safe_name(name) and self.image_file(name, "latents").is_file() \
+                        and not self.is_finished(name):
+                    write_json(self.image_file(name, "record"), record)
+            records = self.folder_records()
+            atomic_write_bytes(self.results_path, "".join(json_line(r) for r in records).encode())
+            return self._write_summary(extra)
 
     def write_summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Aggregate the index into ``summary.json`` (under the index lock, so the last writer
+        of many always writes the complete one)."""
+        with locked(self.locks / "index.lock"):
+            return self._write_summary(extra)
+
+    def _write_summary(self, extra: dict[str, Any] | None) -> dict[str, Any]:
         records = self.records()
-        ok = [r for r in records if r["status"] == "ok"]
+        ok = [r for r in records if r.get("status") == "ok"]
         summary: dict[str, Any] = {
             "images": len(records), "ok": len(ok), "failed": len(records) - len(ok),
-            "seconds_total": sum(r["seconds"] for r in records),
+            "seconds_total": sum(float(r.get("seconds") or 0) for r in records),
         }
         for key in ("psnr", "ssim", "perceptual", "loss"):
-            values = [r[key] for r in ok if r.get(key) is not None]
+            values = [r[key] for r in ok if isinstance(r.get(key), int | float)]
             if values:
                 summary[f"{key}_mean"] = statistics.fmean(values)
                 summary[f"{key}_std"] = statistics.pstdev(values)
@@ -176,33 +238,103 @@ class RunDirectory:
         write_json(self.summary_path, summary)
         return summary
 
+    def summary(self) -> dict[str, Any] | None:
+        """The stored ``summary.json``, or None when there is none (or it is damaged)."""
+        try:
+            summary = read_json(self.summary_path, "run summary")
+        except InputError:
+            return None
+        return summary if isinstance(summary, dict) else None
+
+    # -- writing results -----------------------------------------------------------------------
+    def write_batch(self, result: InversionResult, extras: list[ImageRecord]) -> list[dict]:
+        """Write every image of ``result`` (claimed by this process), then index them."""
+        records = []
+        per_image_seconds = result.seconds / max(1, result.batch)
+        for i, (name, extra) in enumerate(zip(result.names, extras, strict=True)):
+            failed = i in result.failures
+            metrics = result.metrics[i] or {}
+            record = {
+                "image": name, "status": "failed" if failed else "ok",
+                "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"),
+                "perceptual": metrics.get("perceptual"),
+                "loss": float(result.losses[i]), "seconds": per_image_seconds,
+                "metric_reference": extra.metric_reference if metrics else None,
+                "seed": result.seeds[i], "layer": result.layer.name, "source": extra.source,
+                "source_sha256": extra.source_sha256, "notes": extra.notes,
+                "finished": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                **({"error": result.failures[i]} if failed else {}),
+            }
+            self._write_image(result, i, extra, record)
+            records.append(record)
+        self._append_index(records)
+        return records
+
+    def _write_image(self, result: InversionResult, i: int, extra: ImageRecord,
+                     record: dict[str, Any]) -> None:
+        name = result.names[i]
+        final = self.image_dir(name)
+        for stale in self.images_dir.glob(f".partial-{name}-*"):  # left by a killed writer
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = self.images_dir / f".partial-{name}-{os.getpid()}"
+        partial.mkdir(parents=True)
+        if extra.target is not None:
+            save_png(extra.target, partial / IMAGE_FILES["target"])
+        save_png(result.observations[i], partial / IMAGE_FILES["degraded"])
+        save_png(result.reconstructions[i], partial / IMAGE_FILES["reconstruction"])
+        if not torch.equal(result.outputs[i], result.reconstructions[i]):
+            save_png(result.outputs[i], partial / IMAGE_FILES["output"])
+        trace = result.trace[:, i] if result.trace.numel() else torch.empty(0)
+        tensors = {
+            "codes": result.codes[i].contiguous(), "alphas": result.alphas[i].contiguous(),
+            "trace_iterations": torch.tensor(result.trace_iterations, dtype=torch.int64),
+            "trace_loss": trace.float().contiguous(),
+            **{EXTRA_PREFIX + k: v[i].contiguous() for k, v in result.extras.items()},
+        }
+        save_file(tensors, str(partial / IMAGE_FILES["latents"]), metadata={
+            "layer": result.layer.name, "layer_index": str(result.layer.index),
+            "layer_shape": "x".join(map(str, result.layer.shape)), "fusion": result.fusion,
+            "seed": str(result.seeds[i]), "carry": json.dumps(result.carry),
+        })
+        os.chmod(partial / IMAGE_FILES["latents"], 0o644)
+        write_json(partial / IMAGE_FILES["record"], record)
+        shutil.rmtree(final, ignore_errors=True)  # an unfinished folder (no record) only
+        os.replace(partial, final)
+
     # -- loading -------------------------------------------------------------------------------
-    def load_result(self) -> InversionResult:
-        """All finished images as one :class:`InversionResult` (failed images left out)."""
+    def load_result(self, names: list[str] | None = None) -> InversionResult:
+        """Finished images (all, or ``names``) as one :class:`InversionResult`; failed images
+        are left out."""
         config = self.config()
-        records = [r for r in self.records() if r["status"] == "ok"]
+        records = [r for r in self.folder_records() if r.get("status") == "ok"]
+        if names is not None:
+            wanted = set(names)
+            records = [r for r in records if r["image"] in wanted]
         if not records:
-            raise InputError(f"{self.path} has no finished images in results.jsonl")
+            raise InputError(f"{self.path} has no finished images")
         latents, images = [], {"reconstruction": [], "output": [], "degraded": []}
-        layer = None
+        layer, carry = None, {}
         for record in records:
-            folder = self.images_dir / record["image"]
-            path = folder / "latents.safetensors"
+            name = record["image"]
+            path = self.image_file(name, "latents")
             if not path.is_file():
-                raise InputError(f"{self.path}: image {record['image']} has no latents "
+                raise InputError(f"{self.path}: image {name} has no latents "
                                  f"({path.relative_to(self.path)} is missing)")
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                latents.append({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    meta = handle.metadata() or {}
+                    latents.append({key: handle.get_tensor(key)
+                                    for key in handle.keys()})  # noqa: SIM118
+            except (SafetensorError, OSError) as err:
+                raise InputError(f"{path} is damaged ({err})") from None
             layer = Layer(int(meta["layer_index"]), meta["layer"],
                           tuple(int(s) for s in meta["layer_shape"].split("x")))
+            carry = json.loads(meta.get("carry", "{}"))
             for kind in images:
-                file = folder / f"{kind}.png"
-                if kind == "output" and not file.is_file():
-                    file = folder / "reconstruction.png"
-                images[kind].append(read_png(file))
+                images[kind].append(self.read_image(name, kind))
         trace_iterations = latents[0]["trace_iterations"].tolist()
         same_trace = all(len(x["trace_loss"]) == len(trace_iterations) for x in latents)
+        extra_names = sorted(k for k in latents[0] if k.startswith(EXTRA_PREFIX))
         return InversionResult(
             names=[r["image"] for r in records],
             codes=torch.stack([x["codes"] for x in latents]),
@@ -211,27 +343,13 @@ class RunDirectory:
             recipe=config["recipe"], seeds=[r["seed"] for r in records],
             reconstructions=torch.stack(images["reconstruction"]),
             outputs=torch.stack(images["output"]), observations=torch.stack(images["degraded"]),
-            losses=torch.tensor([r["loss"] for r in records]),
+            losses=torch.tensor([float(r["loss"]) for r in records]),
             trace_iterations=trace_iterations if same_trace else [],
             trace=(torch.stack([x["trace_loss"] for x in latents], dim=1) if same_trace
                    else torch.empty(0, len(records))),
             metrics=[{"psnr": r["psnr"], "ssim": r["ssim"]} if r.get("psnr") is not None
                      else None for r in records],
-            seconds=sum(r["seconds"] for r in records))
-
-
-def read_png(path: Path) -> torch.Tensor:
-    """An image file as ``[3, H, W]`` in [-1, 1]; a missing file is an InputError naming it."""
-    if not path.is_file():
-        raise InputError(f"{path} is missing")
-    with Image.open(path) as image:
-        return from_uint8(np.asarray(image.convert("RGB")))
-
-
-def config_differences(stored: dict[str, Any], wanted: dict[str, Any],
-                       volatile: tuple[str, ...] = VOLATILE_KEYS) -> str:
-    """The settings that differ, as ``key: stored vs wanted; ...`` ('' when none do)."""
-    keys = sorted((set(stored) | set(wanted)) - set(volatile))
-    changed = [f"{k}: {json.dumps(stored.get(k))} vs {json.dumps(wanted.get(k))}"
-               for k in keys if stored.get(k) != wanted.get(k)]
-    return "; ".join(changed)
+            seconds=sum(float(r.get("seconds") or 0) for r in records),
+            carry=carry,
+            extras={k.removeprefix(EXTRA_PREFIX): torch.stack([x[k] for x in latents])
+                    for k in extra_names})

@@ -1,4 +1,10 @@
-"""Inverting a set of images into a run directory: batching, resuming, records and summary."""
+"""Inverting a set of images into a run directory: batching, claiming, resuming, indexes.
+
+Work is taken image by image through the run directory's claims, so any number of processes
+given the same images (or overlapping ones) fill one run without doing an image twice. Each
+image's initial codes and degradation depend only on the run seed and its name
+(:func:`image_seed`), so the result does not depend on who inverted it, or in which batch.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from core.errors import InputError
+from core.jsonio import read_json
+from inversion.composition import resolve_carry
 from inversion.engine import invert
-from inversion.errors import InputError
 from inversion.generators.base import LayeredGenerator
 from inversion.images import LoadedImage
 from inversion.losses import PerceptualStatus
@@ -66,13 +74,12 @@ class RunSettings:
 
     def config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         layer = self.recipe.resolve_layer(self.generator)
-        recipe = self.recipe.to_dict() | {"layer": layer.name}
-        if self.perceptual.module is None:
-            recipe |= {"perceptual_lambda": 0.0}
+        recipe = self.recipe.for_run(layer, self.perceptual.module is not None)
         return {
             "generator": self.generator_info,
             "task": self.task.to_dict(),
-            "recipe": recipe,
+            "recipe": recipe.to_dict(),
+            "carry": resolve_carry(self.generator, layer, self.recipe.carry),
             "codes": self.recipe.codes,
             "layer": {"index": layer.index, "name": layer.name, "shape": list(layer.shape)},
             "iterations": self.recipe.iterations,
@@ -90,18 +97,33 @@ class RunSettings:
         }
 
 
+def check_sources(run: RunDirectory, images: list[LoadedImage]) -> None:
+    """Refuse images whose name a finished image already has, from a different file."""
+    for image in images:
+        if image.sha256 is None or not run.is_finished(image.name):
+            continue
+        record = read_json(run.image_file(image.name, "record"), "image record")
+        recorded = record.get("source_sha256") if isinstance(record, dict) else None
+        if recorded is not None and recorded != image.sha256:
+            raise InputError(f"{run.path}: image {image.name} was inverted from another file "
+                             f"({record.get('source')}); {image.path} has different content. "
+                             "Rename it, or use another output directory")
+
+
 def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str | Path,
                   references: dict[str, LoadedImage] | None = None,
                   config_extra: dict[str, Any] | None = None,
                   log: Callable[[str], None] = _stderr) -> tuple[RunDirectory, dict[str, Any]]:
-    """Invert ``images`` into ``out_dir``, skipping images a previous run there finished.
+    """Invert ``images`` into ``out_dir``, skipping images that are finished there or that
+    another process is working on.
 
     In observed mode the images are the degraded observations and ``references`` (by name) give
     clean images for metrics; otherwise the images are clean and the task degrades them.
     """
-    generator, task, recipe = settings.generator, settings.task, settings.recipe
+    generator, task = settings.generator, settings.task
     if settings.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {settings.batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {settings.batch_size}",
+                         field="batch_size")
     task.check(generator.resolution)
     if references is not None:
         missing = [img.name for img in images if img.name not in references]
@@ -109,55 +131,86 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
             raise InputError(f"no reference image for {', '.join(missing[:5])}"
                              f"{' ...' if len(missing) > 5 else ''} (references match by name)")
     run = RunDirectory.open(out_dir, settings.config(config_extra))
+    check_sources(run, images)
     if settings.perceptual.note:
         log(settings.perceptual.note)
-    done = run.finished()
-    pending = [image for image in images if image.name not in done]
-    if done:
+    pending = [image for image in images if not run.is_finished(image.name)]
+    if len(pending) < len(images):
         log(f"resuming {run.path}: {len(images) - len(pending)} of {len(images)} images done")
     for image in pending:
         for note in image.notes:
             log(f"note: {image.path}: {note}")
-    device = generator.device
     started = time.perf_counter()
     outer = tqdm(total=len(pending), desc="images", unit="img", disable=not settings.progress)
-    for start in range(0, len(pending), settings.batch_size):
-        chunk = pending[start:start + settings.batch_size]
-        names = [image.name for image in chunk]
-        seeds = [image_seed(settings.seed, name) for name in names]
-        ctx = task.context(generator.resolution, seeds, device)
-        given = torch.stack([image.tensor() for image in chunk]).to(device)
-        if settings.observed:
-            clean = None
-            observations = task.accept(given, ctx)
-            refs = (torch.stack([references[n].tensor() for n in names])
-                    if references is not None else None)
-        else:
-            clean = given
-            observations = task.observe(clean, ctx)
-            refs = clean
-        result = invert(generator, observations, task, recipe, seeds=seeds, names=names,
-                        ctx=ctx, references=refs, perceptual=settings.perceptual.module,
-                        bf16=settings.bf16, progress=settings.progress,
-                        description=f"batch {start // settings.batch_size + 1}"
-                                    f"/{-(-len(pending) // settings.batch_size)}")
-        if refs is None:  # metrics where the observation lives
-            viewed = task.view(result.outputs.to(device), ctx).cpu()
-            result.metrics = [None if i in result.failures else m for i, m in
-                              enumerate(image_metrics(viewed, result.observations))]
-        reference_kind = ("clean" if not settings.observed else
-                          "reference" if references is not None else "observation")
-        extras = [ImageRecord(str(image.path), image.notes,
-                              clean[i].cpu() if clean is not None else
-                              (references[image.name].tensor() if references else None),
-                              reference_kind) for i, image in enumerate(chunk)]
-        for record in run.write_batch(result, extras):
-            if record["status"] == "failed":
-                log(f"failed: {record['image']}: {record['error']}")
-        run.write_summary()
+    batches, elsewhere, inverted = 0, 0, 0
+    queue = list(pending)
+    while queue:
+        chunk = []
+        while queue and len(chunk) < settings.batch_size:
+            image = queue.pop(0)
+            if not run.claims.try_claim(image.name):
+                elsewhere += 1  # another process works on it
+                outer.update(1)
+                continue
+            if run.is_finished(image.name):  # finished by another process meanwhile
+                run.claims.release(image.name, finished=True)
+                outer.update(1)
+                continue
+            chunk.append(image)
+        if not chunk:
+            break
+        try:
+            batches += 1
+            _invert_chunk(settings, run, chunk, references, log,
+                          description=f"batch {batches}")
+            inverted += len(chunk)
+        finally:
+            for image in chunk:
+                run.claims.release(image.name, finished=run.is_finished(image.name))
         outer.update(len(chunk))
     outer.close()
-    elapsed = time.perf_counter() - started
-    summary = run.write_summary({"last_session_seconds": elapsed,
-                                 "last_session_images": len(pending)})
+    if elsewhere:
+        log(f"{elsewhere} image(s) were in progress in another process; its records will "
+            "complete the run")
+    if not run.index_is_current():
+        run.rebuild_index()
+    summary = run.write_summary({"last_session_seconds": time.perf_counter() - started,
+                                 "last_session_images": inverted})
     return run, summary
+
+
+def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedImage],
+                  references: dict[str, LoadedImage] | None, log: Callable[[str], None],
+                  description: str) -> None:
+    """Invert one batch of claimed images and write their folders and index lines."""
+    generator, task = settings.generator, settings.task
+    device = generator.device
+    names = [image.name for image in chunk]
+    seeds = [image_seed(settings.seed, name) for name in names]
+    ctx = task.context(generator.resolution, seeds, device)
+    given = torch.stack([image.tensor() for image in chunk]).to(device)
+    if settings.observed:
+        clean = None
+        observations = task.accept(given, ctx)
+        refs = (torch.stack([references[n].tensor() for n in names])
+                if references is not None else None)
+    else:
+        clean = given
+        observations = task.observe(clean, ctx)
+        refs = clean
+    result = invert(generator, observations, task, settings.recipe, seeds=seeds, names=names,
+                    ctx=ctx, references=refs, perceptual=settings.perceptual.module,
+                    bf16=settings.bf16, progress=settings.progress, description=description)
+    if refs is None:  # metrics where the observation lives
+        viewed = task.view(result.outputs.to(device), ctx).cpu()
+        result.metrics = [None if i in result.failures else m for i, m in
+                          enumerate(image_metrics(viewed, result.observations))]
+    reference_kind = ("clean" if not settings.observed else
+                      "reference" if references is not None else "observation")
+    extras = [ImageRecord(str(image.path), image.notes,
+                          clean[i].cpu() if clean is not None else
+                          (references[image.name].tensor() if references else None),
+                          reference_kind, image.sha256) for i, image in enumerate(chunk)]
+    for record in run.write_batch(result, extras):
+        if record["status"] == "failed":
+            log(f"failed: {record['image']}: {record['error']}")

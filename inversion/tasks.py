@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from inversion.errors import InputError
+from core.errors import InputError
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -113,12 +113,12 @@ class SuperResolution(Task):
 
     def __post_init__(self):
         if self.factor < 1:
-            raise InputError(f"--factor must be >= 1, got {self.factor}")
+            raise InputError(f"factor must be >= 1, got {self.factor}", field="factor")
 
     def observation_size(self, resolution):
         if resolution % self.factor:
-            raise InputError(f"--factor {self.factor} does not divide the generator resolution "
-                             f"{resolution}")
+            raise InputError(f"factor {self.factor} does not divide the generator resolution "
+                             f"{resolution}", field="factor")
         return resolution // self.factor
 
     def view(self, images, ctx):
@@ -153,9 +153,10 @@ class Inpainting(Task):
             try:
                 fraction = float(value)
             except ValueError:
-                raise InputError(f"--mask {self.mask}: expected {kind}:FRACTION") from None
+                raise InputError(f"mask {self.mask}: expected {kind}:FRACTION",
+                                 field="mask") from None
             if not 0.0 < fraction < 1.0:
-                raise InputError(f"--mask {self.mask}: the fraction must be in (0, 1)")
+                raise InputError(f"mask {self.mask}: the fraction must be in (0, 1)", field="mask")
         else:
             self._file_mask = _read_mask(Path(self.mask), self.invert_mask)
 
@@ -206,7 +207,7 @@ class Inpainting(Task):
 
 def _read_mask(path: Path, invert: bool) -> np.ndarray:
     if not path.is_file():
-        raise InputError(f"--mask {path}: no such file (or use center:F / random:P)")
+        raise InputError(f"mask {path}: no such file (or use center:F / random:P)", field="mask")
     try:
         with Image.open(path) as image:
             gray_mask = np.asarray(image.convert("L"))
@@ -223,7 +224,8 @@ class Denoising(Task):
 
     def __post_init__(self):
         if not self.sigma >= 0:
-            raise InputError(f"--sigma must be >= 0 (0-255 pixel units), got {self.sigma}")
+            raise InputError(f"sigma must be >= 0 (0-255 pixel units), got {self.sigma}",
+                             field="sigma")
 
     def observe(self, clean, ctx):
         noise = torch.stack([torch.randn(clean.shape[1:], generator=g) for g in ctx.generators()])

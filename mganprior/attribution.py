@@ -1,14 +1,12 @@
 """``mganprior attribute``: attribute a run directory's codes to classes and write the results.
 
 Everything is loaded and checked before anything is written; the attribution directory is built
-under a temporary name and swapped in whole, so a failed or interrupted attribution leaves the
-previous one (or nothing) in place.
+under a temporary name and swapped in whole (:class:`AttributionDirectory`), so a failed or
+interrupted attribution leaves the previous one (or nothing) in place.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +21,10 @@ from analysis.attribution import (
     attribute,
     check_compatible,
 )
-from analysis.attribution_files import META, save_attribution
-from inversion.errors import InputError
+from analysis.attribution_files import AttributionDirectory
+from core.errors import InputError
 from inversion.losses import load_perceptual
-from inversion.rundir import RunDirectory, read_png
+from inversion.rundir import RunDirectory
 from mganprior.zoo import load_generator, load_segmenter
 from reports.figures import attribution_grid, class_histogram, code_class_heatmap, save_figure
 from segmentation.labelmaps import read_label_maps
@@ -90,19 +88,18 @@ def run_generator(config: dict, name: str | None, checkpoint: str | Path | None,
 
 
 def _targets(run: RunDirectory, names: list[str]) -> torch.Tensor | None:
-    paths = [run.images_dir / name / "target.png" for name in names]
-    if not all(path.is_file() for path in paths):
+    if not all(run.image_file(name, "target").is_file() for name in names):
         return None
-    return torch.stack([read_png(path) for path in paths])
+    return torch.stack([run.read_image(name, "target") for name in names])
 
 
 def _out_dir(run: RunDirectory, out: str | Path | None) -> Path:
     out = Path(out) if out is not None else run.path / "attribution"
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / META).is_file():
-        raise InputError(f"--out {out} is not empty and holds no attribution ({META}); "
-                         "choose another --out")
+        raise InputError(f"out {out} exists and is not a directory", field="out")
+    if out.is_dir() and any(out.iterdir()) and not AttributionDirectory(out).exists():
+        raise InputError(f"out {out} is not empty and holds no attribution; choose another "
+                         "directory", field="out")
     return out
 
 
@@ -124,7 +121,8 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
     inversion = run.load_result()
     out = _out_dir(run, out)
     if image_figures is not None and image_figures < 0:
-        raise InputError(f"--image-figures must be >= 0, got {image_figures}")
+        raise InputError(f"image_figures must be >= 0, got {image_figures}",
+                         field="image_figures")
     loaded = run_generator(config, generator, checkpoint, device, log)
     check_compatible(loaded.generator, inversion)
     targets = _targets(run, inversion.names)
@@ -140,7 +138,8 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
     if settings.difference == "perceptual":
         status = load_perceptual("vgg16", vgg_weights)
         if status.module is None:
-            raise InputError(f"--difference perceptual needs VGG16 weights: {status.note}")
+            raise InputError(f"difference perceptual needs VGG16 weights: {status.note}",
+                             field="difference")
         perceptual = status.module
     result = attribute(loaded.generator, inversion, segmenter=segmenter, labels=labels,
                        vocabulary=vocabulary, segment=choice.segment, targets=targets,
@@ -163,24 +162,12 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
 def write_attribution(result: AttributionResult, out: str | Path,
                       image_figures: int | None = None, progress: bool = True) -> Path:
     """Arrays, tables and figures into ``out``, built beside it and swapped in whole."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        save_attribution(result, partial)
-        save_figure(code_class_heatmap(result), partial / "figures" / "heatmap.png")
-        save_figure(class_histogram(result), partial / "figures" / "histogram.png")
+    with AttributionDirectory.building(out) as directory:
+        directory.save(result)
+        save_figure(code_class_heatmap(result), directory.figure("heatmap"))
+        save_figure(class_histogram(result), directory.figure("histogram"))
         count = result.batch if image_figures is None else min(image_figures, result.batch)
         for i in tqdm(range(count), desc="figures", unit="img", disable=not progress,
                       leave=False):
-            save_figure(attribution_grid(result, i),
-                        partial / "figures" / "images" / f"{result.names[i]}.png")
-        previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
-        if out.exists():
-            os.replace(out, previous)
-        os.replace(partial, out)
-        shutil.rmtree(previous, ignore_errors=True)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return out
+            save_figure(attribution_grid(result, i), directory.image_figure(result.names[i]))
+    return Path(out)

@@ -1,23 +1,66 @@
-"""The ``mganprior`` command: parses arguments, loads files, calls the library, writes files."""
+"""The ``mganprior`` command: parses arguments, loads files, calls the library, writes files.
+
+Defaults and choices come from the library's dataclasses and constants (never restated here), and
+library errors name fields, which :func:`main` prints as the flags that set them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from inversion.errors import InputError
-from inversion.recipes import RECIPES
-from inversion.tasks import TASKS
+from analysis.attribution import (
+    DIFFERENCES,
+    RELATIVE_MODES,
+    SEGMENT_SOURCES,
+    AttributionSettings,
+)
+from core.errors import InputError
+from inversion.composition import FUSIONS
+from inversion.losses import PERCEPTUAL_BACKENDS, VGG_LAYERS
+from inversion.recipes import ALPHA_MODES, INITS, OPTIMIZERS, RECIPES
+from inversion.runs import RunSettings
+from inversion.tasks import TASKS, Denoising, Inpainting, SuperResolution
 
 # The paper's cross-domain experiment: bedrooms through face, church, conference and bedroom priors.
 CROSS_DOMAIN_DEFAULT = ("digiface-dcgan64", "church-pggan64", "conference-pggan64",
                         "bedroom-pggan64")
+DEFAULT_TASKS = ("inversion", "colorization", "inpainting")
+DEFAULT_DEMO_OUT = "runs/demo"
+# Library fields whose flag is not ``--`` + the field name with dashes.
+FLAGS = {"ema_half_life_images": "--ema-half-life", "generator_override": "--generator",
+         "labels_dir": "--labels", "label_names": "--label-names"}
+
+
+def flag_for(field: str) -> str:
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def default(owner: type | Callable[..., Any], name: str) -> Any:
+    """A dataclass field's default, or a function parameter's."""
+    if dataclasses.is_dataclass(owner):
+        for item in dataclasses.fields(owner):
+            if item.name == name:
+                if item.default_factory is not dataclasses.MISSING:
+                    return item.default_factory()
+                return item.default
+        raise KeyError(name)
+    return inspect.signature(owner).parameters[name].default
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from mganprior.studies import StudySpec
+    from reports.html import build_report
+    from training.gan import GANTrainConfig
+    from training.loop import DEFAULT_CHECKPOINT_EVERY
+    from training.segmenter import SegmenterTrainConfig
+
     parser = argparse.ArgumentParser(
         prog="mganprior",
         description="Multi-code GAN prior inversion and interpretability.")
@@ -30,53 +73,61 @@ def _build_parser() -> argparse.ArgumentParser:
     invert = commands.add_parser(
         "invert", help="invert images with a multi-code GAN prior into a run directory",
         description="Invert images with N latent codes composed at a generator layer. "
-                    "Rerunning the same command on the same --out resumes.")
+                    "Rerunning the same command on the same --out resumes; several processes "
+                    "given the same --out share the images.")
     source = invert.add_mutually_exclusive_group(required=True)
     source.add_argument("--generator", help="a named generator (see `mganprior zoo`)")
-    source.add_argument("--checkpoint", help="a generator file (.safetensors + .json, or an "
-                        "official PGGAN / tutorial DCGAN .pth)")
+    source.add_argument("--checkpoint", help="a generator file in any known format "
+                        "(.safetensors + .json, official PGGAN / tutorial DCGAN .pth, ...)")
     invert.add_argument("--images", nargs="+", required=True, metavar="PATH",
                         help="image files or folders of images")
     invert.add_argument("--out", required=True, help="run directory (created or resumed)")
     invert.add_argument("--task", default="inversion", choices=list(TASKS))
     invert.add_argument("--recipe", default="adam", choices=RECIPES,
-                        help="defaults for everything below (default: adam)")
+                        help="defaults for everything below (default: %(default)s)")
     invert.add_argument("--codes", type=int, help="number of latent codes N (1 with --layer 0: "
                         "plain single-code optimisation)")
     invert.add_argument("--layer", help="composing layer: name or index from `mganprior zoo "
                         "NAME` (negative counts from the deepest)")
     invert.add_argument("--iterations", type=int)
     invert.add_argument("--lr", type=float)
-    invert.add_argument("--optimizer", choices=["sgd", "adam"])
-    invert.add_argument("--fusion", choices=["sum", "mean"],
+    invert.add_argument("--optimizer", choices=OPTIMIZERS)
+    invert.add_argument("--fusion", choices=FUSIONS,
                         help="sum: F = sum alpha_n F_n; mean: the official (1/N) sum")
-    invert.add_argument("--init", choices=["normal", "zero"], help="initial codes")
-    invert.add_argument("--seed", type=int, default=0)
-    invert.add_argument("--batch-size", type=int, default=8, help="images optimised together")
+    invert.add_argument("--init", choices=INITS, help="initial codes")
+    invert.add_argument("--alphas", choices=ALPHA_MODES,
+                        help="train or fix the channel weights (auto: fixed only for the "
+                        "single-code baseline, one code at layer 0)")
+    invert.add_argument("--carry", help="fusion rule of each tensor the cut carries besides the "
+                        "features, NAME=RULE[,NAME=RULE] (see `mganprior zoo NAME`)")
+    invert.add_argument("--seed", type=int, default=default(RunSettings, "seed"))
+    invert.add_argument("--batch-size", type=int, default=default(RunSettings, "batch_size"),
+                        help="images optimised together (default: %(default)s)")
     invert.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
                         "available)")
     invert.add_argument("--bf16", action="store_true", help="bf16 autocast for the generator")
     task = invert.add_argument_group("task options")
-    task.add_argument("--factor", type=int, help="super-resolution factor (default 4)")
+    task.add_argument("--factor", type=int, help="super-resolution factor (default "
+                      f"{default(SuperResolution, 'factor')})")
     task.add_argument("--antialias", action="store_true",
                       help="antialiased bilinear downsampling for super-resolution")
     task.add_argument("--mask", help="inpainting mask: center:F, random:P or a PNG (white = "
-                      "known; default center:0.5)")
+                      f"known; default {default(Inpainting, 'mask')})")
     task.add_argument("--invert-mask", action="store_true",
                       help="the mask PNG marks holes in white (official mGANprior masks)")
     task.add_argument("--resize-mask", action="store_true",
                       help="resize a mask PNG of another size to the generator's")
     task.add_argument("--sigma", type=float, help="denoising noise std in 0-255 units "
-                      "(default 25)")
+                      f"(default {default(Denoising, 'sigma'):g})")
     task.add_argument("--observed", action="store_true",
                       help="the images are already degraded; use them as observations")
     task.add_argument("--references", nargs="+", metavar="PATH",
                       help="with --observed: clean images (matched by name) for metrics")
     loss = invert.add_argument_group("perceptual loss")
-    loss.add_argument("--perceptual", default="vgg16", choices=["vgg16", "none"])
+    loss.add_argument("--perceptual", default="vgg16", choices=PERCEPTUAL_BACKENDS)
     loss.add_argument("--vgg-weights", help="path to vgg16-397923af.pth (default: torch hub "
                       "cache)")
-    loss.add_argument("--perceptual-layer", choices=["relu3_3", "conv4_3"])
+    loss.add_argument("--perceptual-layer", choices=list(VGG_LAYERS))
     loss.add_argument("--perceptual-lambda", type=float)
     loss.add_argument("--perceptual-size", type=int, help="resize side for VGG (default: "
                       "recipe's)")
@@ -93,32 +144,33 @@ def _build_parser() -> argparse.ArgumentParser:
                       "invert`")
     seg_source = attr.add_mutually_exclusive_group(required=True)
     seg_source.add_argument("--segmenter", help="a named segmenter (see `mganprior zoo`)")
-    seg_source.add_argument("--segmenter-dir", help="an smp model directory (save_pretrained)")
+    seg_source.add_argument("--segmenter-dir", help="a segmenter folder in a known format "
+                            "(smp save_pretrained)")
     seg_source.add_argument("--labels", metavar="DIR", help="ground-truth label maps: "
                             "DIR/IMAGE.png, single-channel class indices (255 = unlabelled)")
     attr.add_argument("--label-names", help="vocabulary of --labels or of a --segmenter-dir "
-                      "without segmenter.json: a name (scene-world, ade20k-150, "
+                      "that does not name its classes: a name (scene-world, ade20k-150, "
                       "celebamask-hq-19) or a JSON list of class names (default for --labels: "
                       "scene-world)")
-    attr.add_argument("--segment", default="reconstruction", choices=["reconstruction",
-                                                                       "target"],
-                      help="which image the segmenter sees (default: the reconstruction)")
+    attr.add_argument("--segment", default="reconstruction", choices=SEGMENT_SOURCES,
+                      help="which image the segmenter sees (default: %(default)s)")
     attr.add_argument("--resize-labels", action="store_true",
                       help="resize label maps of another size (nearest neighbour)")
-    attr.add_argument("--threshold", type=float, default=0.2,
-                      help="zero alpha entries above this (default 0.2, the paper's)")
-    attr.add_argument("--relative", default="none", choices=["none", "codes", "quantile"],
+    settings = AttributionSettings()
+    attr.add_argument("--threshold", type=float, default=settings.threshold,
+                      help="zero alpha entries above this (default %(default)s, the paper's)")
+    attr.add_argument("--relative", default=settings.relative, choices=RELATIVE_MODES,
                       help="codes: the threshold is a multiple of 1/N; quantile: the threshold "
                       "is a per-code quantile of alpha in (0, 1)")
-    attr.add_argument("--binarize", default="otsu", metavar="otsu|quantile:Q|fixed:T",
-                      help="how difference maps become regions (default: Otsu)")
-    attr.add_argument("--difference", default="pixel", choices=["pixel", "perceptual"],
+    attr.add_argument("--binarize", default=settings.binarize, metavar="otsu|quantile:Q|fixed:T",
+                      help="how difference maps become regions (default: %(default)s)")
+    attr.add_argument("--difference", default=settings.difference, choices=DIFFERENCES,
                       help="pixel: channel-mean |x_inv - x'|; perceptual: VGG16 feature "
                       "distance (needs --vgg-weights or the torch hub cache)")
     attr.add_argument("--vgg-weights", help="path to vgg16-397923af.pth")
-    attr.add_argument("--min-iou", type=float, default=0.05,
-                      help="codes whose best IoU is lower stay unassigned (default 0.05)")
-    attr.add_argument("--min-difference", type=float, default=1 / 255,
+    attr.add_argument("--min-iou", type=float, default=settings.min_iou,
+                      help="codes whose best IoU is lower stay unassigned (default %(default)s)")
+    attr.add_argument("--min-difference", type=float, default=settings.min_difference,
                       help="smallest change that counts, in [-1, 1] units (default: half an "
                       "8-bit level)")
     attr.add_argument("--generator", dest="generator_override",
@@ -127,7 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     attr.add_argument("--out", help="attribution directory (default: RUN_DIR/attribution)")
     attr.add_argument("--image-figures", type=int, default=None,
                       help="per-image figures for the first N images (default: all)")
-    attr.add_argument("--batch-size", type=int, default=8,
+    attr.add_argument("--batch-size", type=int, default=default(RunSettings, "batch_size"),
                       help="images whose N ablations go through the generator together")
     attr.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
                       "available)")
@@ -143,11 +195,10 @@ def _build_parser() -> argparse.ArgumentParser:
     layer_source = layers.add_mutually_exclusive_group(required=True)
     layer_source.add_argument("--generator", help="a named generator (see `mganprior zoo`)")
     layer_source.add_argument("--checkpoint", help="a generator file")
-    layers.add_argument("--tasks", default="inversion,colorization,inpainting",
-                        help="comma-separated tasks (default: inversion,colorization,"
-                        "inpainting)")
-    _add_study_options(layers, default_images="renders of a scene generator's domain, or "
-                       "samples of the generator")
+    layers.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+                        help="comma-separated tasks (default: %(default)s)")
+    _add_study_options(layers, StudySpec, default_images="renders of a scene generator's "
+                       "domain, or samples of the generator")
 
     cross = commands.add_parser(
         "cross-domain", help="invert the same (bedroom) images with several generators at "
@@ -158,9 +209,17 @@ def _build_parser() -> argparse.ArgumentParser:
                     "says so). Resumable like `layers`.")
     cross.add_argument("--generators", default=",".join(CROSS_DOMAIN_DEFAULT),
                        help="comma-separated zoo names or generator files (default: "
-                       f"{','.join(CROSS_DOMAIN_DEFAULT)})")
+                       "%(default)s)")
     cross.add_argument("--task", default="inversion", choices=list(TASKS))
-    _add_study_options(cross, default_images="rendered scene-world bedrooms")
+    _add_study_options(cross, StudySpec, default_images="rendered scene-world bedrooms")
+
+    index = commands.add_parser(
+        "index", help="rebuild the indexes of runs and studies from their image folders",
+        description="Rewrite results.jsonl and summary.json of each run (and every cell's, and "
+                    "the tables of each study) from the per-image folders, which are the "
+                    "source of truth. Use it after processes were killed, or to read a run "
+                    "written by an older version.")
+    index.add_argument("paths", nargs="+", metavar="DIR", help="run or study directories")
 
     report = commands.add_parser(
         "report", help="one self-contained HTML page from runs, studies and attributions",
@@ -168,11 +227,12 @@ def _build_parser() -> argparse.ArgumentParser:
                     "run directory, study directory or attribution directory given.")
     report.add_argument("paths", nargs="+", metavar="DIR")
     report.add_argument("--out", required=True, help="the HTML file to write")
-    report.add_argument("--title", default="mganprior analysis report")
-    report.add_argument("--max-gallery", type=int, default=50,
-                        help="images per run shown in the gallery (default 50)")
-    report.add_argument("--attribution-images", type=int, default=4,
-                        help="difference-map grids per attribution (default 4)")
+    report.add_argument("--title", default=default(build_report, "title"))
+    report.add_argument("--max-gallery", type=int, default=default(build_report, "max_gallery"),
+                        help="images per run shown in the gallery (default %(default)s)")
+    report.add_argument("--attribution-images", type=int,
+                        default=default(build_report, "attribution_images"),
+                        help="difference-map grids per attribution (default %(default)s)")
 
     scenes = commands.add_parser(
         "scenes", help="render scene-world images and their exact label maps as PNGs")
@@ -186,80 +246,89 @@ def _build_parser() -> argparse.ArgumentParser:
         "train-generator", help="train a PGGAN-architecture generator on a scene domain",
         description="Train a PGGAN generator on rendered scenes. Checkpoints every "
                     "--checkpoint-every steps; rerunning the same command resumes.")
+    gan_defaults = GANTrainConfig()
     gan.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
     gan.add_argument("--out", required=True)
     gan.add_argument("--images", type=int, default=20000, help="rendered training scenes")
-    gan.add_argument("--iterations", type=int, default=10000)
-    gan.add_argument("--batch", type=int, default=64)
-    gan.add_argument("--resolution", type=int, default=64)
-    gan.add_argument("--z-dim", type=int, default=128)
-    gan.add_argument("--channels", default="128,128,128,64,32",
+    gan.add_argument("--iterations", type=int, default=gan_defaults.iterations)
+    gan.add_argument("--batch", type=int, default=gan_defaults.batch)
+    gan.add_argument("--resolution", type=int, default=gan_defaults.resolution)
+    gan.add_argument("--z-dim", type=int, default=gan_defaults.z_dim)
+    gan.add_argument("--channels", default=",".join(map(str, gan_defaults.channels)),
                      help="widths from 4 px up to the resolution, comma separated")
-    gan.add_argument("--lr", type=float, default=0.002)
-    gan.add_argument("--r1-gamma", type=float, default=1.0)
-    gan.add_argument("--r1-every", type=int, default=4, help="lazy R1: penalty every N steps")
-    gan.add_argument("--ema-half-life", type=float, default=10000.0,
+    gan.add_argument("--lr", type=float, default=gan_defaults.lr)
+    gan.add_argument("--r1-gamma", type=float, default=gan_defaults.r1_gamma)
+    gan.add_argument("--r1-every", type=int, default=gan_defaults.r1_every,
+                     help="lazy R1: penalty every N steps")
+    gan.add_argument("--ema-half-life", type=float, default=gan_defaults.ema_half_life_images,
                      help="EMA half-life of the generator weights, in images")
-    gan.add_argument("--seed", type=int, default=0)
-    gan.add_argument("--checkpoint-every", type=int, default=500)
+    gan.add_argument("--seed", type=int, default=gan_defaults.seed)
+    gan.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
     _add_training_io(gan)
 
     seg = commands.add_parser(
         "train-segmenter", help="train the scene-world segmenter (segmentation-models-pytorch)",
         description="Train an smp model from scratch on rendered scenes of every domain; "
                     "writes OUT/model (save_pretrained) and reports held-out IoU.")
+    seg_defaults = SegmenterTrainConfig()
     seg.add_argument("--out", required=True)
     seg.add_argument("--domains", default="all", help="comma-separated domains (default all)")
     seg.add_argument("--images-per-domain", type=int, default=8000)
     seg.add_argument("--validation-per-domain", type=int, default=300)
     seg.add_argument("--size", type=int, default=64)
-    seg.add_argument("--architecture", default="Unet")
-    seg.add_argument("--encoder", default="mobilenet_v2")
-    seg.add_argument("--iterations", type=int, default=4000)
-    seg.add_argument("--batch", type=int, default=64)
-    seg.add_argument("--lr", type=float, default=0.002)
+    seg.add_argument("--architecture", default=seg_defaults.architecture)
+    seg.add_argument("--encoder", default=seg_defaults.encoder)
+    seg.add_argument("--iterations", type=int, default=seg_defaults.iterations)
+    seg.add_argument("--batch", type=int, default=seg_defaults.batch)
+    seg.add_argument("--lr", type=float, default=seg_defaults.lr)
     seg.add_argument("--no-augment", action="store_true")
-    seg.add_argument("--dice-weight", type=float, default=0.0,
+    seg.add_argument("--dice-weight", type=float, default=seg_defaults.dice_weight,
                      help="add this times a multiclass Dice loss to the cross-entropy")
     seg.add_argument("--init-from", default=None,
                      help="start from a saved smp model directory of the same architecture")
-    seg.add_argument("--seed", type=int, default=0)
-    seg.add_argument("--checkpoint-every", type=int, default=500)
+    seg.add_argument("--seed", type=int, default=seg_defaults.seed)
+    seg.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
     _add_training_io(seg)
 
     demo = commands.add_parser("demo", help="run the embedded end-to-end demo")
-    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--out", default=DEFAULT_DEMO_OUT)
     demo.add_argument("--device", default=None)
     demo.add_argument("--quiet", action="store_true")
     return parser
 
 
-def _add_study_options(parser: argparse.ArgumentParser, default_images: str) -> None:
+def _add_study_options(parser: argparse.ArgumentParser, spec: type, default_images: str) -> None:
     parser.add_argument("--images", nargs="+", metavar="PATH",
                         help=f"image files or folders (default: --count {default_images}, "
                         "written to OUT/inputs)")
-    parser.add_argument("--count", type=int, default=4, help="default images to make (4)")
-    parser.add_argument("--layers", default="all", help="all, or comma-separated layer names / "
-                        "indices from `mganprior zoo NAME`")
-    parser.add_argument("--codes", default="20", help="N, or a comma-separated sweep such as "
-                        "1,5,10,20,30 (default 20)")
+    parser.add_argument("--count", type=int, default=4, help="default images to make "
+                        "(default %(default)s)")
+    parser.add_argument("--layers", default=default(spec, "layers"),
+                        help="all, or comma-separated layer names / indices from `mganprior "
+                        "zoo NAME` (default %(default)s)")
+    parser.add_argument("--codes", default=",".join(map(str, default(spec, "codes"))),
+                        help="N, or a comma-separated sweep such as 1,5,10,20,30 (default "
+                        "%(default)s)")
     parser.add_argument("--no-single-code", action="store_true",
                         help="leave out the single-code baseline")
     parser.add_argument("--iterations", type=int, help="per cell (default: the recipe's)")
-    parser.add_argument("--recipe", default="adam", choices=RECIPES)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", default=default(spec, "recipe"), choices=RECIPES)
+    parser.add_argument("--seed", type=int, default=default(spec, "seed"))
     parser.add_argument("--segmenter", help="attribute every multi-code cell's codes with this "
                         "named segmenter (per-layer class summary)")
-    parser.add_argument("--attribution-figures", type=int, default=2,
-                        help="per-image attribution figures per cell (default 2)")
-    parser.add_argument("--perceptual", default="vgg16", choices=["vgg16", "none"])
+    parser.add_argument("--attribution-figures", type=int,
+                        default=default(spec, "attribution_figures"),
+                        help="per-image attribution figures per cell (default %(default)s)")
+    parser.add_argument("--perceptual", default=default(spec, "perceptual"),
+                        choices=PERCEPTUAL_BACKENDS)
     parser.add_argument("--vgg-weights", help="path to vgg16-397923af.pth")
     parser.add_argument("--out", required=True, help="study directory (created or resumed)")
     parser.add_argument("--max-cost", type=int, help="refuse to start when more than this many "
                         "image-iterations remain")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the cells and the cost, compute nothing")
-    parser.add_argument("--batch-size", type=int, default=8, help="images optimised together")
+    parser.add_argument("--batch-size", type=int, default=default(spec, "batch_size"),
+                        help="images optimised together (default %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
                         "available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -273,11 +342,12 @@ def _add_training_io(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def _int_list(text: str, flag: str) -> list[int]:
+def _int_list(text: str, field: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InputError(f"{flag} must be comma-separated integers, got {text!r}") from None
+        raise InputError(f"{field} must be comma-separated integers, got {text!r}",
+                         field=field) from None
 
 
 def _scenes(args: argparse.Namespace) -> int:
@@ -286,7 +356,7 @@ def _scenes(args: argparse.Namespace) -> int:
     from segmentation.vocabularies import SCENE_WORLD
 
     if args.count < 1:
-        raise InputError(f"--count must be at least 1, got {args.count}")
+        raise InputError(f"count must be at least 1, got {args.count}", field="count")
     images, labels = render_many(args.domain, range(args.start, args.start + args.count),
                                  args.size, progress=False)
     out = Path(args.out)
@@ -301,14 +371,14 @@ def _scenes(args: argparse.Namespace) -> int:
 
 
 def _train_generator(args: argparse.Namespace) -> int:
-    from inversion.devices import resolve_device
-    from inversion.training import GANTrainConfig
+    from core.devices import resolve_device
     from scenes.render import get_domain
     from scenes.train import train_scene_generator
+    from training.gan import GANTrainConfig
 
     get_domain(args.domain)
     config = GANTrainConfig(resolution=args.resolution, z_dim=args.z_dim,
-                            channels=_int_list(args.channels, "--channels"),
+                            channels=_int_list(args.channels, "channels"),
                             iterations=args.iterations, batch=args.batch, lr=args.lr,
                             r1_gamma=args.r1_gamma, r1_every=args.r1_every,
                             ema_half_life_images=args.ema_half_life,
@@ -323,10 +393,10 @@ def _train_generator(args: argparse.Namespace) -> int:
 
 
 def _train_segmenter(args: argparse.Namespace) -> int:
-    from inversion.devices import resolve_device
+    from core.devices import resolve_device
     from scenes.render import DOMAINS
     from scenes.train import train_scene_segmenter
-    from segmentation.training import SegmenterTrainConfig
+    from training.segmenter import SegmenterTrainConfig
 
     domains = list(DOMAINS) if args.domains == "all" else args.domains.split(",")
     config = SegmenterTrainConfig(architecture=args.architecture, encoder=args.encoder,
@@ -360,9 +430,13 @@ def _zoo(args: argparse.Namespace) -> int:
         for name, description in SEGMENTERS.items():
             print(f"  {name:<{width}}  {description}")
         return 0
-    loaded = load_generator(args.name, args.checkpoint, device="cpu")
-    for layer in loaded.generator.layers:
-        print(layer.describe())
+    generator = load_generator(args.name, args.checkpoint, device="cpu").generator
+    for layer in generator.layers:
+        specs = generator.carry_specs(layer)
+        carried = "; carries " + ", ".join(
+            f"{spec.name} ({'/'.join(spec.rules)}, default {spec.default}: {spec.doc})"
+            for spec in specs) if specs else ""
+        print(layer.describe() + carried)
     return 0
 
 
@@ -370,23 +444,26 @@ def _invert(args: argparse.Namespace) -> int:
     from inversion.images import load_images
     from inversion.losses import load_perceptual
     from inversion.recipes import get_recipe
-    from inversion.runs import RunSettings, run_inversion
+    from inversion.runs import run_inversion
     from inversion.tasks import make_task
     from mganprior.zoo import load_generator
 
     if args.references and not args.observed:
-        raise InputError("--references only makes sense with --observed")
+        raise InputError("references only make sense with --observed", field="references")
     recipe = get_recipe(args.recipe, args.task).with_overrides(
         codes=args.codes, layer=args.layer, iterations=args.iterations, lr=args.lr,
-        optimizer=args.optimizer, fusion=args.fusion, init=args.init,
-        perceptual_layer=args.perceptual_layer, perceptual_lambda=args.perceptual_lambda,
-        perceptual_size=args.perceptual_size)
+        optimizer=args.optimizer, fusion=args.fusion, init=args.init, alphas=args.alphas,
+        carry=args.carry, perceptual_layer=args.perceptual_layer,
+        perceptual_lambda=args.perceptual_lambda, perceptual_size=args.perceptual_size)
     task = make_task(args.task, factor=args.factor, antialias=args.antialias or None,
                      mask=args.mask, invert_mask=args.invert_mask or None,
                      resize_mask=args.resize_mask or None, sigma=args.sigma)
     loaded = load_generator(args.generator, args.checkpoint, device=args.device)
     generator = loaded.generator
-    recipe.resolve_layer(generator)  # bad --layer / task options fail before any file is written
+    settings = RunSettings(generator, loaded.info, task, recipe, seed=args.seed,
+                           batch_size=args.batch_size, observed=args.observed, bf16=args.bf16,
+                           progress=not args.quiet)
+    settings.config()  # a bad layer, carry rule or task option fails before anything is read
     task.check(generator.resolution)
     size = task.observation_size(generator.resolution) if args.observed else generator.resolution
     images = load_images(args.images, size)
@@ -394,11 +471,8 @@ def _invert(args: argparse.Namespace) -> int:
     if args.references:
         references = {image.name: image
                       for image in load_images(args.references, generator.resolution)}
-    perceptual = load_perceptual(args.perceptual, args.vgg_weights, recipe.perceptual_layer,
-                                 recipe.perceptual_size)
-    settings = RunSettings(generator, loaded.info, task, recipe, perceptual, seed=args.seed,
-                           batch_size=args.batch_size, observed=args.observed, bf16=args.bf16,
-                           progress=not args.quiet)
+    settings.perceptual = load_perceptual(args.perceptual, args.vgg_weights,
+                                          recipe.perceptual_layer, recipe.perceptual_size)
     run, summary = run_inversion(settings, images, args.out, references,
                                  config_extra={"command": " ".join(sys.argv)})
     print(_summary_line(summary))
@@ -418,13 +492,14 @@ def _summary_line(summary: dict) -> str:
 
 
 def _attribute(args: argparse.Namespace) -> int:
-    from analysis.attribution import AttributionSettings
     from mganprior.attribution import SegmentationChoice, attribute_run
 
     if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {args.batch_size}",
+                         field="batch_size")
     if args.segment == "target" and args.labels:
-        raise InputError("--segment target needs a segmenter; --labels are used as they are")
+        raise InputError("segment target needs a segmenter; --labels are used as they are",
+                         field="segment")
     settings = AttributionSettings(threshold=args.threshold, relative=args.relative,
                                    binarize=args.binarize, difference=args.difference,
                                    min_iou=args.min_iou, min_difference=args.min_difference)
@@ -446,13 +521,8 @@ def _attribute(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from mganprior.studies import (
-        StudySpec,
-        check_study_dir,
-        default_images,
-        load_study_generator,
-        run_study,
-    )
+    from analysis.study_files import StudyDirectory
+    from mganprior.studies import StudySpec, default_images, load_study_generator, run_study
 
     if args.command == "layers":
         generators = [args.generator or args.checkpoint]
@@ -463,21 +533,21 @@ def _study(args: argparse.Namespace) -> int:
         tasks = [args.task]
         domain = "bedroom"
     spec = StudySpec(kind=args.command, generators=generators, tasks=tasks,
-                     layers=args.layers, codes=_int_list(args.codes, "--codes"),
+                     layers=args.layers, codes=_int_list(args.codes, "codes"),
                      iterations=args.iterations, recipe=args.recipe, seed=args.seed,
                      single_code=not args.no_single_code, segmenter=args.segmenter,
                      perceptual=args.perceptual, vgg_weights=args.vgg_weights,
                      batch_size=args.batch_size, attribution_figures=args.attribution_figures)
     spec.validate()
     images = args.images
-    out = Path(args.out)
+    study = StudyDirectory(args.out)
     if images is None:
-        check_study_dir(out)
+        study.check_usable()
         first = load_study_generator(generators[0], args.device)
-        folder, what = default_images(generators[0], first, args.count, out / "inputs", domain)
+        folder, what = default_images(generators[0], first, args.count, study.inputs, domain)
         images = [folder]
         print(f"images: {args.count} default images in {folder} ({what})", file=sys.stderr)
-    outcome = run_study(spec, images, out, device=args.device, max_cost=args.max_cost,
+    outcome = run_study(spec, images, study.path, device=args.device, max_cost=args.max_cost,
                         dry_run=args.dry_run, progress=not args.quiet)
     if args.dry_run:
         return 0
@@ -496,11 +566,32 @@ def _study(args: argparse.Namespace) -> int:
     return 0 if summary["done"] == summary["total"] else 1
 
 
+def _index(args: argparse.Namespace) -> int:
+    from analysis.study_files import StudyDirectory
+    from inversion.rundir import RunDirectory
+
+    for raw in args.paths:
+        study, run = StudyDirectory(raw), RunDirectory(raw)
+        if study.exists():
+            tables = study.rebuild_tables()
+            summary = tables.summary
+            print(f"{study.path}: {summary['done']}/{summary['total']} cells done, "
+                  f"{len(tables.rows)} table rows")
+        elif run.is_run():
+            summary = run.rebuild_index()
+            print(f"{run.path}: {_summary_line(summary)}")
+        else:
+            raise InputError(f"{raw} is neither a run (config.json) nor a study (study.json)",
+                             field="paths")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from reports.html import write_report
 
-    if args.max_gallery < 0 or args.attribution_images < 0:
-        raise InputError("--max-gallery and --attribution-images must be >= 0")
+    for name in ("max_gallery", "attribution_images"):
+        if getattr(args, name) < 0:
+            raise InputError(f"{name} must be >= 0, got {getattr(args, name)}", field=name)
     out = write_report(args.paths, args.out, title=args.title, max_gallery=args.max_gallery,
                        attribution_images=args.attribution_images)
     print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB)")
@@ -515,8 +606,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _stop_on_signals() -> None:
-    """Make SIGTERM, and SIGINT even in a background job (where shells ignore it), raise
-    KeyboardInterrupt, so long commands checkpoint before they exit."""
+    """Make SIGTERM (sent by ``timeout``, container stops and SLURM), and SIGINT even in a
+    background job (where shells ignore it), raise KeyboardInterrupt, so long commands save
+    what they have before they exit."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -525,19 +617,22 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
+    "cross-domain": _study, "index": _index, "report": _report, "demo": _demo,
+    "scenes": _scenes, "train-generator": _train_generator, "train-segmenter": _train_segmenter,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("train-generator", "train-segmenter", "layers", "cross-domain", "demo"):
-        _stop_on_signals()
-    handlers = {"zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
-                "cross-domain": _study, "report": _report, "demo": _demo,
-                "scenes": _scenes,
-                "train-generator": _train_generator, "train-segmenter": _train_segmenter}
+    _stop_on_signals()
     try:
-        return handlers[args.command](args)
+        return HANDLERS[args.command](args)
     except InputError as err:
-        print(f"mganprior: error: {err}", file=sys.stderr)
+        message = err.with_flag(flag_for(err.field)) if err.field else str(err)
+        print(f"mganprior: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mganprior: interrupted; rerun the same command to resume", file=sys.stderr)

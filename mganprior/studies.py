@@ -1,22 +1,12 @@
 """``mganprior layers`` and ``mganprior cross-domain``: resumable studies over a grid of cells.
 
-A study directory::
-
-    OUT/study.json           the study's settings and image list (checked again on resume)
-    OUT/inputs/              default images, when the study rendered or sampled them
-    OUT/cells/GEN/TASK/LL-LAYER-nN/   one run directory per cell (and its attribution/)
-    OUT/layers.csv           tidy: generator, task, layer, layer_index, layer_shape, codes,
-                             resolution, image, metric, value
-    OUT/attribution.csv      per cell and class: codes assigned, their mean IoU (with a segmenter)
-    OUT/summary.json         cells and their status, aggregates, best layers, warnings
-    OUT/figures/             metric vs layer (and vs N), reconstruction grids, attribution by layer
-
-A finished cell is never recomputed; an interrupted one resumes at its first unfinished batch.
+The study directory's layout is owned by :class:`analysis.study_files.StudyDirectory`. A finished
+cell is never recomputed; an interrupted one resumes at its first unfinished image, and several
+processes given the same study share its images through the cells' claims.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,22 +16,16 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from analysis.attribution_files import META as ATTRIBUTION_META
-from analysis.attribution_files import write_csv
 from analysis.studies import (
-    TABLE_COLUMNS,
     StudyCell,
-    aggregate,
-    best_cells,
     expand_grid,
     study_cost,
-    tidy_rows,
 )
-from inversion.errors import InputError
+from analysis.study_files import StudyDirectory
+from core.errors import InputError
 from inversion.images import LoadedImage, load_images, save_png
 from inversion.losses import load_perceptual
 from inversion.recipes import get_recipe
-from inversion.rundir import RunDirectory, config_differences, write_json
 from inversion.runs import RunSettings, package_versions, run_inversion
 from inversion.tasks import TASKS, make_task
 from mganprior.attribution import SegmentationChoice, attribute_run
@@ -54,9 +38,6 @@ from reports.figures import (
     save_figure,
 )
 
-STUDY_FILE = "study.json"
-VOLATILE = ("created", "versions", "device", "batch_size", "attribution_figures", "max_cost",
-            "progress")
 GRID_IMAGES = 4  # images shown in reconstruction grids
 
 
@@ -86,9 +67,11 @@ class StudySpec:
         if unknown:
             raise InputError(f"unknown task {unknown[0]!r}; tasks: {', '.join(TASKS)}")
         if self.iterations is not None and self.iterations < 1:
-            raise InputError(f"--iterations must be at least 1, got {self.iterations}")
+            raise InputError(f"iterations must be at least 1, got {self.iterations}",
+                             field="iterations")
         if self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {self.batch_size}",
+                             field="batch_size")
 
 
 @dataclass
@@ -127,7 +110,7 @@ def default_images(source: str, loaded: LoadedGenerator, count: int, folder: Pat
     from scenes.datasets import HELD_OUT_SEED, render_many
 
     if count < 1:
-        raise InputError(f"--count must be at least 1, got {count}")
+        raise InputError(f"count must be at least 1, got {count}", field="count")
     entry = GENERATORS.get(source)
     domain = domain or (entry.domain if entry is not None else None)
     folder.mkdir(parents=True, exist_ok=True)
@@ -142,29 +125,6 @@ def default_images(source: str, loaded: LoadedGenerator, count: int, folder: Pat
     return folder, f"samples of {generator_label(source)}"
 
 
-def check_study_dir(out: Path) -> None:
-    """``out`` can hold a study: absent, empty, only default inputs, or a study already."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and not (out / STUDY_FILE).is_file() and \
-            any(p.name != "inputs" for p in out.iterdir()):
-        raise InputError(f"--out {out} is not empty and holds no study ({STUDY_FILE})")
-
-
-def _check_study_file(out: Path, record: dict[str, Any]) -> None:
-    check_study_dir(out)
-    path = out / STUDY_FILE
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path} is not valid JSON ({err})") from None
-        differences = config_differences(stored, json.loads(json.dumps(record)), VOLATILE)
-        if differences:
-            raise InputError(f"{out} holds a study with other settings ({differences}); use "
-                             "another --out or the same settings to resume")
-
-
 def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
               device: str | None = None, max_cost: int | None = None, dry_run: bool = False,
               progress: bool = True, log: Callable[[str], None] = _stderr) -> StudyOutcome:
@@ -172,7 +132,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
     figures. ``max_cost`` caps the image-iterations still to compute; ``dry_run`` only plans."""
     spec.validate()
     out = Path(out)
-    check_study_dir(out)
+    study = StudyDirectory(out)
+    study.check_usable()
     loaded = {generator_label(source): load_study_generator(source, device)
               for source in spec.generators}
     if len(loaded) != len(spec.generators):
@@ -190,14 +151,14 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         **asdict(spec), "generators": {label: g.info for label, g in loaded.items()},
         "images": [{"name": image.name, "source": str(image.path)}
                    for image in next(iter(by_resolution.values()))],
-        "cells": [cell.key for cell in cells],
+        "cells": [cell.key for cell in cells], "grid": [cell.to_dict() for cell in cells],
         "cost_image_iterations": study_cost(cells, len(names), iterations),
         "versions": package_versions(), "device": str(next(iter(loaded.values())).generator
                                                        .device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _check_study_file(out, record)
-    pending = [cell for cell in cells if not _cell_done(out, cell, names)]
+    study.check_resumable(record)
+    pending = [cell for cell in cells if not study.cell_done(cell, names)]
     remaining = study_cost(pending, len(names), iterations)
     log(f"study: {len(cells)} cells x {len(names)} images "
         f"({record['cost_image_iterations']:,} image-iterations); {len(pending)} cells "
@@ -212,16 +173,16 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
             log(f"  {'todo' if cell in pending else 'done'}  {cell.describe()}, "
                 f"{iterations[cell]} iterations")
         return StudyOutcome(out, cells, [], [], {"dry_run": True, "pending": len(pending)})
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / STUDY_FILE, record)
+    study.open(record)
     perceptual = load_perceptual(spec.perceptual, spec.vgg_weights)
     warnings = [perceptual.note] if perceptual.note else []
     ran, tables = [], None
+    names_set = set(names)
     bar = tqdm(cells, desc="cells", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(cell.describe())
         g = loaded[cell.generator]
-        cell_dir = out / "cells" / cell.key
+        cell_dir = study.cell(cell).path
         if cell in pending:
             settings = RunSettings(g.generator, g.info, make_task(cell.task),
                                    _recipe(spec, cell), perceptual, seed=spec.seed,
@@ -230,17 +191,16 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
                           config_extra={"study": str(out), "cell": cell.key},
                           log=lambda _message: None)
             ran.append(cell.key)
-        if spec.segmenter and not cell.single_code and \
-                not (cell_dir / "attribution" / ATTRIBUTION_META).is_file():
+        if spec.segmenter and not cell.single_code and study.cell_done(cell, names_set) and \
+                not study.cell_attribution(cell).exists():
             attribute_run(cell_dir, SegmentationChoice(segmenter=spec.segmenter),
                           image_figures=spec.attribution_figures, progress=False,
                           log=lambda _message: None)
-        tables = _write_tables(out, spec, cells, loaded, names, warnings)  # after every cell
+        tables = study.rebuild_tables(warnings)  # after every cell
     bar.close()
-    rows, aggregates, summary, attribution = \
-        tables or _write_tables(out, spec, cells, loaded, names, warnings)
-    _write_figures(out, spec, cells, rows, attribution, by_resolution)
-    return StudyOutcome(out, cells, rows, aggregates, summary, ran)
+    tables = tables or study.rebuild_tables(warnings)
+    _write_figures(study, spec, cells, tables.rows, tables.attribution, by_resolution)
+    return StudyOutcome(out, cells, tables.rows, tables.aggregates, tables.summary, ran)
 
 
 def _recipe(spec: StudySpec, cell: StudyCell):
@@ -248,116 +208,30 @@ def _recipe(spec: StudySpec, cell: StudyCell):
         codes=cell.codes, layer=cell.layer.index, iterations=spec.iterations)
 
 
-def _cell_done(out: Path, cell: StudyCell, names: list[str]) -> bool:
-    run = RunDirectory(out / "cells" / cell.key)
-    return run.config_path.is_file() and set(names) <= run.finished()
-
-
-def _write_tables(out: Path, spec: StudySpec, cells: list[StudyCell],
-                  loaded: dict[str, LoadedGenerator], names: list[str],
-                  warnings: list[str]) -> tuple[list[dict], list[dict], dict[str, Any],
-                                                list[dict]]:
-    """Rebuild layers.csv, attribution.csv and summary.json from the cells; return the tidy
-    rows, their aggregates, the summary and the attribution rows."""
-    rows: list[dict[str, Any]] = []
-    attribution_rows: list[dict[str, Any]] = []
-    statuses, notes = [], list(warnings)
-    for cell in cells:
-        run = RunDirectory(out / "cells" / cell.key)
-        records = run.records()
-        failed = [r["image"] for r in records if r["status"] != "ok"]
-        if failed:
-            notes.append(f"{cell.describe()}: {len(failed)} image(s) failed "
-                         f"({', '.join(failed[:3])})")
-        resolution = loaded[cell.generator].generator.resolution
-        rows.extend(tidy_rows(cell, records, resolution))
-        statuses.append({"cell": cell.key, "description": cell.describe(),
-                         "status": "done" if {r["image"] for r in records} >= set(names)
-                         else "partial" if records else "pending",
-                         "images_ok": len(records) - len(failed),
-                         "seconds": sum(r["seconds"] for r in records)})
-        attribution_rows.extend(_attribution_rows(run.path / "attribution", cell))
-    for label, g in loaded.items():
-        folder = next(c.generator_folder for c in cells if c.generator == label)
-        resized = sorted({note for image in load_notes(out, folder) for note in image})
-        if resized:
-            notes.append(f"{label} ({g.generator.resolution} px): images "
-                         f"{'; '.join(resized)}")
-    aggregates = aggregate(rows)
-    best = best_cells(aggregates)
-    summary = {
-        "kind": spec.kind, "generators": list(loaded), "tasks": spec.tasks,
-        "images": names, "cells": statuses,
-        "done": sum(s["status"] == "done" for s in statuses), "total": len(statuses),
-        "aggregates": aggregates,
-        "best_layer_by_psnr": [{"generator": g, "task": t, "layer": row["layer"],
-                                "codes": row["codes"], "psnr": row["mean"]}
-                               for (g, t), row in best.items()],
-        "warnings": notes,
-    }
-    write_csv(out / "layers.csv", rows, TABLE_COLUMNS)
-    if attribution_rows:
-        write_csv(out / "attribution.csv", attribution_rows)
-    write_json(out / "summary.json", summary)
-    return rows, aggregates, summary, attribution_rows
-
-
-def load_notes(out: Path, folder: str) -> list[list[str]]:
-    """Resizing notes the study's runs recorded for one generator's images (by cell folder)."""
-    notes = []
-    for results in (out / "cells").glob(f"{folder}/*/*/results.jsonl"):
-        for line in results.read_text().splitlines():
-            if line.strip():
-                notes.append([n for n in json.loads(line).get("notes", []) if "resized" in n])
-    return notes
-
-
-def _attribution_rows(directory: Path, cell: StudyCell) -> list[dict[str, Any]]:
-    path = directory / ATTRIBUTION_META
-    if not path.is_file():
-        return []
-    summary = json.loads(path.read_text())["summary"]
-    total = max(1, summary["images"] * summary["codes_per_image"])
-    return [{"generator": cell.generator, "task": cell.task, "layer": cell.label,
-             "layer_index": cell.layer.index, "codes": cell.codes, "class": name,
-             "codes_assigned": count, "share": count / total}
-            for name, count in summary["classes"].items()]
-
-
-def _write_figures(out: Path, spec: StudySpec, cells: list[StudyCell], rows: list[dict],
+def _write_figures(study: StudyDirectory, spec: StudySpec, cells: list[StudyCell], rows: list[dict],
                    attribution: list[dict], by_resolution: dict[int, list[LoadedImage]]) -> None:
     if not rows:
         return
-    figures = out / "figures"
     hue = "generator" if spec.kind == "cross-domain" else "task"
     for metric in sorted({row["metric"] for row in rows}):
-        save_figure(metric_vs_layer(rows, metric, hue=hue), figures / f"{metric}_vs_layer.png")
+        save_figure(metric_vs_layer(rows, metric, hue=hue), study.figure(f"{metric}_vs_layer"))
         if len(set(spec.codes)) > 1:
-            save_figure(metric_vs_codes(rows, metric), figures / f"{metric}_vs_codes.png")
+            save_figure(metric_vs_codes(rows, metric), study.figure(f"{metric}_vs_codes"))
     names = [image.name for image in next(iter(by_resolution.values()))][:GRID_IMAGES]
     if spec.kind == "cross-domain":
         for name in names:
-            save_figure(_cross_domain_grid(out, cells, name, spec.tasks[0]),
-                        figures / f"cross-domain-{name}.png")
+            save_figure(_cross_domain_grid(study, cells, name, spec.tasks[0]),
+                        study.figure(f"cross-domain-{name}"))
     else:
         for task in spec.tasks:
-            save_figure(_layer_grid(out, cells, names, task), figures / f"grid-{task}.png")
+            save_figure(_layer_grid(study, cells, names, task), study.figure(f"grid-{task}"))
     for generator in dict.fromkeys(row["generator"] for row in attribution):
         for task in dict.fromkeys(row["task"] for row in attribution):
             subset = [row for row in attribution
                       if row["generator"] == generator and row["task"] == task]
             if subset:
                 save_figure(attribution_by_layer(subset),
-                            figures / f"attribution-{generator}-{task}.png")
-
-
-def _cell_image(out: Path, cell: StudyCell, name: str, kind: str = "output") -> Path | None:
-    folder = out / "cells" / cell.key / "images" / name
-    for candidate in ([kind, "reconstruction"] if kind == "output" else [kind]):
-        path = folder / f"{candidate}.png"
-        if path.is_file():
-            return path
-    return None
+                            study.figure(f"attribution-{generator}-{task}"))
 
 
 def _column_label(cell: StudyCell, cells: list[StudyCell]) -> str:
@@ -365,21 +239,21 @@ def _column_label(cell: StudyCell, cells: list[StudyCell]) -> str:
     return f"{cell.label} N={cell.codes}" if swept and not cell.single_code else cell.label
 
 
-def _layer_grid(out: Path, cells: list[StudyCell], names: list[str], task: str):
+def _layer_grid(study: StudyDirectory, cells: list[StudyCell], names: list[str], task: str):
     chosen = [c for c in cells if c.task == task]
     first = chosen[0]
     columns = ["target", "input"] + [_column_label(c, chosen) for c in chosen]
     table = {}
     for name in names:
-        table[(name, "target")] = _cell_image(out, first, name, "target")
-        table[(name, "input")] = _cell_image(out, first, name, "degraded")
+        table[(name, "target")] = study.cell_image(first, name, "target")
+        table[(name, "input")] = study.cell_image(first, name, "degraded")
         for cell in chosen:
-            table[(name, _column_label(cell, chosen))] = _cell_image(out, cell, name)
+            table[(name, _column_label(cell, chosen))] = study.cell_image(cell, name)
     return image_table(names, columns, table,
                        title=f"{task}: reconstructions by composing layer ({first.generator})")
 
 
-def _cross_domain_grid(out: Path, cells: list[StudyCell], name: str, task: str):
+def _cross_domain_grid(study: StudyDirectory, cells: list[StudyCell], name: str, task: str):
     chosen = [c for c in cells if c.task == task]
     generators = list(dict.fromkeys(c.generator for c in chosen))
     width = max(sum(c.generator == g for c in chosen) for g in generators)
@@ -387,10 +261,10 @@ def _cross_domain_grid(out: Path, cells: list[StudyCell], name: str, task: str):
     table, labels = {}, {}
     for g in generators:
         own = [c for c in chosen if c.generator == g]
-        table[(g, "target")] = _cell_image(out, own[0], name, "target")
+        table[(g, "target")] = study.cell_image(own[0], name, "target")
         labels[(g, "target")] = "target"
         for i, cell in enumerate(own):
-            table[(g, str(i))] = _cell_image(out, cell, name)
+            table[(g, str(i))] = study.cell_image(cell, name)
             labels[(g, str(i))] = _column_label(cell, own)
     return image_table(generators, columns, table, cell_titles=labels, column_titles=False,
                        title=f"{name}: single code, then layers shallow to deep")

@@ -14,16 +14,14 @@ from typing import Any
 
 import torch
 
-from inversion.devices import resolve_device
-from inversion.errors import InputError
-from inversion.generators import (
-    DCGANGenerator,
-    LayeredGenerator,
-    file_sha256,
-    load_generator_file,
-)
-from inversion.generators.checkpoints import read_torch_checkpoint
-from segmentation.segmenters import SmpSegmenter, load_smp_segmenter
+from core.devices import resolve_device
+from core.errors import InputError
+from core.weights import file_sha256, read_torch_checkpoint
+from inversion.generators.base import LayeredGenerator
+from inversion.generators.dcgan import DCGANGenerator
+from inversion.generators.formats import load_generator_file
+from segmentation.formats import load_segmenter_dir
+from segmentation.segmenters import Segmenter
 
 
 @dataclass(frozen=True)
@@ -116,23 +114,21 @@ def load_generator(name: str | None = None, checkpoint: str | Path | None = None
         generator = load_generator_file(path)
     info = {"name": name, "checkpoint": str(path), "sha256": file_sha256(path),
             "family": generator.family, "resolution": generator.resolution,
-            "z_dim": generator.z_dim}
-    if hasattr(generator, "config"):
-        info["config"] = generator.config()
+            "z_dim": generator.z_dim, "config": generator.config()}
     return LoadedGenerator(generator.to(target).eval(), info)
 
 
 def load_segmenter(name: str | None = None, directory: str | Path | None = None, *,
                    labels: str | list[str] | None = None, device: str | torch.device | None = None,
-                   ) -> SmpSegmenter:
-    """A named zoo segmenter or an smp ``save_pretrained`` directory, on ``device``.
+                   ) -> Segmenter:
+    """A named zoo segmenter or a segmenter folder of any known format, on ``device``.
 
     ``labels`` (a vocabulary name, a JSON list file or a list) names a user model's classes when
-    its directory has no ``segmenter.json``.
+    its folder does not.
     """
     if (name is None) == (directory is None):
-        raise InputError("give exactly one of a segmenter name (--segmenter) or an smp model "
-                         "directory (--segmenter-dir)")
+        raise InputError("give exactly one of a segmenter name (--segmenter) or a segmenter "
+                         "folder (--segmenter-dir)")
     if name is not None:
         if name not in SEGMENTERS:
             raise InputError(f"unknown segmenter {name!r}; named segmenters: "
@@ -142,4 +138,4 @@ def load_segmenter(name: str | None = None, directory: str | Path | None = None,
             raise InputError(f"{name}: weights file {directory / 'model.safetensors'} is missing; "
                              "it is committed with the repository (retrain with "
                              "scenes/train_models.sh and python -m scenes.publish)")
-    return load_smp_segmenter(directory, labels=labels, device=resolve_device(device))
+    return load_segmenter_dir(directory, labels=labels, device=resolve_device(device))

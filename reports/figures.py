@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analysis.attribution import UNASSIGNED, AttributionResult
-from inversion.files import atomic_path
-from inversion.metrics import to_uint8
+from core.files import atomic_path
+from core.pixels import to_uint8
 
 UNASSIGNED_COLOR = "#9e9e9e"
 
@@ -242,11 +242,11 @@ def image_table(rows: list[str], columns: list[str],
 
 def attribution_by_layer(rows: list[dict]) -> Figure:
     """Share of codes per class at each composing layer (stacked), from a study's
-    ``attribution.csv`` rows of one generator and task."""
+    ``attribution.csv`` rows of one generator and task; each class in the ``color`` its
+    segmenter's vocabulary gives it."""
     import pandas as pd
 
-    from segmentation.vocabularies import SCENE_WORLD
-
+    colors = {row["class"]: row.get("color") for row in rows}
     data = pd.DataFrame(rows)
     data["share"] = data["share"].astype(float)
     data["layer_index"] = data["layer_index"].astype(int)
@@ -261,9 +261,7 @@ def attribution_by_layer(rows: list[dict]) -> Figure:
     bottom = np.zeros(len(table))
     positions = np.arange(len(table))
     for name in order:
-        color = (UNASSIGNED_COLOR if name == "unassigned" else
-                 np.array(SCENE_WORLD.colors[SCENE_WORLD.names.index(name)]) / 255
-                 if name in SCENE_WORLD.names else None)
+        color = UNASSIGNED_COLOR if name == "unassigned" else colors.get(name) or None
         ax.bar(positions, table[name].to_numpy(), bottom=bottom, label=name, color=color,
                edgecolor="black", linewidth=0.3)
         bottom += table[name].to_numpy()

@@ -9,9 +9,7 @@ an unreadable image becomes a placeholder that says why.
 from __future__ import annotations
 
 import base64
-import csv
 import io
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,9 +20,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from matplotlib.figure import Figure
 from PIL import Image
 
-from analysis.attribution_files import csv_text, load_attribution
-from inversion.errors import InputError
-from inversion.files import atomic_write_bytes
+from analysis.attribution_files import AttributionDirectory
+from analysis.study_files import StudyDirectory
+from core.errors import InputError
+from core.files import atomic_write_bytes
+from core.jsonio import csv_text
+from inversion.rundir import RunDirectory
 from reports.figures import attribution_grid, class_histogram, code_class_heatmap
 
 THUMBNAIL_SIDE = 128  # images larger than this are downscaled in the gallery
@@ -128,31 +129,6 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
     return {"columns": columns, "numeric": numeric, "rows": body}
 
 
-def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    if not path.is_file():
-        problems.append(f"{path.name} is missing")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        problems.append(f"{path.name} is damaged ({err})")
-        return None
-
-
-def _records(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    if not path.is_file():
-        problems.append("results.jsonl is missing: no image has finished")
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                problems.append(f"results.jsonl line {number} is damaged and was skipped")
-    return records
-
-
 def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
     generator = config.get("generator") or {}
     recipe = config.get("recipe") or {}
@@ -188,53 +164,69 @@ def _fmt(value: Any, digits: int) -> tuple[str, str]:
     return "", "nan"
 
 
+def _owned(read, problems: list[str]) -> Any:
+    """``read()``, or None with its one-line error added to ``problems``."""
+    try:
+        return read()
+    except InputError as err:
+        problems.append(str(err))
+        return None
+
+
 def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
     source = Source("run", path.name, str(path))
-    config = _read_json(path / "config.json", source.problems)
+    run = RunDirectory(path)
+    config = _owned(run.config, source.problems)
     if config:
         source.config = _config_rows(config)
-        if config.get("perceptual", {}).get("note"):
+        if (config.get("perceptual") or {}).get("note"):
             source.problems.append(config["perceptual"]["note"])
-    records = _records(path / "results.jsonl", source.problems)
+    records = run.records(source.problems)
+    if len(records) < len(run.finished()):
+        records = run.folder_records(source.problems)
+        source.problems.append("results.jsonl is missing or behind the image folders; the "
+                               "gallery reads the folders (`mganprior index RUN` rebuilds it)")
+    if not records:
+        source.problems.append("no image has finished")
     for record in records[:max_gallery]:
-        folder = path / "images" / str(record.get("image"))
-        output = folder / "output.png"
+        name = str(record.get("image"))
+        target = run.image_file(name, "target")
         pictures = [
-            image_uri(folder / "target.png", "target") if (folder / "target.png").exists()
-            else Picture("target"),
-            image_uri(folder / "degraded.png", "input"),
-            image_uri(output if output.exists() else folder / "reconstruction.png",
-                      "reconstruction"),
+            image_uri(target, "target") if target.exists() else Picture("target"),
+            image_uri(run.image_file(name, "degraded"), "input"),
+            image_uri(run.image_file(name, "output"), "reconstruction"),
         ]
         psnr, psnr_value = _fmt(record.get("psnr"), 2)
         ssim, ssim_value = _fmt(record.get("ssim"), 3)
         loss, loss_value = _fmt(record.get("loss"), 4)
-        source.gallery.append({"image": record.get("image"), "pictures": pictures,
+        source.gallery.append({"image": name, "pictures": pictures,
                                "psnr": psnr, "psnr_value": psnr_value, "ssim": ssim,
                                "ssim_value": ssim_value, "loss": loss, "loss_value": loss_value,
                                "status": record.get("status", "?")})
         if record.get("status") == "failed":
-            source.problems.append(f"{record.get('image')} failed: {record.get('error')}")
+            source.problems.append(f"{name} failed: {record.get('error')}")
     if len(records) > max_gallery:
         source.problems.append(f"the gallery shows the first {max_gallery} of {len(records)} "
                                "images; the CSV has them all")
     source.gallery_csv = csv_uri([{k: r.get(k) for k in ("image", "status", "psnr", "ssim",
                                                           "perceptual", "loss", "seconds")}
                                   for r in records])
-    summary = _read_json(path / "summary.json", []) if records else None
+    summary = run.summary() if records else None
     if summary:
         rows = [{"statistic": k, "value": v} for k, v in summary.items()
                 if isinstance(v, int | float)]
         source.blocks.append(Block("Summary", table=_table(rows, ["statistic", "value"])))
-    if (path / "attribution" / "attribution.json").is_file():
-        source.blocks.extend(attribution_blocks(path / "attribution", source.problems,
+    attribution = AttributionDirectory(path / "attribution")
+    if attribution.exists():
+        source.blocks.extend(attribution_blocks(attribution, source.problems,
                                                 attribution_images))
     return source
 
 
-def attribution_blocks(path: Path, problems: list[str], images: int) -> list[Block]:
+def attribution_blocks(directory: AttributionDirectory, problems: list[str],
+                       images: int) -> list[Block]:
     try:
-        result = load_attribution(path)
+        result = directory.load()
     except InputError as err:
         problems.append(f"attribution: {err}")
         return []
@@ -261,39 +253,37 @@ def attribution_blocks(path: Path, problems: list[str], images: int) -> list[Blo
 
 def study_source(path: Path) -> Source:
     source = Source("study", path.name, str(path))
-    study = _read_json(path / "study.json", source.problems)
-    summary = _read_json(path / "summary.json", source.problems)
+    owner = StudyDirectory(path)
+    study = _owned(owner.study, source.problems)
+    summary = _owned(owner.summary, source.problems)
     if study:
+        cost = study.get("cost_image_iterations")
         source.config = [("kind", str(study.get("kind"))),
                          ("generators", ", ".join(study.get("generators", {}))),
                          ("tasks", ", ".join(study.get("tasks", []))),
                          ("layers", str(study.get("layers"))), ("codes", str(study.get("codes"))),
                          ("iterations", str(study.get("iterations"))),
                          ("images", str(len(study.get("images", [])))),
-                         ("cost (image-iterations)", f"{study.get('cost_image_iterations'):,}")]
+                         ("cost (image-iterations)",
+                          f"{cost:,}" if isinstance(cost, int) else "?")]
     if summary:
         source.problems.extend(summary.get("warnings", []))
         source.config.append(("cells done", f"{summary.get('done')}/{summary.get('total')}"))
-        rows = [{k: row[k] for k in ("generator", "task", "layer", "layer_index", "codes",
-                                     "metric", "images", "mean", "std")}
+        rows = [{k: row.get(k) for k in ("generator", "task", "layer", "layer_index", "codes",
+                                         "metric", "images", "mean", "std")}
                 for row in summary.get("aggregates", [])]
-        table_rows = []
-        if (path / "layers.csv").is_file():
-            with (path / "layers.csv").open() as handle:
-                table_rows = list(csv.DictReader(handle))
         source.blocks.append(Block(
             "Metrics by cell", text="mean and sd over the images; click a heading to sort",
             table=_table(rows, ["generator", "task", "layer", "layer_index", "codes", "metric",
                                 "images", "mean", "std"]),
-            csv=csv_uri(table_rows), csv_name="layers.csv"))
-    figures = path / "figures"
+            csv=csv_uri(owner.table()), csv_name="layers.csv"))
     groups = [("Metric by layer", "*_vs_layer.png"), ("Metric by number of codes",
                                                       "*_vs_codes.png"),
               ("Reconstructions by layer", "grid-*.png"),
               ("Cross-domain reconstructions", "cross-domain-*.png"),
               ("Attribution by layer", "attribution-*.png")]
     for title, pattern in groups:
-        found = sorted(figures.glob(pattern)) if figures.is_dir() else []
+        found = owner.figure_files(pattern)
         if found:
             source.blocks.append(Block(title, figures=[file_figure(p, p.stem) for p in found]))
     return source
@@ -301,11 +291,11 @@ def study_source(path: Path) -> Source:
 
 def classify(path: Path) -> str | None:
     """``study``, ``run``, ``attribution``, or None for a folder that holds none of them."""
-    if (path / "study.json").is_file():
+    if StudyDirectory(path).exists():
         return "study"
-    if (path / "config.json").is_file():
+    if RunDirectory(path).is_run():
         return "run"
-    if (path / "attribution.json").is_file():
+    if AttributionDirectory(path).exists():
         return "attribution"
     return None
 
@@ -331,7 +321,8 @@ def build_report(paths: list[str | Path], *, title: str = "mganprior analysis re
                 "(attribution): nothing to show; was the run started?"]))
         else:
             source = Source("attribution", path.name, str(path))
-            source.blocks = attribution_blocks(path, source.problems, attribution_images)
+            source.blocks = attribution_blocks(AttributionDirectory(path), source.problems,
+                                               attribution_images)
             sources.append(source)
     environment = Environment(loader=PackageLoader("reports", "templates"),
                               autoescape=select_autoescape(["html", "j2"]))

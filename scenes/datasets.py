@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from inversion.errors import InputError
-from inversion.files import atomic_path
+from core.errors import InputError
+from core.files import atomic_path
 from scenes.render import get_domain, render
 
 HELD_OUT_SEED = 1_000_000

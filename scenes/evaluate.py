@@ -22,15 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.pixels import from_uint8, to_uint8
 from inversion.generators import PGGANGenerator, load_generator_file
-from inversion.metrics import from_uint8, to_uint8
-from inversion.training import image_grid
 from scenes.datasets import HELD_OUT_SEED, rendered_dataset
 from scenes.figures import image_rows_figure
 from scenes.publish import GENERATOR_NAMES, SEGMENTER_NAME, WEIGHTS
 from segmentation.metrics import confusion_matrix, frechet_segmentation_distance, iou_report
 from segmentation.segmenters import load_smp_segmenter
 from segmentation.vocabularies import SCENE_WORLD
+from training.gan import image_grid
 
 
 def _samples(generator: torch.nn.Module, count: int, seed: int) -> np.ndarray:

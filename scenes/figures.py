@@ -72,9 +72,9 @@ def main() -> None:
 
     from PIL import Image
 
-    from inversion.training import image_grid
     from scenes.datasets import render_many
     from scenes.render import DOMAINS
+    from training.gan import image_grid
 
     docs = Path(sys.argv[1] if len(sys.argv) > 1 else "docs") / "images"
     docs.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from inversion.errors import InputError
+from core.errors import InputError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 GENERATOR_NAMES = {"bedroom": "bedroom-pggan64", "conference_room": "conference-pggan64",

@@ -1,7 +1,7 @@
 """Train the scene world's models: one PGGAN per domain and one segmenter for all domains.
 
-Thin glue between rendered datasets and the generic trainers in ``inversion.training`` and
-``segmentation.training``; the CLI commands ``train-generator`` and ``train-segmenter`` call these.
+Thin glue between rendered datasets and the generic trainers in ``training.gan`` and
+``training.segmenter``; the CLI commands ``train-generator`` and ``train-segmenter`` call these.
 """
 
 from __future__ import annotations
@@ -11,23 +11,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inversion.training import GANTrainConfig, GANTrainResult, ImageBank, train_gan
 from scenes.datasets import HELD_OUT_SEED, rendered_dataset
 from scenes.render import DOMAINS, get_domain
-from segmentation.training import (
+from segmentation.vocabularies import SCENE_WORLD
+from training.gan import GANTrainConfig, GANTrainResult, ImageBank, train_gan
+from training.loop import DEFAULT_CHECKPOINT_EVERY, check_checkpoint_every
+from training.segmenter import (
     LabelledBank,
     SegmenterTrainConfig,
     SegmenterTrainResult,
     train_segmenter,
 )
-from segmentation.vocabularies import SCENE_WORLD
 
 
 def train_scene_generator(domain: str, out_dir: str | Path, config: GANTrainConfig, *,
                           images: int = 20000, device: torch.device, workers: int = 1,
-                          cache: str | Path | None = None, checkpoint_every: int = 500,
+                          cache: str | Path | None = None,
+                          checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                           progress: bool = True) -> GANTrainResult:
     get_domain(domain)
+    config.validate()  # before rendering thousands of images
+    check_checkpoint_every(checkpoint_every)
     pixels, _ = rendered_dataset(domain, images, config.resolution, workers=workers, cache=cache,
                                  progress=progress)
     bank = ImageBank(pixels, device, flip=config.flip)
@@ -39,11 +43,14 @@ def train_scene_segmenter(out_dir: str | Path, config: SegmenterTrainConfig, *,
                           domains: list[str] | None = None, images_per_domain: int = 8000,
                           validation_per_domain: int = 300, size: int = 64,
                           device: torch.device, workers: int = 1,
-                          cache: str | Path | None = None, checkpoint_every: int = 500,
+                          cache: str | Path | None = None,
+                          checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                           progress: bool = True) -> SegmenterTrainResult:
     domains = domains or list(DOMAINS)
     for domain in domains:
         get_domain(domain)
+    config.validate()  # before rendering thousands of images
+    check_checkpoint_every(checkpoint_every)
     train = [rendered_dataset(d, images_per_domain, size, workers=workers, cache=cache,
                               progress=progress) for d in domains]
     held = [rendered_dataset(d, validation_per_domain, size, start=HELD_OUT_SEED,

@@ -18,9 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from inversion.devices import resolve_device
-from inversion.errors import InputError
-from inversion.rundir import write_json
+from core.devices import resolve_device
+from core.errors import InputError
+from core.jsonio import write_json
 from segmentation.vocabularies import VOCABULARIES, Vocabulary, spread_colors
 
 META_FILE = "segmenter.json"
@@ -31,10 +31,25 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @runtime_checkable
 class Segmenter(Protocol):
-    labels: tuple[str, ...]
+    """What every segmenter provides, whatever its format (``segmentation.formats``)."""
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """Class names (label k is ``vocabulary.names[k]``) and their display colours."""
+        ...
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """``vocabulary.names``."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs; inputs may live anywhere."""
+        ...
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """Images [B, 3, H, W] in [-1, 1] -> label maps [B, H, W] (int64 indices into labels)."""
+        """Images [B, 3, H, W] in [-1, 1] -> label maps [B, H, W] (int64, on the CPU)."""
         ...
 
 
@@ -65,11 +80,14 @@ class SmpSegmenter:
                              f"{vocabulary.name} has {len(vocabulary)} labels")
         self.model = model.eval()
         self.vocabulary = vocabulary
-        self.labels = vocabulary.names
         self.normalization = normalization
         self.input_size = input_size
         self.source = source
         self.batch_size = batch_size
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.vocabulary.names
 
     @property
     def device(self) -> torch.device:

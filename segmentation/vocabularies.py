@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inversion.errors import InputError
+from core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import make_tiny_pggan, write_png
+from helpers import make_tiny_pggan, write_png
 from inversion.generators import save_generator
 from mganprior.cli import main
 
@@ -72,7 +72,7 @@ def test_attribute_writes_tables_arrays_and_figures(capsys, tmp_path, run):
     meta = json.loads((out / "attribution.json").read_text())
     assert meta["settings"]["relative"] == "codes"
     assert sorted(p.name for p in (out / "figures" / "images").iterdir()) == ["img0.png"]
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".locks"]
 
 
 def test_attribute_with_a_user_smp_segmenter(capsys, tmp_path, run):

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from analysis.attribution import (
     UNASSIGNED,
@@ -22,95 +21,23 @@ from analysis.attribution import (
     parse_binarization,
 )
 from analysis.attribution_files import load_attribution, save_attribution
-from inversion.composition import code_features, render
-from inversion.engine import InversionResult
-from inversion.errors import InputError
-from inversion.generators import StagedGenerator
-from segmentation.vocabularies import Vocabulary, spread_colors
-
-REGIONS = ("top", "bottom-left", "bottom-right")
-VOCABULARY = Vocabulary("regions", REGIONS, spread_colors(3))
-
-
-def region_masks(size: int = 8) -> torch.Tensor:
-    """[3, size, size]: top half, bottom-left quarter, bottom-right quarter."""
-    masks = torch.zeros(3, size, size)
-    half = size // 2
-    masks[0, :half] = 1
-    masks[1, half:, :half] = 1
-    masks[2, half:, half:] = 1
-    return masks
-
-
-class PaintRegions(nn.Module):
-    """z -> 6 feature channels; channels 2k and 2k+1 are exactly region k's mask (z is ignored
-    through a zero-weight, unit-bias 1x1 conv, so the answer does not depend on the codes)."""
-
-    def __init__(self, z_dim: int, size: int) -> None:
-        super().__init__()
-        self.lift = nn.Conv2d(z_dim, 6, 1)
-        with torch.no_grad():
-            self.lift.weight.zero_()
-            self.lift.bias.fill_(1.0)
-        self.register_buffer("masks", region_masks(size).repeat_interleave(2, dim=0))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.lift(z) * self.masks
-
-
-class RegionGenerator(StagedGenerator):
-    """8 px generator whose composing layer ``regions`` paints three known regions: the tail is a
-    1x1 conv giving region k's two channels colour k (red, green, blue) times 0.4, no bias."""
-
-    family = "regions"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.z_dim, self.resolution = 4, 8
-        self.regions = PaintRegions(self.z_dim, self.resolution)
-        self.rgb = nn.Conv2d(6, 3, 1, bias=False)
-        with torch.no_grad():
-            colours = torch.eye(3).repeat_interleave(2, dim=1) * 0.4  # [3 rgb, 6 channels]
-            self.rgb.weight.copy_(colours.view(3, 6, 1, 1))
-        self._stage_list = [("regions", self.regions), ("output", self.rgb)]
-
-    def _stages(self):
-        return self._stage_list
-
-
-def region_labels(batch: int) -> torch.Tensor:
-    masks = region_masks()
-    return (masks * torch.arange(3).view(3, 1, 1)).sum(0).long().expand(batch, 8, 8).clone()
-
-
-def inversion_of(generator, alphas: torch.Tensor, layer="regions", fusion="sum",
-                 codes: torch.Tensor | None = None) -> InversionResult:
-    """An InversionResult holding given alphas (and random codes), rendered exactly."""
-    batch, n = alphas.shape[:2]
-    layer = generator.layer(layer)
-    codes = codes if codes is not None else torch.randn(batch, n, generator.z_dim)
-    with torch.no_grad():
-        images = render(generator, codes, alphas, layer, fusion).clamp(-1, 1)
-    return InversionResult(
-        names=[f"img{i}" for i in range(batch)], codes=codes, alphas=alphas, layer=layer,
-        fusion=fusion, task={"name": "inversion"}, recipe={}, seeds=list(range(batch)),
-        reconstructions=images, outputs=images, observations=images, losses=torch.zeros(batch),
-        trace_iterations=[], trace=torch.empty(0, batch), metrics=[None] * batch)
-
-
-def specialised_alphas(batch: int = 2) -> torch.Tensor:
-    """Code k holds 0.9 on region k's channels and 0.05 on the others."""
-    alphas = torch.full((batch, 3, 6), 0.05)
-    for k in range(3):
-        alphas[:, k, 2 * k:2 * k + 2] = 0.9
-    return alphas
+from core.errors import InputError
+from helpers import (
+    REGION_VOCABULARY,
+    RegionGenerator,
+    inversion_of,
+    region_labels,
+    region_masks,
+    specialised_alphas,
+)
+from inversion.composition import code_cuts, render
 
 
 # -- known answers -----------------------------------------------------------------------------
 def test_each_code_is_attributed_to_its_region_with_iou_one():
     generator = RegionGenerator().eval()
     inversion = inversion_of(generator, specialised_alphas())
-    result = attribute(generator, inversion, labels=region_labels(2), vocabulary=VOCABULARY,
+    result = attribute(generator, inversion, labels=region_labels(2), vocabulary=REGION_VOCABULARY,
                        progress=False)
     assert result.assigned.tolist() == [[0, 1, 2], [0, 1, 2]]
     assert torch.allclose(result.assigned_iou, torch.ones(2, 3))
@@ -131,7 +58,7 @@ def test_a_code_spanning_two_regions_goes_to_the_larger_overlap():
     alphas[0, 0, 0:4] = 0.9  # top (32 px) and bottom-left (16 px): IoU 32/48 vs 16/48
     alphas[0, 1, 4:6] = 0.9
     result = attribute(generator, inversion_of(generator, alphas), labels=region_labels(1),
-                       vocabulary=VOCABULARY, progress=False)
+                       vocabulary=REGION_VOCABULARY, progress=False)
     assert result.assigned.tolist() == [[0, 2]]
     assert result.iou[0, 0].tolist() == pytest.approx([32 / 48, 16 / 48, 0.0])
 
@@ -140,7 +67,7 @@ def test_alphas_below_the_threshold_zero_nothing_and_leave_codes_unassigned():
     generator = RegionGenerator().eval()
     alphas = torch.rand(2, 3, 6) * 0.19 + 0.005
     result = attribute(generator, inversion_of(generator, alphas), labels=region_labels(2),
-                       vocabulary=VOCABULARY, progress=False)
+                       vocabulary=REGION_VOCABULARY, progress=False)
     assert torch.equal(result.differences, torch.zeros(2, 3, 8, 8))
     assert not result.binary.any()
     assert (result.assigned == UNASSIGNED).all()
@@ -152,10 +79,10 @@ def test_min_iou_cut_leaves_weak_matches_unassigned():
     alphas = torch.full((1, 1, 6), 0.05)
     alphas[0, 0, 0:6] = 0.9  # changes the whole image: IoU 0.5 with top, 0.25 with each quarter
     inversion = inversion_of(generator, alphas)
-    kept = attribute(generator, inversion, labels=region_labels(1), vocabulary=VOCABULARY,
+    kept = attribute(generator, inversion, labels=region_labels(1), vocabulary=REGION_VOCABULARY,
                      progress=False)
     assert kept.assigned.tolist() == [[0]] and kept.assigned_iou.item() == pytest.approx(0.5)
-    cut = attribute(generator, inversion, labels=region_labels(1), vocabulary=VOCABULARY,
+    cut = attribute(generator, inversion, labels=region_labels(1), vocabulary=REGION_VOCABULARY,
                     settings=AttributionSettings(min_iou=0.6), progress=False)
     assert cut.assigned.tolist() == [[UNASSIGNED]]
     assert cut.assigned_iou.item() == pytest.approx(0.5)
@@ -225,15 +152,15 @@ def test_batched_ablation_equals_a_loop_of_full_renders(name, fusion, request):
     alphas = torch.rand(3, 5, layer.channels) * 0.4  # about half the entries above 0.2
     zeroed = ablation_mask(alphas)
     with torch.no_grad():
-        features = code_features(generator, codes, layer)
-        x_inv, ablated = ablated_renders(generator, features, alphas, zeroed, layer, fusion,
+        cut = code_cuts(generator, codes, layer)
+        x_inv, ablated = ablated_renders(generator, cut, alphas, zeroed, layer, fusion,
                                          renders_per_pass=4)
         expected_x = render(generator, codes, alphas, layer, fusion).clamp(-1, 1)
         assert torch.allclose(x_inv, expected_x, atol=1e-5)
         for n in range(5):
-            cut = alphas.clone()
-            cut[:, n] = torch.where(zeroed[:, n], 0.0, alphas[:, n])
-            expected = render(generator, codes, cut, layer, fusion).clamp(-1, 1)
+            edited = alphas.clone()
+            edited[:, n] = torch.where(zeroed[:, n], 0.0, alphas[:, n])
+            expected = render(generator, codes, edited, layer, fusion).clamp(-1, 1)
             assert torch.allclose(ablated[:, n], expected, atol=1e-5)
     maps = difference_maps(x_inv, ablated)
     assert maps.shape == (3, 5, generator.resolution, generator.resolution)
@@ -244,11 +171,11 @@ def test_cached_features_give_the_same_attribution(tiny_pggan):
     alphas = torch.rand(2, 4, layer.channels) * 0.4
     inversion = inversion_of(tiny_pggan, alphas, layer=layer.name)
     labels = torch.randint(0, 3, (2, 16, 16))
-    plain = attribute(tiny_pggan, inversion, labels=labels, vocabulary=VOCABULARY,
+    plain = attribute(tiny_pggan, inversion, labels=labels, vocabulary=REGION_VOCABULARY,
                       progress=False, images_per_pass=1)
     with torch.no_grad():
-        inversion.features = code_features(tiny_pggan, inversion.codes, layer)
-    cached = attribute(tiny_pggan, inversion, labels=labels, vocabulary=VOCABULARY,
+        inversion.features = code_cuts(tiny_pggan, inversion.codes, layer)
+    cached = attribute(tiny_pggan, inversion, labels=labels, vocabulary=REGION_VOCABULARY,
                        progress=False)
     assert torch.allclose(plain.differences, cached.differences, atol=1e-6)
     assert torch.equal(plain.assigned, cached.assigned)
@@ -260,8 +187,9 @@ class ColourSegmenter:
     """Labels each pixel by its strongest colour channel: red -> top, green -> bottom-left,
     blue -> bottom-right (what RegionGenerator paints)."""
 
-    labels = REGIONS
-    vocabulary = VOCABULARY
+    labels = REGION_VOCABULARY.names
+    vocabulary = REGION_VOCABULARY
+    device = torch.device("cpu")
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         return images.argmax(dim=1)
@@ -287,7 +215,7 @@ def test_records_summaries_and_files_round_trip(tmp_path):
     alphas = specialised_alphas(2)
     alphas[1, 2] = 0.05  # image 1's third code zeroes nothing
     result = attribute(generator, inversion_of(generator, alphas), labels=region_labels(2),
-                       vocabulary=VOCABULARY, progress=False)
+                       vocabulary=REGION_VOCABULARY, progress=False)
     rows = result.records()
     assert len(rows) == 6 and set(rows[0]) == {
         "image", "code", "rank", "class", "iou", "alpha_zeroed_fraction", "changed_fraction",
@@ -320,7 +248,7 @@ def test_records_summaries_and_files_round_trip(tmp_path):
     ({"threshold": 2.0, "relative": "quantile"}, "quantile"),
     ({"relative": "median"}, "relative must be"),
     ({"difference": "lpips"}, "difference must be"),
-    ({"min_iou": 1.5}, "min-iou"),
+    ({"min_iou": 1.5}, "min_iou must be"),
     ({"binarize": "otsu:1"}, "binarize"),
 ])
 def test_bad_settings_are_refused(kwargs, message):
@@ -333,13 +261,13 @@ def test_bad_label_maps_are_refused():
     inversion = inversion_of(generator, specialised_alphas(1))
     with pytest.raises(InputError, match=r"label maps are \[4, 4\].*8x8"):
         attribute(generator, inversion, labels=torch.zeros(1, 4, 4, dtype=torch.long),
-                  vocabulary=VOCABULARY, progress=False)
+                  vocabulary=REGION_VOCABULARY, progress=False)
     with pytest.raises(InputError, match=r"holds value 7.*3 classes"):
-        attribute(generator, inversion, labels=torch.full((1, 8, 8), 7), vocabulary=VOCABULARY,
-                  progress=False)
+        attribute(generator, inversion, labels=torch.full((1, 8, 8), 7),
+                  vocabulary=REGION_VOCABULARY, progress=False)
     with pytest.raises(InputError, match="img0 is empty"):
         attribute(generator, inversion, labels=torch.full((1, 8, 8), 255),
-                  vocabulary=VOCABULARY, progress=False)
+                  vocabulary=REGION_VOCABULARY, progress=False)
     with pytest.raises(InputError, match="exactly one"):
         attribute(generator, inversion, progress=False)
     with pytest.raises(InputError, match="target images"):
@@ -351,7 +279,7 @@ def test_an_incompatible_generator_is_refused(tiny_pggan):
     generator = RegionGenerator().eval()
     inversion = inversion_of(generator, specialised_alphas(1))
     with pytest.raises(InputError, match="not the run's generator"):
-        attribute(tiny_pggan, inversion, labels=region_labels(1), vocabulary=VOCABULARY,
+        attribute(tiny_pggan, inversion, labels=region_labels(1), vocabulary=REGION_VOCABULARY,
                   progress=False)
 
 
@@ -363,8 +291,9 @@ def test_invert_can_keep_its_features_for_attribution(tiny_pggan):
     result = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], progress=False,
                     keep_features=True)
     with torch.no_grad():
-        expected = code_features(tiny_pggan, result.codes, result.layer)
-    assert result.features is not None and torch.allclose(result.features, expected, atol=1e-6)
+        expected = code_cuts(tiny_pggan, result.codes, result.layer)
+    assert result.features is not None
+    assert torch.allclose(result.features.features, expected.features, atol=1e-6)
     assert invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1],
                   progress=False).features is None
 
@@ -377,7 +306,7 @@ def test_figures_are_built_without_pyplot():
 
     generator = RegionGenerator().eval()
     result = attribute(generator, inversion_of(generator, specialised_alphas(2)),
-                       labels=region_labels(2), vocabulary=VOCABULARY, progress=False)
+                       labels=region_labels(2), vocabulary=REGION_VOCABULARY, progress=False)
     before = plt.get_fignums()
     grid = attribution_grid(result, 1)
     titles = [ax.get_title() for ax in grid.axes]

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import write_png
+from helpers import write_png
 from inversion.generators import save_generator
 from mganprior.cli import main
 
@@ -181,7 +181,7 @@ def test_train_generator_runs_resumes_and_refuses_other_settings(capsys, tmp_pat
     assert main([*args[:-4], "4", "--device", "cpu", "--quiet"]) == 0  # continues to 4
     assert "trained 4 steps" in capsys.readouterr().out
     assert main([*args, "--lr", "0.1"]) == 2
-    assert "other settings (lr differ)" in error_line(capsys)
+    assert "other settings (lr: 0.002 vs 0.1)" in error_line(capsys)
     assert main([*args, "--channels", "8,x"]) == 2
     assert "--channels must be comma-separated integers" in error_line(capsys)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from inversion.composition import code_features, fuse, initial_alphas, render
+from inversion.composition import code_cuts, fuse, fuse_features, initial_alphas, render
 
 CODES = torch.tensor([[[1.0, 2.0], [3.0, -1.0]]])  # [B=1, N=2, Z=2]
 ALPHAS = torch.tensor([[[0.5, 1.0], [0.25, 0.0]]])  # [B=1, N=2, C=2]
@@ -11,12 +11,12 @@ ALPHAS = torch.tensor([[[0.5, 1.0], [0.25, 0.0]]])  # [B=1, N=2, C=2]
 
 def test_fused_feature_is_the_alpha_weighted_sum_by_hand(toy):
     layer = toy.layer("feat")
-    features = code_features(toy, CODES, layer)
-    assert features.shape == (1, 2, 2, 2, 2)
-    fused = fuse(features, ALPHAS, "sum")
+    cut = code_cuts(toy, CODES, layer)
+    assert cut.features.shape == (1, 2, 2, 2, 2) and cut.carry == {}
+    fused = fuse(cut, ALPHAS, "sum")
     # channel 0: 0.5 * 1 + 0.25 * 3 = 1.25; channel 1: 1 * 2 + 0 * (-1) = 2 (everywhere)
-    torch.testing.assert_close(fused[0, :, 0, 0], torch.tensor([1.25, 2.0]))
-    torch.testing.assert_close(fuse(features, ALPHAS, "mean"), fused / 2)
+    torch.testing.assert_close(fused.features[0, :, 0, 0], torch.tensor([1.25, 2.0]))
+    torch.testing.assert_close(fuse_features(cut.features, ALPHAS, "mean"), fused.features / 2)
 
 
 def test_render_paints_red_from_channel_0_and_green_blue_from_channel_1(toy):
@@ -28,8 +28,8 @@ def test_render_paints_red_from_channel_0_and_green_blue_from_channel_1(toy):
 def test_batched_head_equals_one_code_at_a_time(tiny_pggan):
     codes = torch.randn(3, 4, 8)
     layer = tiny_pggan.layer(4)
-    batched = code_features(tiny_pggan, codes, layer)
-    looped = torch.stack([torch.stack([tiny_pggan.head(codes[b, n:n + 1], layer)[0]
+    batched = code_cuts(tiny_pggan, codes, layer).features
+    looped = torch.stack([torch.stack([tiny_pggan.head(codes[b, n:n + 1], layer).features[0]
                                        for n in range(4)]) for b in range(3)])
     torch.testing.assert_close(batched, looped)
 
@@ -60,6 +60,6 @@ def test_one_code_with_unit_alpha_at_layer_z_is_the_plain_generator(tiny_dcgan):
 
 
 def test_mismatched_alphas_are_rejected(toy):
-    features = code_features(toy, CODES, toy.layer("feat"))
+    cut = code_cuts(toy, CODES, toy.layer("feat"))
     with pytest.raises(ValueError, match="do not match"):
-        fuse(features, torch.ones(1, 3, 2))
+        fuse(cut, torch.ones(1, 3, 2))

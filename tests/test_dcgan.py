@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from inversion.errors import InputError
+from core.errors import InputError
 from inversion.generators import DCGANGenerator, load_generator_file, save_generator
 
 

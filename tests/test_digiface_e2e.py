@@ -7,7 +7,7 @@ available) and, when ``../shared/real-images`` exists, real bedroom photos.
 import pytest
 import torch
 
-from conftest import REAL_IMAGES
+from helpers import REAL_IMAGES
 from inversion import Inversion, get_recipe, invert, load_images
 
 pytestmark = pytest.mark.slow

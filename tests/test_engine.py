@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import ToyGenerator
+from helpers import Poisoned, ToyGenerator, rendered_targets
 from inversion.engine import frozen, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Colorization, Inpainting, Inversion
@@ -11,12 +11,6 @@ from inversion.tasks import Colorization, Inpainting, Inversion
 
 def adam(**overrides):
     return get_recipe("adam", "inversion").with_overrides(**overrides)
-
-
-def rendered_targets(generator, n=2, seed=9):
-    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        return generator(z).clamp(-1, 1)
 
 
 @pytest.mark.parametrize("layer", [0, -1])
@@ -57,17 +51,6 @@ def test_single_code_baseline_is_plain_latent_optimisation(tiny_pggan):
                     seeds=[0, 1], progress=False)
     assert result.layer.name == "z" and result.codes.shape == (2, 1, 8)
     assert result.alphas.shape == (2, 1, 8)
-
-
-class Poisoned(ToyGenerator):
-    """The toy generator, but image 1 of a batch turns to NaN once its red passes 0.2."""
-
-    def tail(self, features, layer):
-        images = super().tail(features, layer)
-        poison = torch.zeros_like(images)
-        if images.shape[0] > 1 and images[1, 0].mean() > 0.2:
-            poison[1] = float("nan")
-        return images + poison
 
 
 def test_a_nan_loss_stops_that_image_only(toy):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from inversion.errors import InputError
+from core.errors import InputError
 from inversion.generators import PGGANGenerator
 from inversion.generators.base import capture_outputs
 
@@ -39,9 +39,9 @@ def test_tail_of_head_is_the_full_generator_at_every_layer(fixture, request):
         full = generator(z)
         assert full.shape == (3, 3, generator.resolution, generator.resolution)
         for layer in generator.layers:
-            features = generator.head(z, layer.index)
-            assert tuple(features.shape[1:]) == layer.shape
-            torch.testing.assert_close(generator.tail(features, layer.name), full)
+            cut = generator.head(z, layer.index)
+            assert tuple(cut.features.shape[1:]) == layer.shape and cut.carry == {}
+            torch.testing.assert_close(generator.tail(cut, layer.name), full)
 
 
 def test_layers_resolve_by_name_index_negative_index_and_numeric_string(tiny_pggan):

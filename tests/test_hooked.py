@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from inversion.errors import InputError
-from inversion.generators import HookedGenerator
+from core.errors import InputError
+from inversion.generators import Cut, HookedGenerator
 
 
 class Custom(nn.Module):
@@ -39,16 +39,16 @@ def test_head_and_tail_compose_to_the_module_and_leave_no_hooks():
     z = torch.randn(3, 4)
     with torch.no_grad():
         for layer in generator.layers:
-            features = generator.head(z, layer)
-            assert tuple(features.shape[1:]) == layer.shape
-            torch.testing.assert_close(generator.tail(features, layer), module(z))
+            cut = generator.head(z, layer)
+            assert tuple(cut.features.shape[1:]) == layer.shape
+            torch.testing.assert_close(generator.tail(cut, layer), module(z))
     assert hooks_left(module) == 0
 
 
 def test_hooks_come_off_when_the_wrapped_forward_raises():
     generator = HookedGenerator(Custom().eval(), z_dim=4, resolution=8, layers=["body"])
     with pytest.raises(RuntimeError):
-        generator.tail(torch.randn(2, 5, 8, 8), "body")  # wrong channel count for to_rgb
+        generator.tail(Cut(torch.randn(2, 5, 8, 8)), "body")  # wrong channel count for to_rgb
     assert hooks_left(generator.module) == 0
 
 

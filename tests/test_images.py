@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_png
-from inversion.errors import InputError
+from core.errors import InputError
+from helpers import write_png
 from inversion.images import expand_image_paths, load_image, load_images, unique_names
 
 

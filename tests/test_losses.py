@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from inversion.errors import InputError
+from core.errors import InputError
+from helpers import inversion_of
 from inversion.losses import VGG_FILE, VGGPerceptual, load_perceptual, reconstruction_loss
 
 
@@ -102,7 +103,6 @@ def test_perceptual_distance_map_is_zero_where_nothing_changed_and_local(vgg_fil
 def test_attribution_with_the_perceptual_difference(vgg_file, tiny_pggan):
     from analysis.attribution import AttributionSettings, attribute
     from segmentation.vocabularies import SCENE_WORLD
-    from test_attribution import inversion_of
 
     layer = tiny_pggan.layers[3]
     alphas = torch.full((2, 3, layer.channels), 0.05)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inversion.errors import InputError
+from core.errors import InputError
 from inversion.generators import PGGANGenerator, load_generator_file, save_generator
 
 Z, WIDTHS = 8, [16, 12, 8]  # 16 px

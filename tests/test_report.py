@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import write_png
+from helpers import write_png
 from inversion.generators import save_generator
 from inversion.rundir import RunDirectory
 from mganprior.cli import main

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 import inversion.runs as runs
-from inversion.errors import InputError
+from core.errors import InputError
+from helpers import Poisoned, write_png
 from inversion.images import load_images
 from inversion.recipes import get_recipe
 from inversion.rundir import RunDirectory
@@ -41,7 +42,8 @@ def test_a_run_directory_holds_everything_design_promises(tmp_path, tiny_pggan, 
         assert record["status"] == "ok" and record["psnr"] > 10
         folder = tmp_path / "run" / "images" / record["image"]
         assert {p.name for p in folder.iterdir()} == {
-            "target.png", "degraded.png", "reconstruction.png", "latents.safetensors"}
+            "target.png", "degraded.png", "reconstruction.png", "latents.safetensors",
+            "record.json"}
         latents = load_file(str(folder / "latents.safetensors"))
         assert latents["codes"].shape == (3, 8) and latents["alphas"].shape == (3, 12)
     assert summary["images"] == 3 and summary["ok"] == 3
@@ -144,8 +146,6 @@ def test_observed_low_resolution_images_with_and_without_references(tmp_path, ti
 
 
 def test_failed_images_are_recorded_and_the_others_finish(tmp_path):
-    from conftest import write_png
-    from test_engine import Poisoned
 
     for i in range(3):
         write_png(tmp_path / f"red{i}.png", np.full((2, 2, 3), (191, 128, 128), np.uint8))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import mganprior.zoo as zoo
-from inversion.errors import InputError
-from inversion.metrics import from_uint8
+from core.errors import InputError
+from core.pixels import from_uint8
 from scenes.datasets import HELD_OUT_SEED, rendered_dataset
 from scenes.publish import GENERATOR_NAMES
 from segmentation.metrics import confusion_matrix, iou_report

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inversion.errors import InputError
+from core.errors import InputError
 from scenes.datasets import HELD_OUT_SEED, render_many, rendered_dataset
 from scenes.render import DOMAINS, LABEL, Camera, Canvas, Face, box, render
 from segmentation.vocabularies import SCENE_WORLD

@@ -19,8 +19,8 @@ from analysis.studies import (
     study_cost,
     tidy_rows,
 )
-from conftest import make_tiny_pggan
-from inversion.errors import InputError
+from core.errors import InputError
+from helpers import make_tiny_pggan
 from inversion.generators import PGGANGenerator, save_generator
 from mganprior.cli import main
 from mganprior.studies import StudySpec, run_study
@@ -117,11 +117,15 @@ def test_a_study_resumes_cell_by_cell(tmp_path, checkpoint, face_pngs):
     again = run_study(spec, [face_pngs], out, progress=False, log=lambda _: None)
     assert again.ran == []  # nothing is recomputed
     assert results == {k: (out / "cells" / k / "results.jsonl").read_text() for k in results}
-    # an interrupted study: one cell never started, one stopped after its first image
+    # an interrupted study: one cell never started, one stopped after its first image (its
+    # other image folders never appeared; the stale index lines are corrected from the folders)
     gone, partial = first.cells[2], first.cells[1]
     shutil.rmtree(out / "cells" / gone.key)
     lines = results[partial.key].splitlines(keepends=True)
-    (out / "cells" / partial.key / "results.jsonl").write_text(lines[0])
+    kept = json.loads(lines[0])["image"]
+    for folder in (out / "cells" / partial.key / "images").iterdir():
+        if folder.name != kept:
+            shutil.rmtree(folder)
     resumed = run_study(spec, [face_pngs], out, progress=False, log=lambda _: None)
     assert sorted(resumed.ran) == sorted([gone.key, partial.key])
     assert (out / "cells" / partial.key / "results.jsonl").read_text().splitlines()[0] == \

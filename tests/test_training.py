@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from inversion.errors import InputError
+from core.errors import InputError
+from core.pixels import from_uint8
 from inversion.generators import load_generator_file
-from inversion.metrics import from_uint8
-from inversion.training import GANTrainConfig, ImageBank, PGGANDiscriminator, train_gan
+from training.gan import GANTrainConfig, ImageBank, PGGANDiscriminator, train_gan
 
 CPU = torch.device("cpu")
 
@@ -88,7 +88,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
 def test_resume_with_other_settings_names_them(tmp_path):
     bank = ImageBank(red_images(), CPU)
     train_gan(bank, tiny_config(iterations=2), tmp_path, device=CPU, progress=False)
-    with pytest.raises(InputError, match="lr differ"):
+    with pytest.raises(InputError, match=r"other settings \(lr: "):
         train_gan(bank, tiny_config(iterations=4, lr=0.02), tmp_path, device=CPU,
                   progress=False)
 
@@ -120,8 +120,8 @@ def stripes(count: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
 
 @pytest.fixture(scope="module")
 def trained_segmenter(tmp_path_factory):
-    from segmentation.training import LabelledBank, SegmenterTrainConfig, train_segmenter
     from segmentation.vocabularies import Vocabulary
+    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     out = tmp_path_factory.mktemp("segmenter")
     vocabulary = Vocabulary("two", ("left", "right"), ((0, 0, 255), (255, 128, 0)))
@@ -154,20 +154,20 @@ def test_saved_segmenter_loads_with_smp_and_predicts_the_same(trained_segmenter)
 
 
 def test_segmenter_resume_refuses_other_settings(trained_segmenter):
-    from segmentation.training import LabelledBank, SegmenterTrainConfig, train_segmenter
+    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     result, vocabulary, *_ = trained_segmenter
     images, labels = stripes(8)
     config = SegmenterTrainConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8),
                                   iterations=40, batch=8, lr=0.01)
-    with pytest.raises(InputError, match="lr differ"):
+    with pytest.raises(InputError, match=r"other settings \(lr: "):
         train_segmenter(LabelledBank(images, labels, CPU), vocabulary, config, result.out_dir,
                         device=CPU, progress=False)
 
 
 def test_labels_beyond_the_vocabulary_are_refused(tmp_path):
-    from segmentation.training import LabelledBank, SegmenterTrainConfig, train_segmenter
     from segmentation.vocabularies import Vocabulary
+    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     images, labels = stripes(4)
     labels[0, 0, 0] = 5
@@ -179,7 +179,7 @@ def test_labels_beyond_the_vocabulary_are_refused(tmp_path):
 
 
 def test_fine_tuning_starts_from_the_saved_model(trained_segmenter, tmp_path):
-    from segmentation.training import LabelledBank, SegmenterTrainConfig, train_segmenter
+    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     result, vocabulary, held_images, held_labels = trained_segmenter
     images, labels = stripes(16, seed=2)

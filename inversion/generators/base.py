@@ -1,14 +1,19 @@
-"""The layered-generator protocol: a generator split at a named layer into ``head`` and ``tail``.
+"""The layered-generator contract: a generator split at a named layer into ``head`` and ``tail``.
 
-Every generator exposes the same surface, whatever its family:
+Every family provides the same surface (:class:`LayeredGenerator` declares it abstractly):
 
 - ``z_dim`` and ``resolution``;
 - ``layers``: the ordered composable layers, each with an index, a name and the output shape
   ``(C, h, w)`` *measured* by one forward pass (never read from a table). Index 0 is the latent
   input itself (shape ``(z_dim, 1, 1)``), so composing at layer 0 is plain latent optimisation;
-- ``head(z, layer)``: latents ``[B, z_dim]`` to features ``[B, C, h, w]``;
-- ``tail(features, layer)``: features to images ``[B, 3, H, W]`` in ``[-1, 1]``;
-- ``sample(n, seed)``: ``n`` images from seeded standard-normal latents.
+- ``head(z, layer)``: latents ``[B, z_dim]`` to the :class:`Cut` at ``layer``: the features
+  ``[B, C, h, w]`` that alphas weight, plus any tensors that must cross the cut untouched by alpha
+  (``carry``; each declared by a :class:`CarrySpec` with the rules that may fuse it across codes);
+- ``tail(cut, layer)``: a cut to images ``[B, 3, H, W]`` in ``[-1, 1]``;
+- ``config()``, ``from_config(config)`` and ``from_state_dict(state_dict, source)``: how the family
+  is saved and rebuilt (``savable`` is False for a family that wraps arbitrary Python code);
+- optionally, latents the family optimises beside codes and alphas for some carry rules
+  (``extra_latents``, ``carry_from_latents``).
 
 Layers are addressed by name or by index (negative indices count from the deepest).
 """
@@ -16,13 +21,24 @@ Layers are addressed by name or by index (negative indices count from the deepes
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from inversion.errors import InputError
+from core.errors import InputError
+
+# How a carried tensor may be fused across the N codes of an image (``inversion.composition``).
+CARRY_RULES: dict[str, str] = {
+    "alpha": "each code's tensor weighted by its mean alpha (times the fusion scale), as the "
+             "features are weighted channel by channel",
+    "mean": "the plain mean over the codes",
+    "drop": "left out; the family's tail documents what it does without it",
+    "latent": "computed from a separate latent that is optimised beside the codes",
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,43 @@ class Layer:
     def describe(self) -> str:
         c, h, w = self.shape
         return f"{self.index} {self.name} {c}x{h}x{w}"
+
+
+@dataclass
+class Cut:
+    """The state of a generator at a cut.
+
+    ``features`` ``[..., C, h, w]`` are what alphas weight, channel by channel; ``carry`` holds
+    the tensors that cross the cut untouched by alpha. The leading dimensions are ``[B]`` for one
+    state per image and ``[B, N]`` for one state per code.
+    """
+
+    features: torch.Tensor
+    carry: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Cut:
+        """The same cut with ``fn`` applied to every tensor (reshape, index, move)."""
+        return Cut(fn(self.features), {name: fn(value) for name, value in self.carry.items()})
+
+    def detach(self) -> Cut:
+        return self.apply(torch.Tensor.detach)
+
+
+@dataclass(frozen=True)
+class CarrySpec:
+    """A tensor that crosses a cut untouched by alpha: its name, the rules of
+    :data:`CARRY_RULES` that may fuse it across codes, the family's default, and what it is."""
+
+    name: str
+    rules: tuple[str, ...]
+    default: str
+    doc: str
+
+    def __post_init__(self) -> None:
+        unknown = [rule for rule in (*self.rules, self.default) if rule not in CARRY_RULES]
+        if unknown or self.default not in self.rules:
+            raise ValueError(f"carry {self.name}: rules {self.rules} / default {self.default} "
+                             f"must come from {', '.join(CARRY_RULES)}")
 
 
 @contextlib.contextmanager
@@ -93,31 +146,66 @@ def find_layer(layers: Sequence[Layer], key: str | int | Layer) -> Layer | None:
     return next((layer for layer in layers if layer.name == key), None)
 
 
-class LayeredGenerator(nn.Module):
-    """Base class: subclasses implement ``_layer_names``, ``head`` and ``tail``."""
+class LayeredGenerator(nn.Module, metaclass=ABCMeta):
+    """What every generator family provides; see the module docstring."""
 
     z_dim: int
     resolution: int
-    family: str = "generator"
+    family: ClassVar[str] = "generator"
+    savable: ClassVar[bool] = True  # config() + state_dict() rebuild it (False: wraps code)
 
     def __init__(self) -> None:
         super().__init__()
         self._layers: list[Layer] | None = None
 
-    # -- what subclasses provide ---------------------------------------------------------------
+    # -- what every family provides ------------------------------------------------------------
+    @abstractmethod
     def _layer_names(self) -> list[str]:
         """Names of composable layers after the latent input, shallow to deep."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _measure_shapes(self) -> list[tuple[int, int, int]]:
         """Output shapes (C, h, w) of ``_layer_names()``, measured by one forward pass."""
-        raise NotImplementedError
 
-    def head(self, z: torch.Tensor, layer: str | int | Layer) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def head(self, z: torch.Tensor, layer: str | int | Layer) -> Cut:
+        """Latents ``[B, z_dim]`` to the cut at ``layer`` (features ``[B, C, h, w]``)."""
 
-    def tail(self, features: torch.Tensor, layer: str | int | Layer) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def tail(self, cut: Cut, layer: str | int | Layer) -> torch.Tensor:
+        """The cut at ``layer`` to images ``[B, 3, H, W]`` (nominally [-1, 1])."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The JSON-able settings that, with ``state_dict()``, rebuild this generator; always
+        holds ``family``."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: dict[str, Any]) -> LayeredGenerator:
+        """An untrained generator of the family from ``config()``'s output."""
+
+    @classmethod
+    @abstractmethod
+    def from_state_dict(cls, state_dict: dict[str, Any], source: str = "state dict"
+                        ) -> LayeredGenerator:
+        """A generator built from weights alone, its settings inferred from their shapes."""
+
+    # -- carried state (families that carry nothing keep these defaults) ---------------------
+    def carry_specs(self, layer: Layer) -> tuple[CarrySpec, ...]:
+        """What crosses the cut at ``layer`` besides the features."""
+        return ()
+
+    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut
+                      ) -> dict[str, torch.Tensor]:
+        """Initial values ``[B, ...]`` of the latents to optimise beside codes and alphas under
+        ``rules``; ``cut`` is the per-code cut ``[B, N, ...]`` of the initial codes."""
+        return {}
+
+    def carry_from_latents(self, layer: Layer, rules: Mapping[str, str],
+                           extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The carried tensors ``[B, ...]`` whose rule is ``latent``, from the extra latents."""
+        return {}
 
     # -- shared --------------------------------------------------------------------------------
     @property
@@ -149,8 +237,7 @@ class LayeredGenerator(nn.Module):
         listing = ", ".join(layer.describe() for layer in layers)
         raise InputError(
             f"layer {layer_key(key)!r} is not a composable layer of this {self.family} generator; "
-            f"valid layers (index name CxHxW): {listing}"
-        )
+            f"valid layers (index name CxHxW): {listing}", field="layer")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Latents ``[B, z_dim]`` to images ``[B, 3, H, W]`` in [-1, 1]."""
@@ -174,15 +261,24 @@ class LayeredGenerator(nn.Module):
         return z
 
 
+def no_carry(cut: Cut, family: str) -> torch.Tensor:
+    """The features of a cut that must carry nothing (families whose tail needs only them)."""
+    if cut.carry:
+        raise ValueError(f"a {family} cut carries nothing, got {', '.join(cut.carry)}")
+    return cut.features
+
+
 class StagedGenerator(LayeredGenerator):
     """A generator that is a chain of stages; each stage's output is a named composable layer.
 
     ``stages`` lists ``(layer_name, module)`` in order; the last stage produces the image and is
-    not composable. The latent enters as ``[B, z_dim, 1, 1]``. ``head``/``tail`` slice the chain.
+    not composable. The latent enters as ``[B, z_dim, 1, 1]``. ``head``/``tail`` slice the chain;
+    nothing but the features crosses a cut.
     """
 
+    @abstractmethod
     def _stages(self) -> Sequence[tuple[str, nn.Module]]:
-        raise NotImplementedError
+        """``(layer_name, module)`` in order, the image-making stage last."""
 
     def _layer_names(self) -> list[str]:
         return [name for name, _ in self._stages()[:-1]]
@@ -200,10 +296,11 @@ class StagedGenerator(LayeredGenerator):
             self._run(z, 0, None)
         return [tuple(outputs[name].shape[1:]) for name in stages]
 
-    def head(self, z: torch.Tensor, layer: str | int | Layer) -> torch.Tensor:
+    def head(self, z: torch.Tensor, layer: str | int | Layer) -> Cut:
         """Latents ``[B, z_dim]`` to the features ``[B, C, h, w]`` at ``layer``."""
-        return self._run(self._check_latents(z)[:, :, None, None], 0, self.layer(layer).index)
+        index = self.layer(layer).index
+        return Cut(self._run(self._check_latents(z)[:, :, None, None], 0, index))
 
-    def tail(self, features: torch.Tensor, layer: str | int | Layer) -> torch.Tensor:
+    def tail(self, cut: Cut, layer: str | int | Layer) -> torch.Tensor:
         """Features ``[B, C, h, w]`` at ``layer`` to images ``[B, 3, H, W]`` (nominally [-1, 1])."""
-        return self._run(features, self.layer(layer).index, None)
+        return self._run(no_carry(cut, self.family), self.layer(layer).index, None)

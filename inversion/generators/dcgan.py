@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import nn
 
-from inversion.errors import InputError
+from core.errors import InputError
+from core.weights import load_strict
 from inversion.generators.base import StagedGenerator
-from inversion.generators.checkpoints import load_strict
 
 
 class DCGANGenerator(StagedGenerator):

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from inversion.errors import InputError
-from inversion.generators.base import Layer, LayeredGenerator, capture_outputs, evaluating
+from core.errors import InputError
+from inversion.generators.base import (
+    Cut,
+    Layer,
+    LayeredGenerator,
+    capture_outputs,
+    evaluating,
+    no_carry,
+)
 
 
 class _StopForward(Exception):
@@ -51,10 +59,13 @@ def _replace_output(module: nn.Module, features: torch.Tensor) -> Iterator[None]
 class HookedGenerator(LayeredGenerator):
     """Any generator ``module(z) -> image`` with ``z`` of shape ``latent_shape`` per sample.
 
-    ``layers`` names submodules (as in ``module.named_modules()``), shallow to deep.
+    ``layers`` names submodules (as in ``module.named_modules()``), shallow to deep. It wraps
+    Python code, so it cannot be saved as weights plus a config: ``savable`` is False and
+    ``config()`` only describes it (runs record that description).
     """
 
     family = "custom"
+    savable = False
 
     def __init__(self, module: nn.Module, z_dim: int, resolution: int, layers: Sequence[str],
                  latent_shape: tuple[int, ...] | None = None,
@@ -76,6 +87,22 @@ class HookedGenerator(LayeredGenerator):
 
     def _layer_names(self) -> list[str]:
         return self._names
+
+    def config(self) -> dict[str, Any]:
+        return {"family": self.family, "module": type(self.module).__name__,
+                "z_dim": self.z_dim, "resolution": self.resolution, "layers": self._names,
+                "latent_shape": list(self.latent_shape)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HookedGenerator:
+        raise InputError("a hooked generator wraps a Python module and cannot be rebuilt from a "
+                         "config; build the module in code and wrap it with HookedGenerator")
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any], source: str = "state dict"
+                        ) -> HookedGenerator:
+        raise InputError(f"{source}: a hooked generator cannot be built from weights alone; "
+                         "build the module in code, load its weights, and wrap it")
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
         image = self.module(z.reshape(z.shape[0], *self.latent_shape))
@@ -105,20 +132,21 @@ class HookedGenerator(LayeredGenerator):
                 raise InputError(f"layer {layer.name} cannot be a composing layer: the output "
                                  "depends on the latent through a path that bypasses it")
 
-    def head(self, z: torch.Tensor, layer: str | int | Layer) -> torch.Tensor:
+    def head(self, z: torch.Tensor, layer: str | int | Layer) -> Cut:
         """Latents ``[B, z_dim]`` to features ``[B, C, h, w]`` at ``layer``."""
         layer = self.layer(layer)
         z = self._check_latents(z)
         if layer.index == 0:
-            return z[:, :, None, None]
+            return Cut(z[:, :, None, None])
         store: dict[str, torch.Tensor] = {}
         with _stop_after(self._modules_by_name[layer.name], store):
             self._call(z)
-        return store["output"]
+        return Cut(store["output"])
 
-    def tail(self, features: torch.Tensor, layer: str | int | Layer) -> torch.Tensor:
+    def tail(self, cut: Cut, layer: str | int | Layer) -> torch.Tensor:
         """Features ``[B, C, h, w]`` at ``layer`` to images ``[B, 3, H, W]``."""
         layer = self.layer(layer)
+        features = no_carry(cut, self.family)
         if layer.index == 0:
             return self._call(features.flatten(1))
         dummy = torch.zeros(features.shape[0], self.z_dim, device=features.device,

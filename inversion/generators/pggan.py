@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inversion.errors import InputError
+from core.errors import InputError
+from core.weights import check_state_dict, load_strict
 from inversion.generators.base import StagedGenerator
-from inversion.generators.checkpoints import check_state_dict, load_strict
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -50,17 +50,29 @@ def _num_blocks(resolution: int) -> int:
     return blocks
 
 
-class PGGANConv(nn.Module):
-    """pixel-norm -> [nearest x2] -> equalised-lr conv + bias -> [LeakyReLU 0.2]."""
+class EqualizedConv2d(nn.Module):
+    """Conv whose weight is scaled by ``gain / sqrt(fan_in)`` at run time (equalised learning
+    rate), plus a bias. The PGGAN generator's layers and its trainer's discriminator share it."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 padding: int = 1, upsample: bool = False, gain: float = math.sqrt(2.0),
-                 activate: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
+                 gain: float = math.sqrt(2.0)) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
         self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class PGGANConv(EqualizedConv2d):
+    """pixel-norm -> [nearest x2] -> equalised-lr conv + bias -> [LeakyReLU 0.2]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 padding: int = 1, upsample: bool = False, gain: float = math.sqrt(2.0),
+                 activate: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding, gain)
         self.upsample = upsample
         self.activate = activate
 
@@ -68,7 +80,7 @@ class PGGANConv(nn.Module):
         x = pixel_norm(x)
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        x = super().forward(x)
         return F.leaky_relu(x, 0.2) if self.activate else x
 
 

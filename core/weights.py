@@ -1,7 +1,9 @@
-"""Generator weights on disk: ``.safetensors`` plus a small JSON config beside it.
+"""Weights on disk: ``.safetensors`` plus a small JSON config beside it, and strict checks.
 
-Foreign formats (official PGGAN ``.pth`` in two key layouts, the PyTorch-tutorial DCGAN) go through
-explicit converters in the family modules; every load is strict and names what does not match.
+Every load is strict: one error names every missing key, unexpected key and shape mismatch.
+Shapes can be read from a safetensors header without loading (allocating) any tensor, so a config
+is checked against its weights before a module is built from it. Torch checkpoints are read with
+``weights_only=True`` only: nothing in a file is ever executed.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from inversion.errors import InputError
-from inversion.files import atomic_path, atomic_write_bytes
+from core.errors import InputError
+from core.files import atomic_path, atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -30,37 +32,46 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _shorten(items: list[str], limit: int = 6) -> str:
+def shorten(items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def check_state_dict(
-    expected: dict[str, tuple[int, ...]], state_dict: dict[str, torch.Tensor], source: str
-) -> None:
+def check_shapes(expected: dict[str, tuple[int, ...]], actual: dict[str, tuple[int, ...]],
+                 source: str) -> None:
     """Raise one InputError naming missing keys, unexpected keys and shape mismatches."""
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    missing = sorted(set(expected) - set(actual))
+    unexpected = sorted(set(actual) - set(expected))
     mismatched = [
-        f"{key} {list(state_dict[key].shape)} (expected {list(shape)})"
+        f"{key} {list(actual[key])} (expected {list(shape)})"
         for key, shape in expected.items()
-        if key in state_dict and tuple(state_dict[key].shape) != tuple(shape)
+        if key in actual and tuple(actual[key]) != tuple(shape)
     ]
     problems = []
     if missing:
-        problems.append(f"missing keys: {_shorten(missing)}")
+        problems.append(f"missing keys: {shorten(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_shorten(unexpected)}")
+        problems.append(f"unexpected keys: {shorten(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches: {_shorten(mismatched)}")
+        problems.append(f"shape mismatches: {shorten(mismatched)}")
     if problems:
         raise InputError(f"{source} does not match the architecture: " + "; ".join(problems))
 
 
+def check_state_dict(expected: dict[str, tuple[int, ...]], state_dict: dict[str, Any],
+                     source: str) -> None:
+    """:func:`check_shapes` against the tensors of ``state_dict`` (non-tensors have shape ())."""
+    check_shapes(expected, {k: tuple(getattr(v, "shape", ())) for k, v in state_dict.items()},
+                 source)
+
+
+def module_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
+
 def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict`` after a key/shape check whose error names every problem at once."""
-    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-    check_state_dict(expected, state_dict, source)
+    check_state_dict(module_shapes(module), state_dict, source)
     module.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
                             for k, v in state_dict.items()})
 
@@ -90,24 +101,41 @@ def save_weights(
     return path
 
 
-def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and config of a ``.safetensors`` checkpoint; one-line errors for bad files."""
+def read_weights_config(path: str | Path) -> dict[str, Any]:
+    """The JSON config beside a ``.safetensors`` file (it must be a JSON object)."""
     path = Path(path)
-    cfg_path = config_path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist")
+    cfg_path = config_path(path)
     if not cfg_path.is_file():
         raise InputError(f"checkpoint {path} has no config {cfg_path.name} beside it")
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"config {cfg_path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"config {cfg_path} holds a {type(config).__name__}, not a JSON object")
+    return config
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from a safetensors header; no tensor is loaded."""
     try:
-        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape())
+                    for key in handle.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError) as err:
         raise InputError(f"checkpoint {path} is corrupt or not a safetensors file ({err})") \
             from None
-    return tensors, config
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; one-line errors for bad files."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"checkpoint {path} is corrupt or not a safetensors file ({err})") \
+            from None
 
 
 def read_torch_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -119,8 +147,8 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, Any]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"checkpoint {path} is corrupt or not a torch checkpoint ({reason})") \
-            from None
+        raise InputError(f"checkpoint {path} is corrupt, not a torch checkpoint, or holds "
+                         f"objects other than tensors and plain data ({reason})") from None
     if not isinstance(loaded, dict):
         raise InputError(f"checkpoint {path} holds a {type(loaded).__name__}, not a state dict")
     return loaded

@@ -4,6 +4,7 @@ Random initialisation (no ImageNet weights exist offline), cross-entropy loss, A
 and a cosine schedule, light photometric augmentation so the model also reads GAN samples (which
 are blurrier and noisier than renders). State is checkpointed atomically and a rerun with the
 same settings resumes; the result is written with ``save_pretrained`` plus ``segmenter.json``.
+Random draws come from explicit ``torch.Generator``s; the process-global RNG is left alone.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inversion.errors import InputError
-from inversion.generators.checkpoints import load_strict
-from inversion.metrics import from_uint8
-from inversion.rundir import write_json
-from inversion.train_loop import LoopState, check_resumable, run_steps, save_state
+from core.errors import InputError, field_error
+from core.jsonio import write_json
+from core.pixels import from_uint8
+from core.resume import check_resume
+from core.weights import load_strict
 from segmentation.metrics import IoUReport, confusion_matrix, iou_report
 from segmentation.segmenters import (
     SmpSegmenter,
@@ -33,8 +34,18 @@ from segmentation.segmenters import (
     save_segmenter,
 )
 from segmentation.vocabularies import Vocabulary
+from training.loop import (
+    DEFAULT_CHECKPOINT_EVERY,
+    LoopState,
+    check_checkpoint_every,
+    load_state,
+    run_steps,
+    save_state,
+)
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = ("config", "step", "seconds", "log", "model", "optimizer", "schedule",
+                   "data_rng")
 MODEL_DIR = "model"
 
 
@@ -54,6 +65,21 @@ class SegmenterTrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
+
+    def validate(self) -> None:
+        """Every setting in range, before anything is built or written."""
+        for name in ("iterations", "batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise field_error(name, f"must be a positive integer, got {value}")
+        if not 0 < self.lr < math.inf:
+            raise field_error("lr", f"must be a finite number above 0, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise field_error("weight_decay", f"must be a finite number >= 0, got "
+                              f"{self.weight_decay}")
+        if not 0 <= self.dice_weight < math.inf:
+            raise field_error("dice_weight", f"must be a finite number >= 0, got "
+                              f"{self.dice_weight}")
 
 
 def _warmup_cosine(step: int, total: int, warmup: int = 100) -> float:
@@ -150,17 +176,22 @@ class SegmenterTrainResult:
 
 def train_segmenter(train: LabelledBank, vocabulary: Vocabulary, config: SegmenterTrainConfig,
                     out_dir: str | Path, *, device: torch.device,
-                    validation: LabelledBank | None = None, checkpoint_every: int = 500,
+                    validation: LabelledBank | None = None,
+                    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                     progress: bool = True, extra_meta: dict[str, Any] | None = None,
                     ) -> SegmenterTrainResult:
     """Train (or resume) an smp model; writes ``out_dir/model`` loadable by load_smp_segmenter."""
     out_dir = Path(out_dir)
+    config.validate()
+    check_checkpoint_every(checkpoint_every)
     labels_max = int(train.labels.max())
     if labels_max >= len(vocabulary):
         raise InputError(f"label maps contain class {labels_max} but vocabulary "
                          f"{vocabulary.name} has only {len(vocabulary)} classes")
-    torch.manual_seed(config.seed)
-    model = build_model(config, len(vocabulary)).to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights; the global RNG is restored
+        torch.manual_seed(config.seed)
+        model = build_model(config, len(vocabulary))
+    model = model.to(device)
     if config.init_from is not None:
         _initialise_from(model, Path(config.init_from))
     dice = None
@@ -177,9 +208,9 @@ def train_segmenter(train: LabelledBank, vocabulary: Vocabulary, config: Segment
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs have been checked
     path = out_dir / CHECKPOINT
     if path.is_file():
-        saved = torch.load(path, map_location=device, weights_only=False)
+        saved = load_state(path, CHECKPOINT_KEYS)
         # iterations too must match: the learning-rate schedule is laid out over them
-        check_resumable(saved["config"], config.to_dict(), out_dir, "segmenter run")
+        check_resume(saved["config"], config.to_dict(), what="segmenter run", where=out_dir)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])

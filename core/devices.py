@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import torch
 
-from inversion.errors import InputError
+from core.errors import InputError
 
 T = TypeVar("T")
 
@@ -20,10 +20,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InputError(f"--device {device!r} is not a torch device (try cpu, cuda, cuda:1)") \
+        raise InputError(f"device {device!r} is not a torch device (try cpu, cuda, cuda:1)",
+                         field="device") \
             from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine; use cpu")
+        raise InputError(f"device {device}: CUDA is not available on this machine; use cpu",
+                         field="device")
     return resolved
 
 

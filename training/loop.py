@@ -1,6 +1,6 @@
-"""The resumable step loop shared by the trainers (GAN in ``inversion.training``, segmenter in
-``segmentation.training``): progress bar, sparse loss log, periodic checkpoints, a checkpoint on
-Ctrl-C, and the rule for which settings a resumed run may change.
+"""The resumable step loop shared by the trainers (``training.gan``, ``training.segmenter``):
+progress bar, sparse loss log, periodic checkpoints, a checkpoint on Ctrl-C, and checkpoint files
+that hold only tensors and plain data, read back with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from inversion.errors import InputError
-from inversion.files import atomic_path
+from core.errors import InputError
+from core.files import atomic_path
+from core.weights import read_torch_checkpoint
 
 
 @dataclass
@@ -27,19 +28,32 @@ class LoopState:
     log: list[dict[str, float]] = field(default_factory=list)
 
 
-def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], out_dir: Path,
-                    what: str, free: tuple[str, ...] = ()) -> None:
-    """Refuse to resume a run whose settings differ, naming them; ``free`` settings may change."""
-    diffs = [k for k in current if k not in free and saved.get(k) != current[k]]
-    if diffs:
-        raise InputError(f"{out_dir} holds a {what} with other settings "
-                         f"({', '.join(diffs)} differ); use another --out or the same settings")
-
-
 def save_state(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file and a rename: a crash never leaves half a file."""
+    """``torch.save`` through a temporary file and a rename: a crash never leaves half a file.
+    ``payload`` must hold only tensors, numbers, strings, lists, tuples and dicts."""
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def load_state(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A training checkpoint, read with ``weights_only=True`` (a file that needs anything else to
+    load is refused, so a training folder from someone else cannot run code); ``keys`` must be
+    present."""
+    state = read_torch_checkpoint(path)
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise InputError(f"training checkpoint {path} lacks {', '.join(missing)}; it was not "
+                         "written by this trainer (remove it to start over)")
+    return state
+
+
+DEFAULT_CHECKPOINT_EVERY = 500  # steps between checkpoints
+
+
+def check_checkpoint_every(value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise InputError(f"checkpoint_every must be a positive integer, got {value}",
+                         field="checkpoint_every")
 
 
 def run_steps(state: LoopState, iterations: int,

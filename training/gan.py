@@ -2,15 +2,16 @@
 
 The generator is :class:`inversion.generators.PGGANGenerator`, the class that loads official
 checkpoints, so trained models go through the same inversion code as real ones. The
-discriminator mirrors it (equalised learning rate, average-pool downsampling, minibatch
-standard deviation). Training is at full resolution from the start: on a GPU a 64 px model
+discriminator mirrors it with the same equalised-lr convolution (average-pool downsampling,
+minibatch standard deviation). Training is at full resolution from the start: on a GPU a 64 px model
 converges in minutes; progressive growing is not implemented.
 
-Training state (both networks, the EMA generator, both optimisers, the step, every RNG) is saved
-atomically to ``checkpoint.pt`` every ``checkpoint_every`` steps and on Ctrl-C, together with
-``generator.safetensors`` (the EMA weights, the file the zoo loads). A rerun with the same settings
-resumes; a rerun with a larger ``iterations`` continues training. ``samples.png`` is written at
-the end.
+Training state (both networks, the EMA generator, both optimisers, the step, the data sampler's
+RNG) is saved atomically to ``checkpoint.pt`` every ``checkpoint_every`` steps and on Ctrl-C,
+together with ``generator.safetensors`` (the EMA weights, the file the zoo loads). A rerun with the
+same settings resumes; a rerun with a larger ``iterations`` continues training. ``samples.png`` is
+written at the end. Every random draw comes from explicit ``torch.Generator``s (initial weights
+inside ``torch.random.fork_rng``), so training neither reads nor changes the process-global RNG.
 """
 
 from __future__ import annotations
@@ -28,30 +29,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inversion.errors import InputError
+from core.errors import InputError, field_error
+from core.jsonio import write_json
+from core.pixels import from_uint8, to_uint8
+from core.resume import check_resume
 from inversion.generators import PGGANGenerator, save_generator
+from inversion.generators.pggan import EqualizedConv2d
 from inversion.images import save_png
-from inversion.metrics import from_uint8, to_uint8
-from inversion.rundir import write_json
-from inversion.train_loop import LoopState, check_resumable, run_steps, save_state
+from training.loop import (
+    DEFAULT_CHECKPOINT_EVERY,
+    LoopState,
+    check_checkpoint_every,
+    load_state,
+    run_steps,
+    save_state,
+)
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = ("config", "step", "seconds", "log", "generator", "discriminator", "ema",
+                   "opt_g", "opt_d", "data_rng")
 GENERATOR_FILE = "generator.safetensors"
-
-
-class EqualizedConv2d(nn.Module):
-    """Conv whose weight is scaled by ``gain / sqrt(fan_in)`` at run time (equalised lr)."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, padding: int = 0,
-                 gain: float = math.sqrt(2.0)) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(cout))
-        self.scale = gain / math.sqrt(cin * kernel * kernel)
-        self.padding = padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
 
 
 class PGGANDiscriminator(nn.Module):
@@ -112,6 +109,26 @@ class GANTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
+    def validate(self) -> None:
+        """Every setting in range, before anything is built or written."""
+        positive_ints = {"iterations": self.iterations, "batch": self.batch,
+                         "r1_every": self.r1_every, "z_dim": self.z_dim,
+                         "resolution": self.resolution}
+        for name, value in positive_ints.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise field_error(name, f"must be a positive integer, got {value}")
+        if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
+            raise field_error("channels", f"must be positive integers, got {self.channels}")
+        if not 0 < self.lr < math.inf:
+            raise field_error("lr", f"must be a finite number above 0, got {self.lr}")
+        if not 0 <= self.r1_gamma < math.inf:
+            raise field_error("r1_gamma", f"must be a finite number >= 0, got {self.r1_gamma}")
+        if not 0 < self.ema_half_life_images < math.inf:
+            raise field_error("ema_half_life_images",
+                              f"must be a finite number above 0, got {self.ema_half_life_images}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise field_error("betas", f"must be two numbers in [0, 1), got {self.betas}")
+
 
 @dataclass
 class GANTrainResult:
@@ -151,13 +168,6 @@ def _r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).sum(dim=(1, 2, 3)).mean()
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def sample_grid(generator: PGGANGenerator, count: int = 64, seed: int = 0,
                 columns: int = 8) -> np.ndarray:
     """A uint8 [rows*R, columns*R, 3] grid of ``count`` samples (fixed seed, eval mode)."""
@@ -185,18 +195,22 @@ def train_gan(
     out_dir: str | Path,
     *,
     device: torch.device,
-    checkpoint_every: int = 500,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> GANTrainResult:
     """Train (or resume) a PGGAN generator on ``bank``; returns the EMA generator in eval mode."""
     out_dir = Path(out_dir)
+    config.validate()
+    check_checkpoint_every(checkpoint_every)
     if bank.images.shape[1] != config.resolution or bank.images.shape[2] != config.resolution:
         raise InputError(f"training images are {bank.images.shape[2]}x{bank.images.shape[1]} but "
                          f"the generator is {config.resolution}x{config.resolution}")
-    torch.manual_seed(config.seed)
-    generator = PGGANGenerator(config.resolution, config.z_dim, config.channels).to(device)
-    discriminator = PGGANDiscriminator(config.resolution, config.channels).to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights; the global RNG is restored
+        torch.manual_seed(config.seed)
+        generator = PGGANGenerator(config.resolution, config.z_dim, config.channels)
+        discriminator = PGGANDiscriminator(config.resolution, config.channels)
+    generator, discriminator = generator.to(device), discriminator.to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
     r1_ratio = config.r1_every / (config.r1_every + 1)
@@ -209,18 +223,15 @@ def train_gan(
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs have been checked
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.is_file():
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        check_resumable(saved["config"], config.to_dict(), out_dir, "training run",
-                        free=("iterations",))  # a longer run continues a shorter one
+        saved = load_state(checkpoint_path, CHECKPOINT_KEYS)
+        check_resume(saved["config"], config.to_dict(), what="training run", where=out_dir,
+                     may_change=("iterations",))  # a longer run continues a shorter one
         generator.load_state_dict(saved["generator"])
         discriminator.load_state_dict(saved["discriminator"])
         ema.load_state_dict(saved["ema"])
         opt_g.load_state_dict(saved["opt_g"])
         opt_d.load_state_dict(saved["opt_d"])
         data_rng.set_state(saved["data_rng"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if "cuda" in saved["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         state = LoopState(saved["step"], saved["seconds"], saved["log"])
 
     def checkpoint() -> None:
@@ -230,7 +241,7 @@ def train_gan(
             "log": state.log, "generator": generator.state_dict(),
             "discriminator": discriminator.state_dict(), "ema": ema.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "data_rng": data_rng.get_state(), "rng": _rng_state(),
+            "data_rng": data_rng.get_state(),
         })
 
     ema_beta = 0.5 ** (config.batch / max(config.ema_half_life_images, 1e-8))

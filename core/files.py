@@ -1,0 +1,116 @@
+"""Atomic writes: write beside the target under a hidden temporary name, then rename.
+
+The target's symlinks are followed (the link keeps pointing at the new file), and anything that is
+not a regular file (a device such as ``/dev/null``, a FIFO, a directory) is never renamed over: the
+write is refused in one line instead. Finished files get the usual ``0666 & ~umask`` mode whatever
+the writing library chose for its temporary file. Whole directories are built beside their final
+name and swapped in (:func:`building_dir`); a builder that was killed leaves a folder that the next
+builder removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.errors import InputError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def writable_target(path: str | Path) -> Path:
+    """Where a write to ``path`` must land: symlinks resolved; a non-regular file is refused."""
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as err:
+        raise InputError(f"{path} cannot be written ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+        raise InputError(f"{path} is {kind}, not a regular file; refusing to replace it "
+                         "(give a file path)")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed.
+
+    ``suffix`` keeps a file extension for writers that pick the format from it (PIL).
+    """
+    target = writable_target(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def building_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a fresh directory beside ``final``; on success it replaces ``final`` whole.
+
+    The directory is ``.NAME.partial-PID-RANDOM`` and holds a ``.building`` file locked (flock)
+    while its builder runs, so partial folders of builders that died (their lock is gone) are
+    removed by the next builder, and live ones are left alone.
+    """
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"{final} exists and is not a directory")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
+        _remove_if_abandoned(stale)
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    partial.mkdir()
+    fd = os.open(partial / ".building", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield partial
+        (partial / ".building").unlink()
+        previous = final.with_name(f".{final.name}.previous-{os.getpid()}")
+        if final.exists():
+            os.replace(final, previous)
+        os.replace(partial, final)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        os.close(fd)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _remove_if_abandoned(partial: Path) -> None:
+    marker = partial / ".building"
+    try:
+        fd = os.open(marker, os.O_RDWR)
+    except OSError:  # no marker: its builder died before it got going, or is starting now
+        with contextlib.suppress(OSError):
+            if time.time() - partial.stat().st_mtime > 60:
+                shutil.rmtree(partial, ignore_errors=True)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # a live builder holds it
+    finally:
+        os.close(fd)
+    shutil.rmtree(partial, ignore_errors=True)

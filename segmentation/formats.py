@@ -1,0 +1,64 @@
+"""Segmenter folders: one registry of formats, each a sniffer and a loader.
+
+``load_segmenter_dir(DIR)`` asks every format whether the folder is one of its own, and the first
+that says yes loads it. A folder no format recognises gets one line listing the known formats.
+Nothing is ever downloaded: every format reads local files only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import InputError
+from segmentation.segmenters import Segmenter, load_smp_segmenter
+
+
+@dataclass(frozen=True)
+class SegmenterFormat:
+    name: str
+    description: str
+    sniff: Callable[[Path], bool]
+    load: Callable[..., Segmenter]  # (directory, *, labels, device) -> Segmenter
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _sniff_smp(directory: Path) -> bool:
+    config = _json_object(directory / "config.json")
+    return config is not None and "_model_class" in config
+
+
+SEGMENTER_FORMATS: list[SegmenterFormat] = [
+    SegmenterFormat("smp", "segmentation-models-pytorch save_pretrained folder (config.json with "
+                    "_model_class, model.safetensors; class names from segmenter.json or "
+                    "labels=)", _sniff_smp, load_smp_segmenter),
+]
+
+
+def known_formats() -> str:
+    return "; ".join(f"{f.name} ({f.description})" for f in SEGMENTER_FORMATS)
+
+
+def load_segmenter_dir(directory: str | Path, *, labels: str | list[str] | None = None,
+                       device: str | torch.device | None = None) -> Segmenter:
+    """Load a segmenter folder of any registered format on ``device``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"segmenter directory {directory} does not exist")
+    for fmt in SEGMENTER_FORMATS:
+        if fmt.sniff(directory):
+            return fmt.load(directory, labels=labels, device=device)
+    raise InputError(f"{directory} is not a segmenter folder in a known format. Known formats: "
+                     f"{known_formats()}")

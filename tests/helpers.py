@@ -1,0 +1,322 @@
+"""Shared test helpers: tiny generators with hand-set weights, hand-made test families, and the
+contract every generator family must satisfy (:class:`GeneratorContract`).
+
+Tests import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from core.errors import InputError
+from core.weights import load_strict
+from inversion.composition import initial_alphas, render
+from inversion.engine import InversionResult, invert
+from inversion.generators import DCGANGenerator, PGGANGenerator, StagedGenerator
+from inversion.generators.formats import load_generator_file
+from inversion.generators.saving import save_generator
+from inversion.recipes import get_recipe
+from inversion.rundir import ImageRecord, RunDirectory
+from inversion.tasks import Inversion
+from segmentation.vocabularies import Vocabulary, spread_colors
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_IMAGES = SHARED / "real-images"
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+def make_tiny_pggan(seed: int = 0) -> PGGANGenerator:
+    """16 px PGGAN with a few channels and non-zero biases (so layouts are fully exercised); the
+    ToRGB weights are scaled so images stay within [-1, 1] as a trained generator's do."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = PGGANGenerator(resolution=16, z_dim=8, channels=[16, 12, 8])
+        with torch.no_grad():
+            for name, param in generator.named_parameters():
+                if name.endswith("bias"):
+                    param.normal_(0, 0.1)
+            generator.output.weight.mul_(0.3)
+    return generator.eval()
+
+
+def make_tiny_dcgan(seed: int = 0) -> DCGANGenerator:
+    """16 px tutorial-layout DCGAN with randomised BatchNorm statistics."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = DCGANGenerator(z_dim=8, channels=[16, 8])
+        with torch.no_grad():
+            for module in generator.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.running_mean.normal_(0, 0.1)
+                    module.running_var.uniform_(0.5, 1.5)
+                    module.weight.uniform_(0.8, 1.2)
+                    module.bias.normal_(0, 0.1)
+    return generator.eval()
+
+
+def rendered_targets(generator, n: int = 2, seed: int = 9) -> torch.Tensor:
+    """Images the generator itself made (exactly representable targets)."""
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return generator(z.to(generator.device)).clamp(-1, 1)
+
+
+class HandMadeGenerator(StagedGenerator):
+    """A test family built in code: its config is its family name, its weights are fixed."""
+
+    def config(self) -> dict[str, Any]:
+        return {"family": self.family}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HandMadeGenerator:
+        return cls()
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any], source: str = "state dict"
+                        ) -> HandMadeGenerator:
+        generator = cls()
+        load_strict(generator, state_dict, source)
+        return generator
+
+    def _stages(self):
+        return self._stage_list
+
+
+class ToyGenerator(HandMadeGenerator):
+    """Hand-set linear generator, 2x2 px, answers computable by hand.
+
+    z (2) -> ``feat``: 1x1 conv with identity weights, then nearest upsampling to 2x2, so both
+    feature channels are constant maps equal to z; ``output``: 1x1 conv, channel 0 -> red,
+    channel 1 -> green and blue, no bias, no activation.
+    """
+
+    family = "toy"
+
+    def __init__(self):
+        super().__init__()
+        self.z_dim, self.resolution = 2, 2
+        self.feat = nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), nn.Upsample(scale_factor=2))
+        self.rgb = nn.Conv2d(2, 3, 1, bias=False)
+        with torch.no_grad():
+            self.feat[0].weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+            colours = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+            self.rgb.weight.copy_(colours.view(3, 2, 1, 1))
+        self._stage_list = [("feat", self.feat), ("output", self.rgb)]
+
+
+class Poisoned(ToyGenerator):
+    """The toy generator, but image 1 of a batch turns to NaN once its red passes 0.2."""
+
+    def tail(self, cut, layer):
+        images = super().tail(cut, layer)
+        poison = torch.zeros_like(images)
+        if images.shape[0] > 1 and images[1, 0].mean() > 0.2:
+            poison[1] = float("nan")
+        return images + poison
+
+
+# -- the attribution toy: codes that paint known regions ----------------------------------------
+REGIONS = ("top", "bottom-left", "bottom-right")
+REGION_VOCABULARY = Vocabulary("regions", REGIONS, spread_colors(3))
+
+
+def region_masks(size: int = 8) -> torch.Tensor:
+    """[3, size, size]: top half, bottom-left quarter, bottom-right quarter."""
+    masks = torch.zeros(3, size, size)
+    half = size // 2
+    masks[0, :half] = 1
+    masks[1, half:, :half] = 1
+    masks[2, half:, half:] = 1
+    return masks
+
+
+class PaintRegions(nn.Module):
+    """z -> 6 feature channels; channels 2k and 2k+1 are exactly region k's mask (z is ignored
+    through a zero-weight, unit-bias 1x1 conv, so the answer does not depend on the codes)."""
+
+    def __init__(self, z_dim: int, size: int) -> None:
+        super().__init__()
+        self.lift = nn.Conv2d(z_dim, 6, 1)
+        with torch.no_grad():
+            self.lift.weight.zero_()
+            self.lift.bias.fill_(1.0)
+        self.register_buffer("masks", region_masks(size).repeat_interleave(2, dim=0))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.lift(z) * self.masks
+
+
+class RegionGenerator(HandMadeGenerator):
+    """8 px generator whose composing layer ``regions`` paints three known regions: the tail is a
+    1x1 conv giving region k's two channels colour k (red, green, blue) times 0.4, no bias."""
+
+    family = "regions"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z_dim, self.resolution = 4, 8
+        self.regions = PaintRegions(self.z_dim, self.resolution)
+        self.rgb = nn.Conv2d(6, 3, 1, bias=False)
+        with torch.no_grad():
+            colours = torch.eye(3).repeat_interleave(2, dim=1) * 0.4  # [3 rgb, 6 channels]
+            self.rgb.weight.copy_(colours.view(3, 6, 1, 1))
+        self._stage_list = [("regions", self.regions), ("output", self.rgb)]
+
+
+def region_labels(batch: int) -> torch.Tensor:
+    masks = region_masks()
+    return (masks * torch.arange(3).view(3, 1, 1)).sum(0).long().expand(batch, 8, 8).clone()
+
+
+def inversion_of(generator, alphas: torch.Tensor, layer="regions", fusion="sum",
+                 codes: torch.Tensor | None = None) -> InversionResult:
+    """An InversionResult holding given alphas (and random codes), rendered exactly."""
+    batch, n = alphas.shape[:2]
+    layer = generator.layer(layer)
+    codes = codes if codes is not None else torch.randn(batch, n, generator.z_dim)
+    with torch.no_grad():
+        images = render(generator, codes, alphas, layer, fusion).clamp(-1, 1)
+    return InversionResult(
+        names=[f"img{i}" for i in range(batch)], codes=codes, alphas=alphas, layer=layer,
+        fusion=fusion, task={"name": "inversion"}, recipe={}, seeds=list(range(batch)),
+        reconstructions=images, outputs=images, observations=images, losses=torch.zeros(batch),
+        trace_iterations=[], trace=torch.empty(0, batch), metrics=[None] * batch)
+
+
+def specialised_alphas(batch: int = 2) -> torch.Tensor:
+    """Code k holds 0.9 on region k's channels and 0.05 on the others."""
+    alphas = torch.full((batch, 3, 6), 0.05)
+    for k in range(3):
+        alphas[:, k, 2 * k:2 * k + 2] = 0.9
+    return alphas
+
+
+# -- the contract every family runs through -----------------------------------------------------
+def forward_hook_count(module: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+class GeneratorContract:
+    """The tests every generator family must pass. Subclass it as ``TestXxxContract`` and
+    implement :meth:`make` (a small generator in eval mode); a family whose cut carries tensors
+    names a ``carry`` spec that makes it optimise extra latents in :attr:`extra_carry`."""
+
+    extra_carry: str | None = None  # e.g. "styles=latent": a rule under which extras exist
+    extra_layer: str | int = -1  # where to check the extra latents
+
+    def make(self):
+        raise NotImplementedError
+
+    @pytest.fixture
+    def generator(self):
+        return self.make()
+
+    @staticmethod
+    def latents(generator, n: int = 3, seed: int = 5) -> torch.Tensor:
+        return torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+
+    def test_layers_are_measured_by_the_head(self, generator):
+        layers = generator.layers
+        assert [layer.index for layer in layers] == list(range(len(layers)))
+        assert layers[0].name == "z" and layers[0].shape == (generator.z_dim, 1, 1)
+        assert len({layer.name for layer in layers}) == len(layers)
+        z = self.latents(generator, 2)
+        with torch.no_grad():
+            for layer in layers:
+                cut = generator.head(z, layer)
+                assert tuple(cut.features.shape) == (2, *layer.shape), layer.describe()
+                specs = {spec.name for spec in generator.carry_specs(layer)}
+                assert set(cut.carry) == specs, layer.describe()
+
+    def test_head_then_tail_is_the_plain_forward_at_every_layer(self, generator):
+        z = self.latents(generator)
+        with torch.no_grad():
+            plain = generator(z)
+            assert plain.shape == (3, 3, generator.resolution, generator.resolution)
+            for layer in generator.layers:
+                torch.testing.assert_close(generator.tail(generator.head(z, layer), layer), plain,
+                                           rtol=0, atol=0, msg=layer.describe)
+
+    def test_one_code_with_unit_alpha_reproduces_the_forward_at_every_layer(self, generator):
+        z = self.latents(generator)
+        with torch.no_grad():
+            plain = generator(z)
+            for layer in generator.layers:
+                ones = torch.ones(3, 1, layer.channels)
+                torch.testing.assert_close(render(generator, z[:, None], ones, layer), plain,
+                                           rtol=0, atol=0, msg=layer.describe)
+
+    def test_batched_head_and_tail_equal_one_at_a_time(self, generator):
+        z = self.latents(generator)
+        layer = generator.layers[len(generator.layers) // 2]
+        with torch.no_grad():
+            cut = generator.head(z, layer)
+            images = generator.tail(cut, layer)
+            for i in range(3):
+                alone = generator.head(z[i:i + 1], layer)
+                torch.testing.assert_close(alone.features, cut.features[i:i + 1])
+                for name, value in alone.carry.items():
+                    torch.testing.assert_close(value, cut.carry[name][i:i + 1])
+                torch.testing.assert_close(generator.tail(alone, layer), images[i:i + 1],
+                                           atol=1e-5, rtol=1e-5)
+
+    def test_hooks_always_come_off(self, generator):
+        before = forward_hook_count(generator)
+        z = self.latents(generator)
+        with torch.no_grad():
+            for layer in generator.layers:
+                generator.tail(generator.head(z, layer), layer)
+        assert forward_hook_count(generator) == before
+
+    def test_save_and_load_round_trip(self, generator, tmp_path):
+        path = tmp_path / "generator.safetensors"
+        if not generator.savable:
+            with pytest.raises(InputError, match="cannot be saved"):
+                save_generator(generator, path)
+            return
+        save_generator(generator, path)
+        loaded = load_generator_file(path)
+        assert type(loaded) is type(generator) and loaded.config() == generator.config()
+        z = self.latents(generator)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(z), generator(z), rtol=0, atol=0)
+
+    def test_an_inversion_and_its_extra_latents_survive_the_run_directory(self, generator,
+                                                                          tmp_path):
+        layer = generator.layer(self.extra_layer)
+        recipe = get_recipe("adam", "inversion").with_overrides(
+            iterations=2, codes=2, layer=layer.name, carry=self.extra_carry or "")
+        targets = rendered_targets(generator)
+        result = invert(generator, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
+        if self.extra_carry is not None:
+            assert result.extras, "the carry rule should have asked for extra latents"
+        run = RunDirectory.open(tmp_path / "run", {"recipe": result.recipe, "task": result.task})
+        run.write_batch(result, [ImageRecord(f"img{i}", [], None, None) for i in range(2)])
+        loaded = run.load_result()
+        assert loaded.carry == result.carry and set(loaded.extras) == set(result.extras)
+        for name, value in result.extras.items():
+            torch.testing.assert_close(loaded.extras[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(loaded.codes, result.codes, rtol=0, atol=0)
+        with torch.no_grad():
+            again = render(generator, loaded.codes, loaded.alphas, loaded.layer, loaded.fusion,
+                           loaded.carry, loaded.extras).clamp(-1, 1)
+        torch.testing.assert_close(again, loaded.reconstructions, atol=1 / 127.5, rtol=0)
+
+    def test_plain_latent_optimisation_at_layer_zero(self, generator):
+        z = self.latents(generator)[:, None]
+        with torch.no_grad():
+            torch.testing.assert_close(
+                render(generator, z, initial_alphas(3, 1, generator.z_dim), generator.layer(0)),
+                generator(z[:, 0]), rtol=0, atol=0)
