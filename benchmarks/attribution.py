@@ -23,8 +23,8 @@ import statistics
 import torch
 
 from analysis.attribution import ablated_renders, ablation_mask
-from inversion.composition import code_features, render
 from core.devices import timed
+from inversion.composition import code_cuts, render
 from inversion.recipes import get_recipe
 from mganprior.zoo import load_generator
 
@@ -45,13 +45,13 @@ def measure(name: str, images: int, codes: int, repeats: int, device: str | None
     alphas = (torch.rand(images, codes, layer.channels, generator=gen) * 0.25).to(device_)
     zeroed = ablation_mask(alphas, 0.2)
 
-    cached = code_features(generator, z, layer)
+    cached = code_cuts(generator, z, layer)
 
     def batched_cached():
         return ablated_renders(generator, cached, alphas, zeroed, layer, "sum")[1]
 
     def batched_with_head():
-        features = code_features(generator, z, layer)
+        features = code_cuts(generator, z, layer)
         return ablated_renders(generator, features, alphas, zeroed, layer, "sum")[1]
 
     def naive():

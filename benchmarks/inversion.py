@@ -19,8 +19,8 @@ import platform
 
 import torch
 
-from inversion import Inversion, get_recipe, invert
 from core.devices import timed
+from inversion import Inversion, get_recipe, invert
 from mganprior.zoo import load_generator
 
 

@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from training.gan import GANTrainConfig, ImageBank, train_gan
 from scenes.datasets import render_many
 from scenes.render import DOMAINS
+from training.gan import GANTrainConfig, ImageBank, train_gan
 
 
 def main() -> None:

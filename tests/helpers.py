@@ -19,7 +19,7 @@ from core.errors import InputError
 from core.weights import load_strict
 from inversion.composition import initial_alphas, render
 from inversion.engine import InversionResult, invert
-from inversion.generators import DCGANGenerator, PGGANGenerator, StagedGenerator
+from inversion.generators import CarrySpec, DCGANGenerator, PGGANGenerator, StagedGenerator
 from inversion.generators.formats import load_generator_file
 from inversion.generators.saving import save_generator
 from inversion.recipes import get_recipe
@@ -114,6 +114,52 @@ class ToyGenerator(HandMadeGenerator):
             colours = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
             self.rgb.weight.copy_(colours.view(3, 2, 1, 1))
         self._stage_list = [("feat", self.feat), ("output", self.rgb)]
+
+
+class CarryToy(HandMadeGenerator):
+    """The toy generator plus one tensor carried across its cut, for known answers.
+
+    At layer ``feat`` the cut carries ``shift`` ``[B, 1]`` = 0.5 * z[:, 0]; the tail adds it to
+    every pixel of every channel (no shift when the rule drops it). Rules: ``alpha``, ``mean``,
+    ``drop``, and ``latent`` (an extra latent ``shift`` ``[B, 1]``, initialised at the codes'
+    mean shift).
+    """
+
+    family = "carry-toy"
+
+    def __init__(self):
+        super().__init__()
+        self.toy = ToyGenerator()
+        self.z_dim, self.resolution = 2, 2
+        self._stage_list = self.toy._stage_list
+
+    def carry_specs(self, layer):
+        if layer.name != "feat":
+            return ()
+        return (CarrySpec("shift", ("alpha", "mean", "drop", "latent"), "alpha",
+                          "added to every pixel"),)
+
+    def head(self, z, layer):
+        cut = super().head(z, layer)
+        if self.layer(layer).name == "feat":
+            cut.carry["shift"] = 0.5 * self._check_latents(z)[:, :1]
+        return cut
+
+    def tail(self, cut, layer):
+        if self.layer(layer).index == 0:
+            z = cut.features.flatten(1)
+            return self._run(cut.features, 0, None) + 0.5 * z[:, :1, None, None]
+        shift = cut.carry.get("shift")
+        images = self._run(cut.features, self.layer(layer).index, None)
+        return images if shift is None else images + shift[:, :, None, None]
+
+    def extra_latents(self, layer, rules, cut):
+        if rules.get("shift") != "latent":
+            return {}
+        return {"shift": cut.carry["shift"].mean(dim=1)}
+
+    def carry_from_latents(self, layer, rules, extras):
+        return {"shift": extras["shift"]}
 
 
 class Poisoned(ToyGenerator):

@@ -70,6 +70,10 @@ def test_single_code_baseline_flags(tmp_path, checkpoint, face_pngs):
     (["--task", "super-resolution", "--factor", "3"], "--factor 3 does not divide"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "cuda:7"], "--device"),
+    (["--carry", "img=alpha"], "--carry names img, but the pggan cut at layer"),
+    (["--perceptual-size", "0"], "--perceptual-size must be between 16 and 1024 pixels"),
+    (["--lr", "inf"], "--lr must be a finite number above 0"),
+    (["--perceptual-lambda", "nan"], "--perceptual-lambda must be a finite number >= 0"),
 ])
 def test_bad_flags_fail_with_one_line_and_write_nothing(capsys, tmp_path, checkpoint, face_pngs,
                                                         extra, message):
@@ -210,3 +214,17 @@ def test_training_stopped_by_a_signal_checkpoints_and_says_how_to_resume(tmp_pat
     assert "interrupted; rerun the same command to resume" in err
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["step"] >= 5  # the run resumes from here (test_training checks the step)
+
+
+def test_index_rebuilds_a_run_from_its_image_folders(capsys, tmp_path, checkpoint, face_pngs):
+    out = tmp_path / "run"
+    assert main(invert_args(checkpoint, face_pngs, out)) == 0
+    (out / "results.jsonl").unlink()
+    (out / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["index", str(out)]) == 0
+    assert "3/3 images inverted" in capsys.readouterr().out
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
+    assert json.loads((out / "summary.json").read_text())["ok"] == 3
+    assert main(["index", str(tmp_path)]) == 2
+    assert "is neither a run" in error_line(capsys)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import Poisoned, ToyGenerator, rendered_targets
-from inversion.engine import frozen, invert
+from inversion.engine import frozen, initial_codes, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Colorization, Inpainting, Inversion
 
@@ -46,11 +46,35 @@ def test_batched_inversion_equals_one_image_at_a_time(tiny_pggan, optimizer):
 
 
 def test_single_code_baseline_is_plain_latent_optimisation(tiny_pggan):
+    """One code at layer 0 optimises z alone (alpha stays 1): the same codes as a plain Adam
+    loop on G(z) after the same steps."""
     targets = rendered_targets(tiny_pggan)
-    result = invert(tiny_pggan, targets, Inversion(), adam(iterations=5, codes=1, layer=0),
-                    seeds=[0, 1], progress=False)
+    recipe = adam(iterations=25, codes=1, layer=0, lr=0.05)
+    result = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
     assert result.layer.name == "z" and result.codes.shape == (2, 1, 8)
-    assert result.alphas.shape == (2, 1, 8)
+    assert result.recipe["alphas"] == "fixed" and torch.equal(result.alphas, torch.ones(2, 1, 8))
+
+    z = initial_codes([0, 1], 1, 8, "normal")[:, 0].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=0.05)
+    for _ in range(25):
+        loss = (tiny_pggan(z) - targets).pow(2).flatten(1).mean(dim=1).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.testing.assert_close(result.codes[:, 0], z.detach(), rtol=0, atol=1e-6)
+
+
+def test_alphas_are_trained_by_default_and_can_be_fixed(tiny_pggan):
+    targets = rendered_targets(tiny_pggan)
+    trained = invert(tiny_pggan, targets, Inversion(), adam(iterations=3, codes=1, layer=2),
+                     seeds=[0, 1], progress=False)
+    channels = tiny_pggan.layer(2).channels
+    assert trained.recipe["alphas"] == "train"
+    assert not torch.equal(trained.alphas, torch.ones(2, 1, channels))
+    fixed = invert(tiny_pggan, targets, Inversion(),
+                   adam(iterations=3, codes=3, layer=2, alphas="fixed"), seeds=[0, 1],
+                   progress=False)
+    assert torch.equal(fixed.alphas, torch.full((2, 3, channels), 1 / 3))
 
 
 def test_a_nan_loss_stops_that_image_only(toy):

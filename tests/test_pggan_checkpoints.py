@@ -173,3 +173,30 @@ def test_safetensors_config_must_match_the_weights(tmp_path):
                                      '"channels": [16, 12, 4]}')
     with pytest.raises(InputError, match="shape mismatches"):
         load_generator_file(path)
+
+
+def test_a_file_of_no_known_format_gets_one_line_listing_the_formats(tmp_path):
+    stranger = tmp_path / "encoder.pth"
+    torch.save({"encoder.weight": torch.zeros(2, 2)}, stranger)
+    with pytest.raises(InputError, match=r"encoder\.pth is not a generator file in a known "
+                                         r"format\. Known formats: mganprior .*pggan-genforce.*"
+                                         r"dcgan-tutorial") as err:
+        load_generator_file(stranger)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ('{"family": "pggan", "resolution": 16, "z_dim": 8, "channels": [4096, 4096, 4096]}',
+     "shape mismatches"),  # checked on the meta device: nothing of that size is allocated
+    ('{"family": "pggan", "resolution": "big", "z_dim": 8, "channels": [16, 12, 8]}',
+     "wrongly typed"),
+    ('{"family": "stylegan9"}', "names family 'stylegan9'; known families: pggan, dcgan"),
+    ('["pggan"]', "not a JSON object"),
+])
+def test_configs_are_checked_against_the_weights_before_anything_is_built(tmp_path, config,
+                                                                          message):
+    path = save_generator(PGGANGenerator.from_state_dict(genforce_state_dict()),
+                          tmp_path / "g.safetensors")
+    (tmp_path / "g.json").write_text(config)
+    with pytest.raises(InputError, match=message):
+        load_generator_file(path)

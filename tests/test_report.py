@@ -122,3 +122,16 @@ def test_study_sections(tmp_path, tiny_pggan, face_pngs):
     for heading in ("Metrics by cell", "Metric by layer", "Reconstructions by layer"):
         assert f"<h3>{heading}" in html
     assert "cells done" in html and "data:text/csv;base64," in html
+
+
+def test_classes_by_layer_take_their_colours_from_the_segmenter_vocabulary():
+    from matplotlib.colors import to_hex
+
+    from reports.figures import attribution_by_layer
+
+    rows = [{"generator": "g", "task": "inversion", "layer": f"layer{i}", "layer_index": i,
+             "codes": 4, "class": name, "codes_assigned": 2, "share": 0.5, "color": color}
+            for i in (1, 2) for name, color in (("sky", "#123456"), ("tree", "#abcdef"))]
+    figure = attribution_by_layer(rows)
+    colours = {to_hex(bar.get_facecolor()) for bar in figure.axes[0].patches}
+    assert colours == {"#123456", "#abcdef"}

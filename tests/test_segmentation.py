@@ -166,3 +166,18 @@ def test_saved_segmenter_round_trip_and_damaged_directories(smp_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"no config\.json"):
         load_smp_segmenter(tmp_path / "empty")
+
+
+def test_segmenter_folders_go_through_the_format_registry(smp_dir, tmp_path):
+    from segmentation.formats import load_segmenter_dir
+    from segmentation.segmenters import Segmenter
+
+    segmenter = load_segmenter_dir(smp_dir, labels=["sky", "ground", "thing"], device="cpu")
+    assert isinstance(segmenter, Segmenter)  # labels, vocabulary, device, segment
+    assert segmenter.vocabulary.names == segmenter.labels == ("sky", "ground", "thing")
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(InputError, match=r"stranger is not a segmenter folder in a known "
+                                         r"format\. Known formats: smp \("):
+        load_segmenter_dir(stranger)

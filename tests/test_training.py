@@ -74,7 +74,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
         # log entries come every 50 steps or at the end; checkpoints every 10
         train_gan(bank, tiny_config(iterations=17), tmp_path / "resumed", device=CPU,
                   progress=False, checkpoint_every=10, on_step=interrupt)
-    state = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 17  # Ctrl-C saved the step in flight, not the last periodic one
     assert (tmp_path / "resumed" / "generator.safetensors").is_file()
     resumed = train_gan(bank, config_logged, tmp_path / "resumed", device=CPU, progress=False,
@@ -83,6 +83,58 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     for (name, a), b in zip(straight.generator.state_dict().items(),
                             resumed.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_training_leaves_the_global_rng_alone(tmp_path):
+    before = torch.get_rng_state()
+    train_gan(ImageBank(red_images(), CPU), tiny_config(iterations=3), tmp_path / "a",
+              device=CPU, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(123)  # whatever the global RNG holds, the same settings train the same
+    again = train_gan(ImageBank(red_images(), CPU), tiny_config(iterations=3), tmp_path / "b",
+                      device=CPU, progress=False)
+    first = load_generator_file(tmp_path / "a" / "generator.safetensors")
+    for a, b in zip(first.state_dict().values(), again.generator.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a.half().float(), b.half().float())
+
+
+class Payload:
+    """A pickled object whose unpickling would write a file (what a hostile checkpoint does)."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    bank = ImageBank(red_images(), CPU)
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    train_gan(bank, tiny_config(iterations=2), out, device=CPU, progress=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["log"] = [Payload(marker)]
+    torch.save(state, out / "checkpoint.pt")
+    with pytest.raises(InputError, match="holds objects other than tensors"):
+        train_gan(bank, tiny_config(iterations=4), out, device=CPU, progress=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"batch": 0}, "batch"), ({"iterations": -1}, "iterations"), ({"lr": float("nan")}, "lr"),
+    ({"lr": float("inf")}, "lr"), ({"r1_every": 0}, "r1_every"), ({"channels": [16, 0]},
+                                                                    "channels"),
+])
+def test_bad_training_settings_are_refused_before_anything_is_written(tmp_path, overrides,
+                                                                      field):
+    with pytest.raises(InputError, match=f"^{field} must") as err:
+        train_gan(ImageBank(red_images(), CPU), tiny_config(**overrides), tmp_path / "out",
+                  device=CPU, progress=False)
+    assert err.value.field == field and not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match=r"^checkpoint_every must"):
+        train_gan(ImageBank(red_images(), CPU), tiny_config(), tmp_path / "out", device=CPU,
+                  progress=False, checkpoint_every=0)
 
 
 def test_resume_with_other_settings_names_them(tmp_path):
@@ -129,9 +181,12 @@ def trained_segmenter(tmp_path_factory):
     held_images, held_labels = stripes(16, seed=1)
     config = SegmenterTrainConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8),
                                   iterations=40, batch=8, lr=0.003)
+    rng_before = torch.get_rng_state()
     result = train_segmenter(LabelledBank(images, labels, CPU), vocabulary, config, out,
                              device=CPU, validation=LabelledBank(held_images, held_labels, CPU),
                              progress=False)
+    # the trainer used its own generators only: the process-global RNG is where it was
+    assert torch.equal(torch.get_rng_state(), rng_before)
     return result, vocabulary, held_images, held_labels
 
 

@@ -1,0 +1,174 @@
+"""Many processes, one run directory: claims, per-image records as the source of truth, indexes
+that are appended to and rebuilt, and a rerun that finishes exactly the missing work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from core.claims import Claims
+from core.errors import InputError
+from helpers import REPO, make_tiny_pggan, write_png
+from inversion.generators.saving import save_generator
+from inversion.images import load_images
+from inversion.recipes import get_recipe
+from inversion.rundir import RunDirectory
+from inversion.runs import RunSettings, run_inversion
+from inversion.tasks import Inversion
+
+WORKER = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from inversion.generators.formats import load_generator_file
+    from inversion.images import load_images
+    from inversion.recipes import get_recipe
+    from inversion.runs import RunSettings, run_inversion
+    from inversion.tasks import Inversion
+
+    checkpoint, images, out, go = sys.argv[1:5]
+    generator = load_generator_file(checkpoint)
+    loaded = load_images([images], 16)
+    recipe = get_recipe("adam", "inversion").with_overrides(iterations=60, codes=3, layer=4)
+    settings = RunSettings(generator, {"name": "tiny"}, Inversion(), recipe, batch_size=1,
+                           progress=False)
+    print("ready", flush=True)
+    while not Path(go).exists():
+        time.sleep(0.01)
+    _, summary = run_inversion(settings, loaded, out, log=lambda message: None)
+    print(json.dumps(summary["last_session_images"]), flush=True)
+""")
+
+
+def settings_for(generator, iterations=20):
+    recipe = get_recipe("adam", "inversion").with_overrides(iterations=iterations, codes=3,
+                                                            layer=4)
+    return RunSettings(generator, {"name": "tiny"}, Inversion(), recipe, batch_size=1,
+                       progress=False)
+
+
+def spawn(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def six_pngs(tmp_path, tiny_pggan):
+    from inversion.images import save_png
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(tiny_pggan.sample(6, seed=3)):
+        save_png(image, folder / f"img{i}.png")
+    return folder
+
+
+def test_two_uncoordinated_processes_split_one_run(tmp_path, six_pngs):
+    checkpoint = save_generator(make_tiny_pggan(), tmp_path / "tiny.safetensors")
+    out, go = tmp_path / "run", tmp_path / "go"
+    workers = [spawn(WORKER, checkpoint, six_pngs, out, go) for _ in range(2)]
+    for worker in workers:
+        assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
+    go.touch()
+    done = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr
+        done.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert sum(done) == 6, done  # every image inverted once, by one of the two
+    run = RunDirectory(out)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["image"] for line in lines) == [f"img{i}" for i in range(6)]
+    assert run.finished() == {f"img{i}" for i in range(6)} and run.index_is_current()
+    assert json.loads((out / "summary.json").read_text())["images"] == 6
+    assert not list((out / "images").glob(".partial-*"))
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from core.claims import Claims
+    assert Claims(sys.argv[1]).try_claim(sys.argv[2])
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_live_claim_is_respected_and_a_killed_one_blocks_nothing(tmp_path, face_pngs,
+                                                                    tiny_pggan):
+    images = load_images([face_pngs], 16)
+    run = RunDirectory(tmp_path / "run")
+    holder = spawn(HOLDER, run.claims.folder, "img1")
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        assert run.claims.held_elsewhere("img1")
+        messages = []
+        _, summary = run_inversion(settings_for(tiny_pggan), images, run.path,
+                                   log=messages.append)
+        assert run.finished() == {"img0", "img2"} and summary["last_session_images"] == 2
+        assert any("another process" in m for m in messages)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # dies holding its claim
+        holder.wait()
+    assert not run.claims.held_elsewhere("img1")
+    _, summary = run_inversion(settings_for(tiny_pggan), images, run.path)
+    assert summary["last_session_images"] == 1 and run.finished() == {"img0", "img1", "img2"}
+    assert [r["image"] for r in run.records()] == ["img0", "img2", "img1"]
+
+
+def test_the_folders_are_the_truth_and_the_index_is_rebuilt_from_them(tmp_path, face_pngs,
+                                                                      tiny_pggan):
+    images = load_images([face_pngs], 16)
+    run, _ = run_inversion(settings_for(tiny_pggan), images, tmp_path / "run")
+    original = run.records()
+    run.results_path.unlink()
+    assert run.records() == [] and not run.index_is_current()
+    run.rebuild_index()
+    assert run.records() == original and run.index_is_current()
+    with run.results_path.open("a") as handle:
+        handle.write('{"image": "img1", "status": "ok", "psnr": 99}\n{broken\n')
+    problems: list[str] = []
+    records = run.records(problems)
+    assert problems == ["results.jsonl line 5 is damaged and was skipped"]
+    assert [r["image"] for r in records] == ["img0", "img2", "img1"]  # the last line wins
+    assert not run.index_is_current()
+    # a rerun finds nothing to do and repairs the index on its way out
+    _, summary = run_inversion(settings_for(tiny_pggan), images, run.path)
+    assert summary["last_session_images"] == 0 and run.records() == original
+
+
+def test_a_run_from_before_per_image_records_is_adopted(tmp_path, face_pngs, tiny_pggan):
+    images = load_images([face_pngs], 16)
+    run, _ = run_inversion(settings_for(tiny_pggan), images, tmp_path / "run")
+    for name in ("img0", "img1", "img2"):
+        run.image_file(name, "record").unlink()  # what older versions wrote
+    assert run.finished() == set()
+    run.rebuild_index()
+    assert run.finished() == {"img0", "img1", "img2"} and run.load_result().batch == 3
+
+
+def test_another_file_under_a_finished_name_is_refused(tmp_path, tiny_pggan):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_png(folder / "face.png", tiny_pggan.sample(1, seed=1).add(1).mul(127.5).byte()[0]
+              .permute(1, 2, 0).numpy())
+    run_inversion(settings_for(tiny_pggan), load_images([folder], 16), tmp_path / "run")
+    write_png(folder / "face.png", tiny_pggan.sample(1, seed=2).add(1).mul(127.5).byte()[0]
+              .permute(1, 2, 0).numpy())
+    with pytest.raises(InputError, match="face was inverted from another file"):
+        run_inversion(settings_for(tiny_pggan), load_images([folder], 16), tmp_path / "run")
+
+
+def test_claims_are_exclusive_within_and_between_holders(tmp_path):
+    first, second = Claims(tmp_path), Claims(tmp_path)
+    assert first.try_claim("a") and not second.try_claim("a")
+    assert second.held_elsewhere("a") and not first.held_elsewhere("a")
+    first.release("a", finished=True)
+    assert not (tmp_path / "a.lock").exists() and second.try_claim("a")
+    with first.hold(["a", "b"]) as taken:
+        assert taken == ["b"]
+    assert first.try_claim("b")
