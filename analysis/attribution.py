@@ -394,6 +394,7 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     ``vocabulary``. ``inversion.features``, when the inversion kept them, spare the head pass.
     """
     settings = settings or AttributionSettings()
+    generator = generator.in_space(inversion.recipe.get("latent_space", "z"))
     check_compatible(generator, inversion)
     if (segmenter is None) == (labels is None):
         raise InputError("give exactly one of a segmenter or label maps")
@@ -468,6 +469,7 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
 
 def check_compatible(generator: LayeredGenerator, inversion: InversionResult) -> None:
     """The codes fit the generator: same z size, same composing layer with the same shape."""
+    generator = generator.in_space(inversion.recipe.get("latent_space", "z"))
     if inversion.codes.shape[-1] != generator.z_dim:
         raise InputError(f"the run's codes are {inversion.codes.shape[-1]}-dimensional but the "
                          f"generator takes z of {generator.z_dim}: not the run's generator")

@@ -136,9 +136,13 @@ def render(generator: LayeredGenerator, codes: torch.Tensor, alphas: torch.Tenso
            fusion: str = "sum", rules: Mapping[str, str] | None = None,
            extras: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """``x_inv = tail(fuse(head(codes), alphas))``: images ``[B, 3, H, W]``. ``rules`` default to
-    the family's; ``extras`` are the latents a ``latent`` rule needs (from an inversion)."""
+    the family's; ``extras`` are the latents a ``latent`` rule needs (an inversion's; without
+    them, their starting values)."""
     rules = resolve_carry(generator, layer) if rules is None else rules
-    return generator.tail(fuse(code_cuts(generator, codes, layer), alphas, fusion, rules,
+    cut = code_cuts(generator, codes, layer)
+    if extras is None and "latent" in rules.values():
+        extras = generator.extra_latents(layer, rules, cut)
+    return generator.tail(fuse(cut, alphas, fusion, rules,
                                latent_carry(generator, layer, rules, extras)), layer)
 
 

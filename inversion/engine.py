@@ -89,11 +89,13 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
                 p.requires_grad_(flag)
 
 
-def initial_codes(seeds: list[int], codes: int, z_dim: int, init: str) -> torch.Tensor:
-    """``[B, N, Z]``; each image's codes depend only on its own seed."""
+def initial_codes(generator: LayeredGenerator, seeds: list[int], codes: int,
+                  init: str) -> torch.Tensor:
+    """``[B, N, Z]`` on the CPU; each image's codes depend only on its own seed (``normal``: the
+    family's ``initial_latents``, standard normal z for most)."""
     if init == "zero":
-        return torch.zeros(len(seeds), codes, z_dim)
-    return torch.stack([torch.randn(codes, z_dim, generator=torch.Generator().manual_seed(int(s)))
+        return torch.zeros(len(seeds), codes, generator.z_dim)
+    return torch.stack([generator.initial_latents(codes, torch.Generator().manual_seed(int(s)))
                         for s in seeds])
 
 
@@ -113,6 +115,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     ``keep_features``: keep the final head features in the result, so an attribution that follows
     in the same process skips the head pass.
     """
+    generator = generator.in_space(recipe.latent_space)
     device = generator.device
     batch = observations.shape[0]
     if len(seeds) != batch:
@@ -131,7 +134,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     started = time.perf_counter()
 
     rules = resolve_carry(generator, layer, recipe.carry)
-    codes = initial_codes(seeds, recipe.codes, generator.z_dim, recipe.init).to(device)
+    codes = initial_codes(generator, seeds, recipe.codes, recipe.init).to(device)
     alphas = initial_alphas(batch, recipe.codes, layer.channels, device)
     extras: dict[str, torch.Tensor] = {}
     if "latent" in rules.values():

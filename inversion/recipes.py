@@ -15,10 +15,11 @@ beat 0.003, 0.005, 0.03 and 0.1 at every budget from 50 to 500 iterations; after
 is 16 dB (samples) and 12 dB (real photos) above the official SGD recipe; 20 codes cost 0.6 dB
 against 30 at equal iterations and are 1.5x faster per iteration (slightly ahead at equal time).
 
-``alphas``: ``train`` optimises the channel weights with the codes, ``fixed`` keeps them at 1/N,
-``auto`` (the default) fixes them for the single-code baseline (one code at layer 0: plain latent
-optimisation, ``G(z)``) and trains them everywhere else. ``carry``: the fusion rule of each tensor
-a family carries across the cut (``NAME=RULE,...``; empty: the family's defaults).
+``latent_space``: where codes live, for families with more than one (StyleGAN2: ``z``, ``w``,
+``w+``). ``alphas``: ``train`` optimises the channel weights with the codes, ``fixed`` keeps them
+at 1/N, ``auto`` (the default) fixes them for the single-code baseline (one code at layer 0:
+plain latent optimisation, ``G(z)``) and trains them everywhere else. ``carry``: the fusion rule
+of each tensor a family carries across the cut (``NAME=RULE,...``; empty: the family's defaults).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Recipe:
     perceptual_size: int | None = 256
     alphas: str = "auto"
     carry: str = ""
+    latent_space: str = "z"
 
     @property
     def perceptual_weight(self) -> float:
@@ -90,6 +92,7 @@ class Recipe:
         parse_carry(self.carry)
 
     def resolve_layer(self, generator: LayeredGenerator) -> Layer:
+        generator = generator.in_space(self.latent_space)
         if self.layer is not None:
             return generator.layer(self.layer)
         return default_layer(generator, self.layer_side)

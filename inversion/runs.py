@@ -73,13 +73,14 @@ class RunSettings:
     progress: bool = True
 
     def config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        layer = self.recipe.resolve_layer(self.generator)
+        generator = self.generator.in_space(self.recipe.latent_space)
+        layer = self.recipe.resolve_layer(generator)
         recipe = self.recipe.for_run(layer, self.perceptual.module is not None)
         return {
             "generator": self.generator_info,
             "task": self.task.to_dict(),
             "recipe": recipe.to_dict(),
-            "carry": resolve_carry(self.generator, layer, self.recipe.carry),
+            "carry": resolve_carry(generator, layer, self.recipe.carry),
             "codes": self.recipe.codes,
             "layer": {"index": layer.index, "name": layer.name, "shape": list(layer.shape)},
             "iterations": self.recipe.iterations,

@@ -70,6 +70,18 @@ def _build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("name", nargs="?", help="a generator name: print its composable layers")
     zoo.add_argument("--checkpoint", help="print the layers of a generator file instead")
 
+    convert = commands.add_parser(
+        "convert", help="convert a generator file of any known format to .safetensors + .json",
+        description="Read a generator file of any known format (NVIDIA StyleGAN2 .pkl without "
+                    "running its code, rosinality .pt, official PGGAN .pth, tutorial DCGAN "
+                    ".pth) and write this project's format: weights that carry no code, and a "
+                    "JSON config beside them.")
+    convert.add_argument("source", metavar="IN", help="the generator file")
+    convert.add_argument("--out", required=True, help="the .safetensors file to write")
+    convert.add_argument("--truncation-psi", type=float,
+                         help="store this truncation in the config (StyleGAN2)")
+    convert.add_argument("--half", action="store_true", help="store the weights in fp16")
+
     invert = commands.add_parser(
         "invert", help="invert images with a multi-code GAN prior into a run directory",
         description="Invert images with N latent codes composed at a generator layer. "
@@ -100,6 +112,10 @@ def _build_parser() -> argparse.ArgumentParser:
                         "single-code baseline, one code at layer 0)")
     invert.add_argument("--carry", help="fusion rule of each tensor the cut carries besides the "
                         "features, NAME=RULE[,NAME=RULE] (see `mganprior zoo NAME`)")
+    invert.add_argument("--latent-space", help="where codes live, for generators with more "
+                        "than one (StyleGAN2: z, w, w+; default z)")
+    invert.add_argument("--truncation-psi", type=float,
+                        help="pull w toward w_avg (StyleGAN2; default: the file's, usually 1)")
     invert.add_argument("--seed", type=int, default=default(RunSettings, "seed"))
     invert.add_argument("--batch-size", type=int, default=default(RunSettings, "batch_size"),
                         help="images optimised together (default: %(default)s)")
@@ -321,6 +337,10 @@ def _add_study_options(parser: argparse.ArgumentParser, spec: type, default_imag
                         help="per-image attribution figures per cell (default %(default)s)")
     parser.add_argument("--perceptual", default=default(spec, "perceptual"),
                         choices=PERCEPTUAL_BACKENDS)
+    parser.add_argument("--latent-space", default=default(spec, "latent_space"),
+                        help="where codes live (StyleGAN2: z, w, w+; default %(default)s)")
+    parser.add_argument("--truncation-psi", type=float,
+                        help="pull w toward w_avg (StyleGAN2; default: the file's, usually 1)")
     parser.add_argument("--vgg-weights", help="path to vgg16-397923af.pth")
     parser.add_argument("--out", required=True, help="study directory (created or resumed)")
     parser.add_argument("--max-cost", type=int, help="refuse to start when more than this many "
@@ -453,12 +473,13 @@ def _invert(args: argparse.Namespace) -> int:
     recipe = get_recipe(args.recipe, args.task).with_overrides(
         codes=args.codes, layer=args.layer, iterations=args.iterations, lr=args.lr,
         optimizer=args.optimizer, fusion=args.fusion, init=args.init, alphas=args.alphas,
-        carry=args.carry, perceptual_layer=args.perceptual_layer,
+        carry=args.carry, latent_space=args.latent_space, perceptual_layer=args.perceptual_layer,
         perceptual_lambda=args.perceptual_lambda, perceptual_size=args.perceptual_size)
     task = make_task(args.task, factor=args.factor, antialias=args.antialias or None,
                      mask=args.mask, invert_mask=args.invert_mask or None,
                      resize_mask=args.resize_mask or None, sigma=args.sigma)
-    loaded = load_generator(args.generator, args.checkpoint, device=args.device)
+    loaded = load_generator(args.generator, args.checkpoint, device=args.device,
+                            truncation_psi=args.truncation_psi)
     generator = loaded.generator
     settings = RunSettings(generator, loaded.info, task, recipe, seed=args.seed,
                            batch_size=args.batch_size, observed=args.observed, bf16=args.bf16,
@@ -537,13 +558,14 @@ def _study(args: argparse.Namespace) -> int:
                      iterations=args.iterations, recipe=args.recipe, seed=args.seed,
                      single_code=not args.no_single_code, segmenter=args.segmenter,
                      perceptual=args.perceptual, vgg_weights=args.vgg_weights,
-                     batch_size=args.batch_size, attribution_figures=args.attribution_figures)
+                     batch_size=args.batch_size, attribution_figures=args.attribution_figures,
+                     latent_space=args.latent_space, truncation_psi=args.truncation_psi)
     spec.validate()
     images = args.images
     study = StudyDirectory(args.out)
     if images is None:
         study.check_usable()
-        first = load_study_generator(generators[0], args.device)
+        first = load_study_generator(generators[0], args.device, args.truncation_psi)
         folder, what = default_images(generators[0], first, args.count, study.inputs, domain)
         images = [folder]
         print(f"images: {args.count} default images in {folder} ({what})", file=sys.stderr)
@@ -564,6 +586,27 @@ def _study(args: argparse.Namespace) -> int:
     print(f"{summary['done']}/{summary['total']} cells done; study: {outcome.out} "
           f"(layers.csv, summary.json, figures/)")
     return 0 if summary["done"] == summary["total"] else 1
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.weights import file_sha256
+    from inversion.generators.formats import load_generator_file, sniff_format
+    from inversion.generators.saving import save_generator
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"out must end in .safetensors, got {out}", field="out")
+    fmt, _ = sniff_format(args.source)
+    generator = load_generator_file(args.source)
+    if args.truncation_psi is not None:
+        generator = generator.with_truncation(args.truncation_psi)
+    save_generator(generator, out, dtype=torch.float16 if args.half else None)
+    print(f"read {args.source} ({fmt.name}, {generator.family}, {generator.resolution} px, "
+          f"{len(generator.layers) - 1} composable layers); wrote {out} and "
+          f"{out.with_suffix('.json').name} (sha256 {file_sha256(out)[:12]}...)")
+    return 0
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -619,7 +662,7 @@ def _stop_on_signals() -> None:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
-    "cross-domain": _study, "index": _index, "report": _report, "demo": _demo,
+    "cross-domain": _study, "index": _index, "convert": _convert, "report": _report, "demo": _demo,
     "scenes": _scenes, "train-generator": _train_generator, "train-segmenter": _train_segmenter,
 }
 

@@ -59,6 +59,8 @@ class StudySpec:
     vgg_weights: str | None = None
     batch_size: int = 8
     attribution_figures: int = 2
+    latent_space: str = "z"
+    truncation_psi: float | None = None
 
     def validate(self) -> None:
         if not self.generators:
@@ -92,12 +94,13 @@ def generator_label(source: str) -> str:
     return source if source in GENERATORS else Path(source).stem
 
 
-def load_study_generator(source: str, device: str | None) -> LoadedGenerator:
+def load_study_generator(source: str, device: str | None,
+                         truncation_psi: float | None = None) -> LoadedGenerator:
     """A zoo name, or a path to a generator file."""
     if source in GENERATORS:
-        return load_generator(source, device=device)
+        return load_generator(source, device=device, truncation_psi=truncation_psi)
     if Path(source).is_file():
-        return load_generator(checkpoint=source, device=device)
+        return load_generator(checkpoint=source, device=device, truncation_psi=truncation_psi)
     raise InputError(f"generator {source!r} is neither a named generator "
                      f"({', '.join(GENERATORS)}) nor a generator file")
 
@@ -134,11 +137,12 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
     out = Path(out)
     study = StudyDirectory(out)
     study.check_usable()
-    loaded = {generator_label(source): load_study_generator(source, device)
+    loaded = {generator_label(source): load_study_generator(source, device, spec.truncation_psi)
               for source in spec.generators}
     if len(loaded) != len(spec.generators):
         raise InputError("two generators share a name; give each once")
-    cells = expand_grid({label: g.generator.layers for label, g in loaded.items()}, spec.tasks,
+    cells = expand_grid({label: g.generator.in_space(spec.latent_space).layers
+                         for label, g in loaded.items()}, spec.tasks,
                         spec.layers, spec.codes, spec.single_code)
     by_resolution: dict[int, list[LoadedImage]] = {}
     for g in loaded.values():
@@ -205,7 +209,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
 
 def _recipe(spec: StudySpec, cell: StudyCell):
     return get_recipe(spec.recipe, cell.task).with_overrides(
-        codes=cell.codes, layer=cell.layer.index, iterations=spec.iterations)
+        codes=cell.codes, layer=cell.layer.index, iterations=spec.iterations,
+        latent_space=spec.latent_space)
 
 
 def _write_figures(study: StudyDirectory, spec: StudySpec, cells: list[StudyCell], rows: list[dict],

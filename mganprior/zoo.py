@@ -96,8 +96,10 @@ class LoadedGenerator:
 
 
 def load_generator(name: str | None = None, checkpoint: str | Path | None = None,
-                   device: str | torch.device | None = None) -> LoadedGenerator:
-    """A named zoo generator or a checkpoint file, in eval mode on ``device``, with provenance."""
+                   device: str | torch.device | None = None,
+                   truncation_psi: float | None = None) -> LoadedGenerator:
+    """A named zoo generator or a checkpoint file (any known format), in eval mode on
+    ``device``, with provenance; ``truncation_psi`` overrides the file's truncation (StyleGAN2)."""
     if (name is None) == (checkpoint is None):
         raise InputError("give exactly one of a generator name (--generator) or a checkpoint "
                          "(--checkpoint)")
@@ -112,6 +114,8 @@ def load_generator(name: str | None = None, checkpoint: str | Path | None = None
     else:
         path = Path(checkpoint)
         generator = load_generator_file(path)
+    if truncation_psi is not None:
+        generator = generator.with_truncation(truncation_psi)
     info = {"name": name, "checkpoint": str(path), "sha256": file_sha256(path),
             "family": generator.family, "resolution": generator.resolution,
             "z_dim": generator.z_dim, "config": generator.config()}

@@ -22,6 +22,7 @@ from inversion.engine import InversionResult, invert
 from inversion.generators import CarrySpec, DCGANGenerator, PGGANGenerator, StagedGenerator
 from inversion.generators.formats import load_generator_file
 from inversion.generators.saving import save_generator
+from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
 from inversion.recipes import get_recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Inversion
@@ -63,6 +64,25 @@ def make_tiny_dcgan(seed: int = 0) -> DCGANGenerator:
                     module.running_var.uniform_(0.5, 1.5)
                     module.weight.uniform_(0.8, 1.2)
                     module.bias.normal_(0, 0.1)
+    return generator.eval()
+
+
+def make_tiny_stylegan2(seed: int = 0, resolution: int = 16) -> StyleGAN2Generator:
+    """A StyleGAN2 built by our code (16 px, widths 8): every parameter and buffer perturbed so
+    that no loader or forward can get away with a dropped or mis-scaled tensor; the ToRGB
+    weights scaled so images stay near [-1, 1]."""
+    blocks = resolution.bit_length() - 2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = StyleGAN2Generator(resolution=resolution, z_dim=8, w_dim=8,
+                                       channels=[8] * (blocks - 1) + [4], mapping_layers=2,
+                                       conv_clamp=256.0)
+        with torch.no_grad():
+            for name, tensor in generator.state_dict(keep_vars=True).items():
+                if name.endswith(("bias", "noise_strength", "w_avg")):
+                    tensor.add_(torch.randn_like(tensor) * 0.1)
+            for k in range(blocks):
+                getattr(generator.synthesis, f"b{4 << k}").torgb.weight.mul_(0.3)
     return generator.eval()
 
 
@@ -366,3 +386,100 @@ class GeneratorContract:
             torch.testing.assert_close(
                 render(generator, z, initial_alphas(3, 1, generator.z_dim), generator.layer(0)),
                 generator(z[:, 0]), rtol=0, atol=0)
+
+
+# -- NVIDIA's pickle layout, written for tests (our loader must read it without running code) -----
+NVIDIA_CLASSES = {"mapping": "MappingNetwork", "synthesis": "SynthesisNetwork", "conv0":
+                  "SynthesisLayer", "conv1": "SynthesisLayer", "torgb": "ToRGBLayer",
+                  "affine": "FullyConnectedLayer"}
+
+
+class FakePersistence:
+    """Registers a stand-in ``torch_utils.persistence`` module so that ``pickle`` can write
+    NVIDIA's persistent objects (with whatever ``module_src`` a test wants embedded)."""
+
+    def __enter__(self):
+        import sys
+        import types
+
+        self.sys = sys
+        package, module = types.ModuleType("torch_utils"), types.ModuleType(
+            "torch_utils.persistence")
+
+        def _reconstruct_persistent_obj(meta):  # what NVIDIA's loader would do: run the code
+            exec(compile(meta["module_src"], "<embedded>", "exec"), {})
+            raise AssertionError("the embedded code ran")
+
+        _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+        _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+        module._reconstruct_persistent_obj = _reconstruct_persistent_obj
+        package.persistence = module
+        self.saved = {k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence")}
+        sys.modules["torch_utils"], sys.modules["torch_utils.persistence"] = package, module
+        return module
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                self.sys.modules.pop(key, None)
+            else:
+                self.sys.modules[key] = value
+
+
+class Persistent:
+    def __init__(self, reconstruct, meta):
+        self.reconstruct, self.meta = reconstruct, meta
+
+    def __reduce__(self):
+        return (self.reconstruct, (self.meta,))
+
+
+def nvidia_pickle(generator: StyleGAN2Generator, path: Path, module_src: str = "pass",
+                  top: dict | None = None, class_name: str = "Generator") -> Path:
+    """Write ``generator`` as NVIDIA's code would pickle it (``G``, ``D``, ``G_ema``; persistent
+    objects with embedded ``module_src``, tensors, per-layer settings)."""
+    import pickle
+    from collections import OrderedDict
+
+    tensors = {k: v.detach().clone() for k, v in generator.state_dict().items()}
+
+    def node(reconstruct, prefix: str, module: nn.Module, name: str) -> Persistent:
+        params = OrderedDict((k, tensors[prefix + k]) for k, _ in
+                             module.named_parameters(recurse=False))
+        buffers = OrderedDict((k, tensors[prefix + k]) for k, _ in
+                              module.named_buffers(recurse=False) if prefix + k in tensors)
+        state = {"training": False, "_parameters": params, "_buffers": buffers,
+                 "_non_persistent_buffers_set": set(), "_modules": OrderedDict()}
+        if name in ("conv0", "conv1", "torgb"):
+            state["conv_clamp"] = generator.conv_clamp
+            if name != "torgb":
+                state.update(activation="lrelu", use_noise=True, kernel_size=3)
+                buffers["resample_filter"] = fir_filter()
+        if name.startswith("b") and name[1:].isdigit():
+            state["architecture"] = "skip"
+            buffers["resample_filter"] = fir_filter()
+        if isinstance(module, nn.Module) and hasattr(module, "bias_gain"):
+            state.update(weight_gain=module.weight_gain, bias_gain=module.bias_gain)
+        for child_name, child in module.named_children():
+            state["_modules"][child_name] = node(reconstruct, f"{prefix}{child_name}.", child,
+                                                 child_name)
+        klass = NVIDIA_CLASSES.get(name, "SynthesisBlock" if name.startswith("b") else
+                                   "FullyConnectedLayer")
+        return Persistent(reconstruct, {"type": "class", "version": 6, "module_src": module_src,
+                                        "class_name": klass, "state": state})
+
+    with FakePersistence() as persistence:
+        reconstruct = persistence._reconstruct_persistent_obj
+        root = {"training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict(),
+                "_non_persistent_buffers_set": set(), "_modules": OrderedDict(),
+                "z_dim": generator.mapping_z_dim, "c_dim": 0, "w_dim": generator.w_dim,
+                "img_resolution": generator.resolution, "img_channels": 3, **(top or {})}
+        for child in ("mapping", "synthesis"):
+            root["_modules"][child] = node(reconstruct, f"{child}.", getattr(generator, child),
+                                           child)
+        network = Persistent(reconstruct, {"type": "class", "version": 6,
+                                           "module_src": module_src, "class_name": class_name,
+                                           "state": root})
+        path.write_bytes(pickle.dumps({"G": network, "D": None, "G_ema": network,
+                                       "augment_pipe": None}, protocol=4))
+    return path

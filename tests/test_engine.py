@@ -54,7 +54,7 @@ def test_single_code_baseline_is_plain_latent_optimisation(tiny_pggan):
     assert result.layer.name == "z" and result.codes.shape == (2, 1, 8)
     assert result.recipe["alphas"] == "fixed" and torch.equal(result.alphas, torch.ones(2, 1, 8))
 
-    z = initial_codes([0, 1], 1, 8, "normal")[:, 0].clone().requires_grad_(True)
+    z = initial_codes(tiny_pggan, [0, 1], 1, "normal")[:, 0].clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=0.05)
     for _ in range(25):
         loss = (tiny_pggan(z) - targets).pow(2).flatten(1).mean(dim=1).sum()

@@ -153,6 +153,8 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
     resolution: int
     family: ClassVar[str] = "generator"
     savable: ClassVar[bool] = True  # config() + state_dict() rebuild it (False: wraps code)
+    latent_spaces: ClassVar[tuple[str, ...]] = ("z",)
+    latent_space: str = "z"
 
     def __init__(self) -> None:
         super().__init__()
@@ -207,6 +209,27 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
         """The carried tensors ``[B, ...]`` whose rule is ``latent``, from the extra latents."""
         return {}
 
+    # -- latent spaces (families with one latent space keep these defaults) -------------------
+    def in_space(self, space: str) -> LayeredGenerator:
+        """This generator with its codes in latent space ``space`` (one of ``latent_spaces``)."""
+        if space not in self.latent_spaces:
+            raise InputError(f"latent_space {space!r} is not a latent space of this "
+                             f"{self.family} generator; spaces: {', '.join(self.latent_spaces)}",
+                             field="latent_space")
+        return self
+
+    def with_truncation(self, psi: float) -> LayeredGenerator:
+        """This generator with truncation ``psi`` (families with a mapping network only)."""
+        if psi == 1:
+            return self
+        raise InputError(f"truncation_psi applies to generators with a mapping network "
+                         f"(StyleGAN2), not to this {self.family} generator",
+                         field="truncation_psi")
+
+    def initial_latents(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """``n`` starting codes ``[n, z_dim]`` on the CPU, drawn from ``rng``."""
+        return torch.randn(n, self.z_dim, generator=rng)
+
     # -- shared --------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -244,9 +267,8 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
         return self.tail(self.head(z, 0), 0)
 
     def sample_latents(self, n: int, seed: int) -> torch.Tensor:
-        """``n`` standard-normal latents ``[n, z_dim]``; a seed always gives the same rows."""
-        gen = latent_generator(seed)
-        return torch.randn(n, self.z_dim, generator=gen).to(self.device)
+        """``n`` latents ``[n, z_dim]`` for sampling; a seed always gives the same rows."""
+        return self.initial_latents(n, latent_generator(seed)).to(self.device)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:

@@ -29,9 +29,12 @@ from core.weights import (
 from inversion.generators.base import LayeredGenerator
 from inversion.generators.dcgan import DCGANGenerator
 from inversion.generators.pggan import PGGANGenerator, detect_layout
+from inversion.generators.stylegan2 import StyleGAN2Generator
+from inversion.generators.stylegan2_files import from_rosinality, is_rosinality, read_nvidia_pickle
 
 # Families that can be rebuilt from ``config()`` + weights (``"family"`` in the config).
-FAMILIES: dict[str, type[LayeredGenerator]] = {"pggan": PGGANGenerator, "dcgan": DCGANGenerator}
+FAMILIES: dict[str, type[LayeredGenerator]] = {"pggan": PGGANGenerator, "dcgan": DCGANGenerator,
+                                               "stylegan2": StyleGAN2Generator}
 
 
 def register_family(cls: type[LayeredGenerator]) -> type[LayeredGenerator]:
@@ -143,9 +146,28 @@ def _load_dcgan(peek: Peek) -> LayeredGenerator:
     return DCGANGenerator.from_state_dict(_dcgan_state(peek) or {}, source=str(peek.path))
 
 
+def _sniff_nvidia(peek: Peek) -> bool:
+    """A plain pickle (not a torch zip) that mentions NVIDIA's persistence module early on."""
+    if not peek.head.startswith(b"\x80"):
+        return False
+    with open(peek.path, "rb") as handle:
+        return b"torch_utils.persistence" in handle.read(1 << 16)
+
+
+def _sniff_rosinality(peek: Peek) -> bool:
+    state = peek.torch_state()
+    return state is not None and is_rosinality(state)
+
+
 FORMATS: list[GeneratorFormat] = [
     GeneratorFormat("mganprior", "our .safetensors weights with a .json config beside them",
                     _is_safetensors, load_ours),
+    GeneratorFormat("stylegan2-nvidia", "NVIDIA StyleGAN2 pickle (stylegan2-ada-pytorch, "
+                    "stylegan3 repositories), read without running its code",
+                    _sniff_nvidia, lambda peek: read_nvidia_pickle(peek.path)),
+    GeneratorFormat("stylegan2-rosinality", "rosinality StyleGAN2 .pt (g_ema + args, or a bare "
+                    "state dict; pSp, e4e, ReStyle)", _sniff_rosinality,
+                    lambda peek: from_rosinality(peek.torch_state() or {}, str(peek.path))),
     GeneratorFormat("pggan-genforce", "PGGAN .pth in the genforce / official mGANprior layout",
                     _sniff_pggan("genforce"), _load_pggan),
     GeneratorFormat("pggan-gandissect", "PGGAN .pth in the GAN Dissection (netdissect) layout",

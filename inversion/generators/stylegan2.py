@@ -1,0 +1,432 @@
+"""StyleGAN2 (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", 2020),
+written from the paper and the two checkpoint formats users hold (``stylegan2_files``).
+
+**Mapping.** ``z`` is normalised by its second moment, then goes through ``mapping_layers``
+equalised-lr dense layers (learning-rate multiplier 0.01, leaky ReLU 0.2 times sqrt 2) to ``w``.
+``w`` is broadcast to one style per synthesis layer (``num_ws``); truncation moves it toward the
+stored ``w_avg`` (``truncation_psi``).
+
+**Synthesis, skip architecture.** Block ``b{r}`` (r = 4, 8, ..., resolution): a learnt 4x4 input
+(``b4``) or a modulated 3x3 convolution that doubles the resolution (a stride-2 transposed
+convolution followed by the [1, 3, 3, 1] FIR filter), then a modulated 3x3 convolution. Every
+modulated convolution scales its input channels by an affine function of its style, demodulates
+its weights, adds the stored constant noise (projector convention), a bias, a leaky ReLU (gain
+sqrt 2) and, for checkpoints that ask for it, a clamp. A 1x1 modulated (not demodulated) ToRGB
+turns each block's features into RGB and adds them to the running image, upsampled by the FIR
+filter. Everything runs in fp32.
+
+**Cuts.** The composable layers are, per block, ``b{r}.conv0`` (after the up-convolution, r > 4)
+and ``b{r}`` (the block's features, before its ToRGB), after the latent (index 0). Besides the
+features, two things cross a cut (``carry_specs``):
+
+- ``img``: the running RGB image so far (blocks r > 4), at the previous block's resolution. Rules:
+  ``alpha`` (the codes' images weighted by their mean alpha), ``mean``, or ``drop`` (the RGB
+  restarts at the cut: only blocks after it paint);
+- ``styles``: the ``w`` of every layer after the cut, ``[B, L, w_dim]``. Rules: ``latent`` (a
+  separate W+ tail optimised beside the codes, starting at the codes' mean), ``mean`` or ``alpha``.
+
+Nothing normalises the fused features before the next modulated convolution (demodulation acts on
+the weights, the input scale passes through), so, as for the DCGAN, the global scale of alpha
+matters: the ``sum`` fusion with alphas starting at 1/N starts from the mean feature, and the
+attribution threshold 0.2 means "more than 4x the initial weight" at N = 20.
+
+**Latent spaces** (``in_space``): ``z`` (through the mapping, the default), ``w`` (one w for every
+layer) and ``w+`` (one w per layer, ``num_ws * w_dim``). Initial codes in ``w``/``w+`` are the
+mapping of seeded z: random points of W, i.e. ``w_avg`` plus W's own spread.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import InputError
+from inversion.generators.base import CarrySpec, Cut, Layer, LayeredGenerator
+
+LATENT_SPACES = ("z", "w", "w+")
+SQRT2 = math.sqrt(2.0)
+FIR = (1.0, 3.0, 3.0, 1.0)
+
+
+def fir_filter(taps: tuple[float, ...] = FIR) -> torch.Tensor:
+    """The separable FIR filter as a 2-D kernel that sums to 1."""
+    f = torch.tensor(taps, dtype=torch.float32)
+    kernel = f[:, None] * f[None, :]
+    return kernel / kernel.sum()
+
+
+def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """Depthwise convolution of every channel with ``kernel`` after padding (before, after)."""
+    channels = x.shape[1]
+    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+    weight = kernel.flip([0, 1]).to(x)[None, None].expand(channels, 1, *kernel.shape)
+    return F.conv2d(x, weight, groups=channels)
+
+
+def upsample_2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Zero-insertion 2x upsampling followed by the FIR filter (gain 4): the skip image path."""
+    batch, channels, h, w = x.shape
+    up = x.new_zeros(batch, channels, 2 * h, 2 * w)
+    up[:, :, ::2, ::2] = x
+    return _fir(up, kernel * 4, (2, 1))
+
+
+class EqualLinear(nn.Module):
+    """Dense layer with equalised learning rate: weights stored ``/ lr_multiplier`` and used times
+    ``lr_multiplier / sqrt(in)``; the bias times ``lr_multiplier``; optional leaky ReLU x sqrt 2."""
+
+    def __init__(self, in_features: int, out_features: int, lr_multiplier: float = 1.0,
+                 bias_init: float = 0.0, activate: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        return F.leaky_relu(x, 0.2) * SQRT2 if self.activate else x
+
+
+class MappingNetwork(nn.Module):
+    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_multiplier: float) -> None:
+        super().__init__()
+        for i in range(layers):
+            self.add_module(f"fc{i}", EqualLinear(z_dim if i == 0 else w_dim, w_dim,
+                                                  lr_multiplier, activate=True))
+        self.layers = layers
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        for i in range(self.layers):
+            x = getattr(self, f"fc{i}")(x)
+        return x
+
+
+class ModulatedConv(nn.Module):
+    """Modulated, demodulated 3x3 convolution (optionally 2x up), constant noise, bias, leaky
+    ReLU x sqrt 2 and an optional clamp."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
+                 up: bool = False, conv_clamp: float | None = None) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.up = up
+        self.conv_clamp = conv_clamp
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        batch, in_channels, height, width = x.shape
+        styles = self.affine(w)
+        weight = self.weight[None] * styles[:, None, :, None, None]  # [B, out, in, 3, 3]
+        weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)[
+            ..., None, None, None]
+        out_channels = weight.shape[1]
+        x = x.reshape(1, batch * in_channels, height, width)
+        if self.up:
+            weight = weight.transpose(1, 2).reshape(batch * in_channels, out_channels, 3, 3)
+            x = F.conv_transpose2d(x, weight, stride=2, groups=batch)
+            x = _fir(x.reshape(batch, out_channels, *x.shape[2:]), kernel * 4, (1, 1))
+        else:
+            x = F.conv2d(x, weight.reshape(batch * out_channels, in_channels, 3, 3), padding=1,
+                         groups=batch).reshape(batch, out_channels, height, width)
+        x = x + self.noise_const * self.noise_strength
+        x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
+        return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated convolution to RGB, not demodulated, with a bias (and optional clamp)."""
+
+    def __init__(self, in_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(3, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(3))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+        self.conv_clamp = conv_clamp
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        batch, in_channels, height, width = x.shape
+        styles = self.affine(w) * self.weight_gain
+        weight = (self.weight[None] * styles[:, None, :, None, None]).reshape(
+            batch * 3, in_channels, 1, 1)
+        x = F.conv2d(x.reshape(1, batch * in_channels, height, width), weight, groups=batch)
+        x = x.reshape(batch, 3, height, width) + self.bias[None, :, None, None]
+        return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
+
+
+class SynthesisBlock(nn.Module):
+    def __init__(self, resolution: int, in_channels: int, out_channels: int, w_dim: int,
+                 conv_clamp: float | None) -> None:
+        super().__init__()
+        if resolution == 4:
+            self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
+        else:
+            self.conv0 = ModulatedConv(in_channels, out_channels, w_dim, resolution, up=True,
+                                       conv_clamp=conv_clamp)
+        self.conv1 = ModulatedConv(out_channels, out_channels, w_dim, resolution,
+                                   conv_clamp=conv_clamp)
+        self.torgb = ToRGB(out_channels, w_dim, conv_clamp)
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, resolution: int, channels: list[int], w_dim: int,
+                 conv_clamp: float | None) -> None:
+        super().__init__()
+        for k, width in enumerate(channels):
+            res = 4 << k
+            self.add_module(f"b{res}", SynthesisBlock(res, channels[k - 1] if k else 0, width,
+                                                      w_dim, conv_clamp))
+
+
+# One step of synthesis: (block index, what it runs, the index of the w it uses).
+Step = tuple[int, str, int]
+
+
+def synthesis_steps(blocks: int) -> list[Step]:
+    """conv0 (blocks after the first), conv1 and torgb of every block, with their w indices:
+    block 0 uses w0 (conv1) and w1 (torgb); block k uses w(2k-1), w(2k), w(2k+1)."""
+    steps: list[Step] = []
+    for k in range(blocks):
+        if k:
+            steps.append((k, "conv0", 2 * k - 1))
+        steps.append((k, "conv1", 2 * k if k else 0))
+        steps.append((k, "torgb", 2 * k + 1))
+    return steps
+
+
+class StyleGAN2Generator(LayeredGenerator):
+    """StyleGAN2 generator (skip architecture), any resolution and widths.
+
+    ``channels[k]`` is the width of block ``b{4 * 2**k}``; ``truncation_psi`` pulls every ``w``
+    toward ``w_avg`` (1: none); ``conv_clamp`` clamps activations as NVIDIA's checkpoints do.
+    """
+
+    family: ClassVar[str] = "stylegan2"
+    latent_spaces: ClassVar[tuple[str, ...]] = LATENT_SPACES
+
+    def __init__(self, resolution: int = 256, z_dim: int = 512, w_dim: int = 512,
+                 channels: list[int] | None = None, mapping_layers: int = 8,
+                 lr_multiplier: float = 0.01, conv_clamp: float | None = None,
+                 truncation_psi: float = 1.0) -> None:
+        super().__init__()
+        blocks = int(math.log2(resolution)) - 1
+        if resolution < 4 or 4 << (blocks - 1) != resolution:
+            raise InputError(f"resolution must be a power of two >= 4, got {resolution}",
+                             field="resolution")
+        channels = list(channels) if channels is not None else \
+            [min(16384 // (4 << k), 512) for k in range(blocks)]
+        if len(channels) != blocks:
+            raise InputError(f"channels: a StyleGAN2 at {resolution} px needs {blocks} widths "
+                             f"(4 px to {resolution} px), got {len(channels)}", field="channels")
+        if not 0 <= truncation_psi <= 1 or not math.isfinite(truncation_psi):
+            raise InputError(f"truncation_psi must be in [0, 1], got {truncation_psi}",
+                             field="truncation_psi")
+        self.resolution = resolution
+        self.mapping_z_dim = z_dim
+        self.w_dim = w_dim
+        self.channels = channels
+        self.mapping_layers = mapping_layers
+        self.lr_multiplier = lr_multiplier
+        self.conv_clamp = conv_clamp
+        self.truncation_psi = float(truncation_psi)
+        self.latent_space = "z"
+        self.num_ws = 2 * blocks
+        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, lr_multiplier)
+        self.synthesis = SynthesisNetwork(resolution, channels, w_dim, conv_clamp)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+        self._steps = synthesis_steps(blocks)
+
+    # -- what the contract asks for --------------------------------------------------------------
+    @property
+    def z_dim(self) -> int:  # the size of one code in the current latent space
+        return {"z": self.mapping_z_dim, "w": self.w_dim,
+                "w+": self.num_ws * self.w_dim}[self.latent_space]
+
+    def config(self) -> dict[str, Any]:
+        return {"family": self.family, "resolution": self.resolution, "z_dim": self.mapping_z_dim,
+                "w_dim": self.w_dim, "channels": self.channels,
+                "mapping_layers": self.mapping_layers, "lr_multiplier": self.lr_multiplier,
+                "conv_clamp": self.conv_clamp, "truncation_psi": self.truncation_psi}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> StyleGAN2Generator:
+        clamp = config.get("conv_clamp")
+        return cls(resolution=int(config["resolution"]), z_dim=int(config["z_dim"]),
+                   w_dim=int(config["w_dim"]), channels=[int(c) for c in config["channels"]],
+                   mapping_layers=int(config["mapping_layers"]),
+                   lr_multiplier=float(config["lr_multiplier"]),
+                   conv_clamp=float(clamp) if clamp is not None else None,
+                   truncation_psi=float(config.get("truncation_psi", 1.0)))
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any], source: str = "StyleGAN2 state dict"
+                        ) -> StyleGAN2Generator:
+        from inversion.generators.stylegan2_files import from_native_state_dict
+
+        return from_native_state_dict(state_dict, source)
+
+    def in_space(self, space: str) -> StyleGAN2Generator:
+        """This generator with codes in another latent space (shares every weight)."""
+        if space not in LATENT_SPACES:
+            raise InputError(f"latent_space {space!r} is not one of {', '.join(LATENT_SPACES)}",
+                             field="latent_space")
+        if space == self.latent_space:
+            return self
+        view = copy.copy(self)
+        view.latent_space = space
+        view._layers = None
+        return view
+
+    def with_truncation(self, psi: float) -> StyleGAN2Generator:
+        """This generator with ``w`` pulled toward ``w_avg`` by ``psi`` (shares every weight)."""
+        if not 0 <= psi <= 1 or not math.isfinite(psi):
+            raise InputError(f"truncation_psi must be in [0, 1], got {psi}",
+                             field="truncation_psi")
+        view = copy.copy(self)
+        view.truncation_psi = float(psi)
+        return view
+
+    # -- latents ---------------------------------------------------------------------------------
+    def ws(self, latents: torch.Tensor) -> torch.Tensor:
+        """Codes of the current latent space ``[B, z_dim]`` to per-layer styles
+        ``[B, num_ws, w_dim]``."""
+        latents = self._check_latents(latents)
+        if self.latent_space == "w+":
+            return latents.reshape(-1, self.num_ws, self.w_dim)
+        w = self.mapping(latents) if self.latent_space == "z" else latents
+        if self.latent_space == "z" and self.truncation_psi != 1:
+            w = self.mapping.w_avg.lerp(w, self.truncation_psi)
+        return w[:, None].expand(-1, self.num_ws, -1)
+
+    def initial_latents(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """``n`` starting codes: standard normal z, or their mapping for codes in W or W+."""
+        z = torch.randn(n, self.mapping_z_dim, generator=rng)
+        if self.latent_space == "z":
+            return z
+        with torch.no_grad():
+            w = self.mapping(z.to(self.device)).cpu()
+        return w if self.latent_space == "w" else w.repeat(1, self.num_ws)
+
+    def sample_latents(self, n: int, seed: int) -> torch.Tensor:
+        return self.initial_latents(n, torch.Generator().manual_seed(int(seed))).to(self.device)
+
+    # -- synthesis -------------------------------------------------------------------------------
+    def _block(self, k: int) -> SynthesisBlock:
+        return getattr(self.synthesis, f"b{4 << k}")
+
+    def _run(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
+             start: int, stop: int, w_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synthesis steps ``[start, stop)`` from state ``(x, img)``; ``ws[:, i - w_offset]`` is
+        the style of global index ``i``."""
+        for k, kind, index in self._steps[start:stop]:
+            block, w = self._block(k), ws[:, index - w_offset]
+            if kind == "conv0":
+                x = block.conv0(x, w, self.fir)
+            elif kind == "conv1":
+                if k == 0:
+                    x = block.const[None].expand(ws.shape[0], -1, -1, -1)
+                x = block.conv1(x, w, self.fir)
+            else:
+                rgb = block.torgb(x, w)
+                img = rgb if img is None else upsample_2x(img, self.fir) + rgb
+        return x, img
+
+    def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
+        """Styles ``[B, num_ws, w_dim]`` to images ``[B, 3, R, R]`` (unclamped, nominally
+        [-1, 1])."""
+        return self._run(None, None, ws, 0, len(self._steps))[1]
+
+    def block_outputs(self, ws: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's features and running image after it (``b{r}`` -> ``(x, img)``)."""
+        outputs = {}
+        x = img = None
+        for position, (k, kind, _) in enumerate(self._steps):
+            x, img = self._run(x, img, ws, position, position + 1)
+            if kind == "torgb":
+                outputs[f"b{4 << k}"] = (x, img)
+        return outputs
+
+    def _cut_steps(self) -> list[tuple[str, int]]:
+        """Each composable layer after the latent, with the number of steps run before it."""
+        cuts = []
+        for position, (k, kind, _) in enumerate(self._steps):
+            if kind == "conv0":
+                cuts.append((f"b{4 << k}.conv0", position + 1))
+            elif kind == "conv1":
+                cuts.append((f"b{4 << k}", position + 1))
+        return cuts
+
+    def _layer_names(self) -> list[str]:
+        return [name for name, _ in self._cut_steps()]
+
+    @torch.no_grad()
+    def _measure_shapes(self) -> list[tuple[int, int, int]]:
+        ws = torch.zeros(1, self.num_ws, self.w_dim, device=self.device)
+        shapes = []
+        for _, done in self._cut_steps():
+            x, _ = self._run(None, None, ws, 0, done)
+            shapes.append(tuple(x.shape[1:]))
+        return shapes
+
+    def _position(self, layer: Layer) -> int:
+        return dict(self._cut_steps())[layer.name]
+
+    def _carries_image(self, layer: Layer) -> bool:
+        """Whether blocks before the cut have painted (every cut after block b4's)."""
+        return self._steps[self._position(layer)][0] > 0
+
+    def carry_specs(self, layer: Layer) -> tuple[CarrySpec, ...]:
+        if layer.index == 0:
+            return ()
+        specs = []
+        if self._carries_image(layer):
+            specs.append(CarrySpec("img", ("alpha", "mean", "drop"), "alpha",
+                                   "the RGB image of the blocks before the cut"))
+        specs.append(CarrySpec("styles", ("latent", "mean", "alpha"), "latent",
+                               "the w of every layer after the cut"))
+        return tuple(specs)
+
+    def head(self, z: torch.Tensor, layer: str | int | Layer) -> Cut:
+        layer = self.layer(layer)
+        if layer.index == 0:
+            return Cut(self._check_latents(z)[:, :, None, None])
+        ws = self.ws(z)
+        done = self._position(layer)
+        x, img = self._run(None, None, ws, 0, done)
+        carry = {"styles": ws[:, self._steps[done][2]:]}
+        if self._carries_image(layer):
+            carry["img"] = img
+        return Cut(x, carry)
+
+    def tail(self, cut: Cut, layer: str | int | Layer) -> torch.Tensor:
+        layer = self.layer(layer)
+        if layer.index == 0:
+            return self.synthesize(self.ws(cut.features.flatten(1)))
+        done = self._position(layer)
+        styles = cut.carry["styles"]
+        _, img = self._run(cut.features, cut.carry.get("img"), styles, done, len(self._steps),
+                           w_offset=self._steps[done][2])
+        return img
+
+    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut
+                      ) -> dict[str, torch.Tensor]:
+        if rules.get("styles") != "latent":
+            return {}
+        return {"styles": cut.carry["styles"].mean(dim=1)}
+
+    def carry_from_latents(self, layer: Layer, rules: Mapping[str, str],
+                           extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"styles": extras["styles"]} if rules.get("styles") == "latent" else {}

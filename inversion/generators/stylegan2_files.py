@@ -1,0 +1,367 @@
+"""StyleGAN2 checkpoints as users hold them, read without executing anything from the file.
+
+**NVIDIA pickles** (stylegan2-ada-pytorch and stylegan3 repositories: ``network-snapshot-*.pkl``,
+``ffhq.pkl``, ...). They are Python pickles that embed the source code of their modules, which
+NVIDIA's loader executes. Ours reads them with a restricted unpickler that accepts only the globals
+it knows: the tensor and storage rebuilders (storages are read back with ``weights_only=True``),
+``collections.OrderedDict``, numeric numpy scalars and dtypes (``numpy.core`` and ``numpy._core``),
+``dnnlib.util.EasyDict`` as a dict, and the persistence hook, replaced by a stub that keeps the
+stored state and never looks at the embedded source. Any other global is refused, naming it, before
+anything is built. The ``G_ema`` network's parameters, buffers and per-layer settings (gains,
+clamps, architecture) are then read into :class:`StyleGAN2Generator` and checked strictly.
+Conditional generators (``c_dim > 0``), StyleGAN3 and non-``skip`` architectures are refused in one
+line.
+
+**rosinality checkpoints** (rosinality/stylegan2-pytorch and the projects built on it: pSp, e4e,
+ReStyle): ``torch.save({"g_ema": ..., "args": ..., "latent_avg": ...})`` or a bare state dict,
+read with ``weights_only=True``; the configuration comes from the shapes, every key is checked.
+Without a stored ``latent_avg`` the ``w_avg`` used by truncation is the mean of the mapping of
+10,000 seeded z (:data:`W_AVG_SAMPLES`), and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import InputError
+from core.weights import load_strict, shorten
+from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
+
+W_AVG_SAMPLES = 10_000
+
+
+# -- the restricted unpickler ---------------------------------------------------------------------
+class Refused(pickle.UnpicklingError):
+    """Something in the pickle that this reader does not build."""
+
+
+class PersistentObject:
+    """What NVIDIA's persistence hook would have rebuilt: the class name and its stored state
+    (``__dict__``). The embedded module source is dropped, never read."""
+
+    def __init__(self, class_name: str, state: dict[str, Any]) -> None:
+        self.class_name = class_name
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"PersistentObject({self.class_name})"
+
+
+def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
+    if not isinstance(meta, dict) or meta.get("type") != "class" or \
+            not isinstance(meta.get("class_name"), str) or not isinstance(meta.get("state"), dict):
+        raise Refused("a persistent object whose description is not a class with a stored "
+                      "state")
+    return PersistentObject(meta["class_name"], meta["state"])
+
+
+class EasyDict(dict):
+    """``dnnlib.util.EasyDict`` read as a plain dict."""
+
+
+def _load_storage(data: bytes) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TypedStorage deprecation
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, *extra):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())
+
+
+def _rebuild_parameter(data, requires_grad=False, hooks=None, *extra):
+    return data
+
+
+def _numpy_scalar(dtype: np.dtype, data: bytes = b"") -> Any:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biufc":
+        raise Refused(f"a numpy scalar of dtype {dtype}")
+    return np.frombuffer(data, dtype=dtype)[0]
+
+
+def _numpy_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
+    dtype = np.dtype(spec)
+    if dtype.kind not in "biufcb?":
+        raise Refused(f"numpy dtype {dtype}")
+    return dtype
+
+
+SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("collections", "OrderedDict"): OrderedDict,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("dnnlib.util", "EasyDict"): EasyDict,
+    ("dnnlib", "EasyDict"): EasyDict,
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what :data:`SAFE_GLOBALS` allows."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = SAFE_GLOBALS.get((module, name))
+        if allowed is None:
+            raise Refused(f"it refers to {module}.{name}, which this reader does not accept")
+        return allowed
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise Refused("it uses persistent ids (a torch zip checkpoint?)")
+
+
+def read_restricted_pickle(path: str | Path) -> Any:
+    """The content of a pickle file, built from :data:`SAFE_GLOBALS` only; anything else is an
+    InputError naming what was refused."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return RestrictedUnpickler(handle).load()
+    except Refused as err:
+        raise InputError(f"{path} was refused: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, RuntimeError, OSError) as err:
+        raise InputError(f"{path} is damaged or not a pickle ({type(err).__name__}: "
+                         f"{str(err)[:200]})") from None
+
+
+# -- NVIDIA G_ema to our module -------------------------------------------------------------------
+def _children(obj: PersistentObject) -> dict[str, Any]:
+    return dict(obj.state.get("_modules") or {})
+
+
+def _flatten(obj: PersistentObject, prefix: str, out: dict[str, torch.Tensor],
+             settings: dict[str, dict[str, Any]]) -> None:
+    """``state_dict``-style tensors of a persistent module tree, and each module's plain settings
+    (``settings[prefix]``: its non-tensor attributes)."""
+    if not isinstance(obj, PersistentObject):
+        raise InputError(f"module {prefix or 'G_ema'} is a {type(obj).__name__}, not a stored "
+                         "network module")
+    state = obj.state
+    non_persistent = set(state.get("_non_persistent_buffers_set") or ())
+    for name, value in (state.get("_parameters") or {}).items():
+        if value is not None:
+            out[prefix + name] = value
+    for name, value in (state.get("_buffers") or {}).items():
+        if value is not None and name not in non_persistent:
+            out[prefix + name] = value
+    settings[prefix.rstrip(".")] = {k: v for k, v in state.items()
+                                    if isinstance(v, int | float | str | bool | type(None))}
+    settings[prefix.rstrip(".")]["__class__"] = obj.class_name
+    for name, child in _children(obj).items():
+        if child is not None:
+            _flatten(child, f"{prefix}{name}.", out, settings)
+
+
+def _number(settings: dict[str, Any], key: str, default: Any = None) -> Any:
+    value = settings.get(key, default)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
+    """Our generator from an NVIDIA pickle's content (``G_ema``, else ``G``)."""
+    if not isinstance(content, dict):
+        raise InputError(f"{source} holds a {type(content).__name__}, not NVIDIA's snapshot "
+                         "dict (G, D, G_ema, ...)")
+    network = content.get("G_ema", content.get("G"))
+    if not isinstance(network, PersistentObject):
+        raise InputError(f"{source} has no G_ema or G network (keys: "
+                         f"{', '.join(map(str, content))})")
+    if network.class_name != "Generator":
+        raise InputError(f"{source}: G_ema is a {network.class_name}, not a Generator")
+    tensors: dict[str, torch.Tensor] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    _flatten(network, "", tensors, settings)
+    top = settings[""]
+    kwargs = network.state.get("_init_kwargs") or {}
+    c_dim = int(_number(top, "c_dim", kwargs.get("c_dim", 0)) or 0)
+    if c_dim:
+        raise InputError(f"{source} is a conditional generator (c_dim={c_dim}); only "
+                         "unconditional StyleGAN2 generators are supported")
+    if any(name.startswith("synthesis.input") or re.match(r"synthesis\.L\d+_", name)
+           for name in tensors):
+        raise InputError(f"{source} is a StyleGAN3 generator (networks_stylegan3); only StyleGAN2 "
+                         "generators are supported")
+    resolution = int(_number(top, "img_resolution", 0))
+    blocks = [k for k in settings if re.fullmatch(r"synthesis\.b\d+", k)]
+    for block in blocks:
+        architecture = settings[block].get("architecture", "skip")
+        if architecture != "skip":
+            raise InputError(f"{source}: block {block} uses the {architecture!r} architecture; "
+                             "only 'skip' (every official StyleGAN2 generator) is supported")
+    if int(_number(top, "img_channels", 3)) != 3:
+        raise InputError(f"{source} makes {top.get('img_channels')}-channel images; only RGB")
+    mapping = [k for k in settings if re.fullmatch(r"mapping\.fc\d+", k)]
+    lr_multiplier = float(_number(settings.get("mapping.fc0", {}), "bias_gain", 0.01))
+    clamps = {_number(settings[k], "conv_clamp") for k in settings
+              if settings[k].get("__class__") in ("SynthesisLayer", "ToRGBLayer")}
+    if len(clamps) > 1:
+        raise InputError(f"{source} clamps its layers differently ({sorted(map(str, clamps))}); "
+                         "only one conv_clamp for the whole network is supported")
+    for name, options in settings.items():
+        if options.get("__class__") == "SynthesisLayer" and \
+                (options.get("activation", "lrelu") != "lrelu" or not options.get("use_noise", 1)
+                 or options.get("kernel_size", 3) != 3):
+            raise InputError(f"{source}: layer {name} is not a 3x3 leaky-ReLU layer with noise")
+    clamp = clamps.pop() if clamps else None
+    for name in [k for k in tensors if k.endswith("resample_filter")]:
+        if not torch.allclose(tensors.pop(name).float(), fir_filter(), atol=1e-6):
+            raise InputError(f"{source}: {name} is not the standard [1, 3, 3, 1] filter")
+    channels = [int(tensors[f"synthesis.b{4 << k}.conv1.weight"].shape[0])
+                for k in range(len(blocks))]
+    config = {"resolution": resolution, "z_dim": int(_number(top, "z_dim")),
+              "w_dim": int(_number(top, "w_dim")), "channels": channels,
+              "mapping_layers": len(mapping), "lr_multiplier": lr_multiplier,
+              "conv_clamp": float(clamp) if clamp is not None else None}
+    generator = _build(config, source)
+    load_strict(generator, tensors, f"{source} (NVIDIA G_ema)")
+    return generator.eval()
+
+
+def _build(config: dict[str, Any], source: str) -> StyleGAN2Generator:
+    try:
+        return StyleGAN2Generator(**config)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{source}: its configuration {config} is not a StyleGAN2 this "
+                         f"implementation builds ({err})") from None
+
+
+def read_nvidia_pickle(path: str | Path) -> StyleGAN2Generator:
+    return from_nvidia(read_restricted_pickle(path), str(path))
+
+
+# -- rosinality ----------------------------------------------------------------------------------
+def rosinality_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any],
+                                                     torch.Tensor | None]:
+    """The generator's state dict, the ``args`` and the ``latent_avg`` of a rosinality file."""
+    if isinstance(state.get("g_ema"), dict):
+        args = state.get("args")
+        args = vars(args) if hasattr(args, "__dict__") else dict(args or {})
+        return state["g_ema"], args, state.get("latent_avg")
+    return state, {}, state.get("latent_avg")
+
+
+def from_rosinality(state: dict[str, Any], source: str) -> StyleGAN2Generator:
+    """Our generator from a rosinality checkpoint, configuration inferred from shapes."""
+    g, args, latent_avg = rosinality_state(state)
+    g = {k: v for k, v in g.items() if isinstance(v, torch.Tensor)}
+    mapping = sorted(int(m.group(1)) for k in g if (m := re.fullmatch(r"style\.(\d+)\.weight", k)))
+    if not mapping or "input.input" not in g or "conv1.conv.weight" not in g:
+        keys = shorten(sorted(g))
+        raise InputError(f"{source} is not a rosinality StyleGAN2 generator (keys: {keys})")
+    upsamples = len([k for k in g if re.fullmatch(r"to_rgbs\.\d+\.conv\.weight", k)])
+    blocks = upsamples + 1
+    channels = [int(g["input.input"].shape[1])] + [
+        int(g[f"convs.{2 * j}.conv.weight"].shape[1]) if f"convs.{2 * j}.conv.weight" in g
+        else 0 for j in range(upsamples)]
+    w_dim = int(g[f"style.{mapping[0]}.weight"].shape[0])
+    config = {"resolution": 4 << (blocks - 1), "z_dim": int(g[f"style.{mapping[0]}.weight"]
+                                                            .shape[1]),
+              "w_dim": w_dim, "channels": channels, "mapping_layers": len(mapping),
+              "lr_multiplier": float(args.get("lr_mlp", 0.01)), "conv_clamp": None}
+    native: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
+
+    def take(key: str, part=lambda t: t) -> torch.Tensor | None:
+        value = g.pop(key, None)
+        if value is None:
+            missing.append(key)
+            return None
+        return part(value)
+
+    def check_filter(key: str) -> None:
+        kernel = g.pop(key, None)
+        if kernel is not None and not torch.allclose(kernel.float(), fir_filter() * 4, atol=1e-6):
+            raise InputError(f"{source}: {key} is not the standard [1, 3, 3, 1] filter")
+
+    def conv(ours: str, theirs: str, noise: str) -> None:
+        native[f"{ours}.weight"] = take(f"{theirs}.conv.weight", lambda t: t[0])
+        native[f"{ours}.affine.weight"] = take(f"{theirs}.conv.modulation.weight")
+        native[f"{ours}.affine.bias"] = take(f"{theirs}.conv.modulation.bias")
+        native[f"{ours}.noise_strength"] = take(f"{theirs}.noise.weight", lambda t: t[0])
+        native[f"{ours}.bias"] = take(f"{theirs}.activate.bias")
+        native[f"{ours}.noise_const"] = take(noise, lambda t: t[0, 0])
+        check_filter(f"{theirs}.conv.blur.kernel")
+
+    def torgb(ours: str, theirs: str) -> None:
+        native[f"{ours}.weight"] = take(f"{theirs}.conv.weight", lambda t: t[0])
+        native[f"{ours}.affine.weight"] = take(f"{theirs}.conv.modulation.weight")
+        native[f"{ours}.affine.bias"] = take(f"{theirs}.conv.modulation.bias")
+        native[f"{ours}.bias"] = take(f"{theirs}.bias", lambda t: t.reshape(-1))
+        check_filter(f"{theirs}.upsample.kernel")
+
+    for i, index in enumerate(mapping):
+        native[f"mapping.fc{i}.weight"] = take(f"style.{index}.weight")
+        native[f"mapping.fc{i}.bias"] = take(f"style.{index}.bias")
+    native["synthesis.b4.const"] = take("input.input", lambda t: t[0])
+    conv("synthesis.b4.conv1", "conv1", "noises.noise_0")
+    torgb("synthesis.b4.torgb", "to_rgb1")
+    for j in range(upsamples):
+        block = f"synthesis.b{8 << j}"
+        conv(f"{block}.conv0", f"convs.{2 * j}", f"noises.noise_{2 * j + 1}")
+        conv(f"{block}.conv1", f"convs.{2 * j + 1}", f"noises.noise_{2 * j + 2}")
+        torgb(f"{block}.torgb", f"to_rgbs.{j}")
+    unexpected = sorted(k for k in g if k != "latent_avg")
+    if missing or unexpected:
+        problems = ([f"missing keys: {shorten(missing)}"] if missing else []) + \
+            ([f"unexpected keys: {shorten(unexpected)}"] if unexpected else [])
+        raise InputError(f"{source} (rosinality layout) does not match the architecture: "
+                         + "; ".join(problems))
+    generator = _build(config, source)
+    if latent_avg is not None:
+        native["mapping.w_avg"] = latent_avg.reshape(-1)[:w_dim].float()
+    else:
+        native["mapping.w_avg"] = torch.zeros(w_dim)
+    load_strict(generator, native, f"{source} (rosinality layout)")
+    if latent_avg is None:
+        generator.mapping.w_avg.copy_(mean_w(generator))
+    return generator.eval()
+
+
+@torch.no_grad()
+def mean_w(generator: StyleGAN2Generator, samples: int = W_AVG_SAMPLES, seed: int = 0
+           ) -> torch.Tensor:
+    """The mean of the mapping of ``samples`` seeded z (for files that store no ``w_avg``)."""
+    rng = torch.Generator().manual_seed(seed)
+    total = torch.zeros(generator.w_dim)
+    for start in range(0, samples, 1000):
+        z = torch.randn(min(1000, samples - start), generator.mapping_z_dim, generator=rng)
+        total += generator.mapping(z.to(generator.device)).sum(dim=0).cpu()
+    return total / samples
+
+
+def is_rosinality(state: dict[str, Any]) -> bool:
+    g, _, _ = rosinality_state(state)
+    return "input.input" in g and "style.1.weight" in g
+
+
+# -- our native layout from weights alone --------------------------------------------------------
+def from_native_state_dict(state_dict: dict[str, Any], source: str) -> StyleGAN2Generator:
+    """A generator from our key layout alone: sizes from the shapes; the learning-rate multiplier
+    (0.01) and conv clamp (none) cannot be read from weights and take those values."""
+    fc0 = state_dict.get("mapping.fc0.weight")
+    if fc0 is None or "synthesis.b4.const" not in state_dict:
+        raise InputError(f"{source} is not a StyleGAN2 state dict in this project's layout")
+    blocks = sum(1 for k in state_dict if re.fullmatch(r"synthesis\.b\d+\.conv1\.weight", k))
+    mapping = sum(1 for k in state_dict if re.fullmatch(r"mapping\.fc\d+\.weight", k))
+    config = {"resolution": 4 << (blocks - 1), "z_dim": int(fc0.shape[1]),
+              "w_dim": int(fc0.shape[0]), "mapping_layers": mapping,
+              "channels": [int(state_dict[f"synthesis.b{4 << k}.conv1.weight"].shape[0])
+                           for k in range(blocks)]}
+    generator = _build(config, source)
+    load_strict(generator, state_dict, source)
+    return generator.eval()

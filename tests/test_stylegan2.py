@@ -1,0 +1,206 @@
+"""StyleGAN2: the reference outputs of the original projects' code, safe loading of both formats,
+the contract, latent spaces and carried state, and one-line refusals."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from core.errors import InputError
+from helpers import (
+    SHARED,
+    GeneratorContract,
+    make_tiny_stylegan2,
+    nvidia_pickle,
+)
+from inversion.composition import code_cuts, fuse, render
+from inversion.generators.formats import load_generator_file, sniff_format
+from inversion.generators.saving import save_generator
+
+FIXTURES = SHARED / "fixtures" / "stylegan2"
+needs_fixtures = pytest.mark.skipif(
+    not FIXTURES.is_dir(), reason="the reference StyleGAN2 checkpoints live in "
+    "../shared/fixtures/stylegan2, which this clone does not have")
+TOLERANCE = {"rtol": 0, "atol": 1e-4}
+
+
+class TestStyleGAN2Contract(GeneratorContract):
+    extra_carry = "styles=latent"
+
+    def make(self):
+        return make_tiny_stylegan2()
+
+
+# -- the original projects' outputs ---------------------------------------------------------------
+@needs_fixtures
+def test_nvidia_pickle_reproduces_every_reference_output():
+    from mganprior.zoo import load_generator
+
+    path = FIXTURES / "stylegan2-tiny32.pkl"
+    expected = torch.load(FIXTURES / "stylegan2-tiny32-expected.pt", weights_only=True)
+    generator = load_generator(checkpoint=path, device="cpu").generator
+    assert sniff_format(path)[0].name == "stylegan2-nvidia"
+    assert generator.num_ws == 8 and generator.conv_clamp == 256
+    with torch.no_grad():
+        torch.testing.assert_close(generator.ws(expected["z"]), expected["ws"], **TOLERANCE)
+        torch.testing.assert_close(generator(expected["z"]), expected["image"], **TOLERANCE)
+        for block, (x, img) in generator.block_outputs(expected["ws"]).items():
+            torch.testing.assert_close(x, expected[f"{block}_x"], **TOLERANCE)
+            torch.testing.assert_close(img, expected[f"{block}_img"], **TOLERANCE)
+            cut = generator.head(expected["z"], block)  # our cut at b{r}: the block's features
+            torch.testing.assert_close(cut.features, expected[f"{block}_x"], **TOLERANCE)
+        truncated = load_generator(checkpoint=path, device="cpu", truncation_psi=0.7).generator
+        torch.testing.assert_close(truncated.ws(expected["z"]), expected["ws_psi07"], **TOLERANCE)
+        torch.testing.assert_close(truncated(expected["z"]), expected["image_psi07"], **TOLERANCE)
+
+
+@needs_fixtures
+def test_rosinality_checkpoint_reproduces_the_reference_outputs():
+    path = FIXTURES / "rosinality-tiny32.pt"
+    expected = torch.load(FIXTURES / "rosinality-tiny32-expected.pt", weights_only=True)
+    generator = load_generator_file(path)
+    assert sniff_format(path)[0].name == "stylegan2-rosinality"
+    assert generator.channels == [48, 48, 48, 48] and generator.conv_clamp is None
+    with torch.no_grad():
+        torch.testing.assert_close(generator.mapping(expected["z"]), expected["w"], **TOLERANCE)
+        torch.testing.assert_close(generator.ws(expected["z"]), expected["latents"], **TOLERANCE)
+        torch.testing.assert_close(generator(expected["z"]), expected["image"], **TOLERANCE)
+        generator.mapping.w_avg.copy_(expected["mean_latent"][0])
+        torch.testing.assert_close(generator.with_truncation(0.7)(expected["z"]),
+                                   expected["image_trunc07"], **TOLERANCE)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name", ["stylegan2-tiny32.pkl", "rosinality-tiny32.pt"])
+def test_convert_writes_a_file_that_carries_no_code(tmp_path, capsys, name):
+    from mganprior.cli import main
+
+    out = tmp_path / "g.safetensors"
+    assert main(["convert", str(FIXTURES / name), "--out", str(out)]) == 0
+    assert "composable layers" in capsys.readouterr().out
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_generator_file(out)(z),
+                                   load_generator_file(FIXTURES / name)(z), rtol=0, atol=0)
+
+
+@needs_fixtures
+def test_a_rosinality_file_with_a_missing_key_names_it(tmp_path):
+    state = torch.load(FIXTURES / "rosinality-tiny32.pt", weights_only=True)
+    del state["g_ema"]["convs.1.noise.weight"]
+    state["g_ema"]["convs.9.extra"] = torch.zeros(1)
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(InputError, match=r"missing keys: convs\.1\.noise\.weight; unexpected "
+                                         r"keys: convs\.9\.extra"):
+        load_generator_file(tmp_path / "broken.pt")
+
+
+# -- reading pickles without running them ---------------------------------------------------------
+def test_our_generator_written_as_nvidia_pickles_it_loads_back(tmp_path):
+    generator = make_tiny_stylegan2()
+    loaded = load_generator_file(nvidia_pickle(generator, tmp_path / "g.pkl"))
+    assert loaded.config() == generator.config()
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(z), generator(z), rtol=0, atol=0)
+
+
+def test_the_embedded_source_is_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    source = f"open({str(marker)!r}, 'w').write('ran')"
+    path = nvidia_pickle(make_tiny_stylegan2(), tmp_path / "evil.pkl", module_src=source)
+    loaded = load_generator_file(path)  # loads: the code is dropped, never executed
+    assert loaded.family == "stylegan2" and not marker.exists()
+
+
+class WritesAFile:
+    """A pickle whose reduce hook writes a file when unpickled."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_pickle_whose_hook_would_write_a_file_is_refused_before_it_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"G_ema": WritesAFile(marker), "note": "torch_utils.persistence"})
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(payload)
+    with pytest.raises(InputError, match=r"evil\.pkl was refused: it refers to io\.open"):
+        load_generator_file(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("top", "class_name", "message"), [
+    ({"c_dim": 10}, "Generator", r"conditional generator \(c_dim=10\)"),
+    ({}, "Discriminator", "G_ema is a Discriminator, not a Generator"),
+])
+def test_unsupported_networks_get_one_line(tmp_path, top, class_name, message):
+    path = nvidia_pickle(make_tiny_stylegan2(), tmp_path / "g.pkl", top=top,
+                         class_name=class_name)
+    with pytest.raises(InputError, match=message):
+        load_generator_file(path)
+
+
+def test_damaged_pickles_get_one_line(tmp_path):
+    path = nvidia_pickle(make_tiny_stylegan2(), tmp_path / "g.pkl")
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(InputError, match=r"g\.pkl is damaged or not a pickle"):
+        load_generator_file(path)
+
+
+# -- latent spaces and carried state --------------------------------------------------------------
+def test_codes_in_w_and_w_plus_render_the_same_images_as_z():
+    generator = make_tiny_stylegan2()
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        w = generator.mapping(z)
+        in_w, in_w_plus = generator.in_space("w"), generator.in_space("w+")
+        assert (in_w.z_dim, in_w_plus.z_dim, generator.z_dim) == (8, 8 * 6, 8)
+        torch.testing.assert_close(in_w(w), generator(z), rtol=0, atol=0)
+        torch.testing.assert_close(in_w_plus(w.repeat(1, 6)), generator(z), rtol=0, atol=0)
+        assert in_w.layers[0].shape == (8, 1, 1) and in_w_plus.layers[0].shape == (48, 1, 1)
+    with pytest.raises(InputError, match="latent_space 'q' is not one of z, w, w\\+"):
+        generator.in_space("q")
+
+
+def test_layers_are_block_features_and_up_convolutions():
+    generator = make_tiny_stylegan2()
+    names = [layer.describe() for layer in generator.layers]
+    assert names == ["0 z 8x1x1", "1 b4 8x4x4", "2 b8.conv0 8x8x8", "3 b8 8x8x8",
+                     "4 b16.conv0 4x16x16", "5 b16 4x16x16"]
+    assert [s.name for s in generator.carry_specs(generator.layer("b4"))] == ["styles"]
+    assert [s.name for s in generator.carry_specs(generator.layer("b16"))] == ["img", "styles"]
+    cut = generator.head(torch.randn(2, 8), "b8.conv0")
+    assert cut.carry["img"].shape == (2, 3, 4, 4) and cut.carry["styles"].shape == (2, 4, 8)
+
+
+def test_carry_rules_change_what_they_should():
+    generator = make_tiny_stylegan2()
+    layer = generator.layer("b16")
+    codes, alphas = torch.randn(2, 3, 8), torch.full((2, 3, 4), 1 / 3)
+    with torch.no_grad():
+        cut = code_cuts(generator, codes, layer)
+        by_alpha = fuse(cut, alphas, "sum", {"img": "alpha", "styles": "mean"})
+        by_mean = fuse(cut, alphas, "sum", {"img": "mean", "styles": "mean"})
+        torch.testing.assert_close(by_alpha.carry["img"], by_mean.carry["img"])  # alphas 1/N
+        kept = render(generator, codes, alphas, layer, "sum", {"img": "alpha", "styles": "mean"})
+        dropped = render(generator, codes, alphas, layer, "sum", {"img": "drop", "styles": "mean"})
+        rgb_only = generator.synthesis.b16.torgb(by_mean.features, by_mean.carry["styles"][:, 0])
+    torch.testing.assert_close(dropped, rgb_only)  # the RGB restarts at the cut
+    assert not torch.allclose(kept, dropped)
+
+
+def test_saved_stylegan2_keeps_its_truncation(tmp_path):
+    generator = make_tiny_stylegan2().with_truncation(0.5)
+    loaded = load_generator_file(save_generator(generator, tmp_path / "g.safetensors"))
+    assert loaded.truncation_psi == 0.5
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(z), generator(z), rtol=0, atol=0)
+    with pytest.raises(InputError, match=r"truncation_psi must be in \[0, 1\]"):
+        generator.with_truncation(1.5)
