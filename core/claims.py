@@ -65,6 +65,12 @@ class Claims:
             return False
         return True
 
+    def any_held_elsewhere(self) -> bool:
+        """Whether another open claim holds any item of this folder right now."""
+        if not self.folder.is_dir():
+            return False
+        return any(self.held_elsewhere(path.stem) for path in self.folder.glob("*.lock"))
+
     @contextlib.contextmanager
     def hold(self, names: Iterable[str]) -> Iterator[list[str]]:
         """Claim every name that is free; yield those; release them all on the way out."""

@@ -29,6 +29,29 @@ def _umask() -> int:
     return mask
 
 
+def describe_missing(path: str | Path) -> str:
+    """What a path that is not a readable regular file is, in a few words: ``does not exist``,
+    ``is a symlink loop``, ``is a FIFO``, ``is a device``, ``is a directory``..."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a broken symlink" if path.is_symlink() else "does not exist"
+    except OSError as err:
+        if err.errno == 40:  # ELOOP
+            return "is a symlink loop"
+        return f"cannot be read ({err.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    return "is not a regular file"
+
+
 def writable_target(path: str | Path) -> Path:
     """Where a write to ``path`` must land: symlinks resolved; a non-regular file is refused."""
     path = Path(path)

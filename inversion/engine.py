@@ -144,8 +144,9 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     params = [codes, *([alphas] if recipe.trains_alphas(layer) else []), *extras.values()]
     for param in params:
         param.requires_grad_(True)
-    optimizer = (torch.optim.SGD(params, lr=recipe.lr) if recipe.optimizer == "sgd"
-                 else torch.optim.Adam(params, lr=recipe.lr))
+    lr = recipe.resolve_lr(generator)
+    optimizer = (torch.optim.SGD(params, lr=lr) if recipe.optimizer == "sgd"
+                 else torch.optim.Adam(params, lr=lr))
 
     def render(cut: Cut | None = None) -> torch.Tensor:
         with _autocast(device, bf16):
@@ -208,7 +209,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         metrics[i] = None
     final_losses = final_losses.detach().cpu()
     final_losses[list(failures)] = float("nan")
-    used = recipe.for_run(layer, perceptual is not None)
+    used = recipe.for_run(generator, perceptual is not None)
     return InversionResult(
         names=list(names), codes=codes.detach().cpu(), alphas=alphas.detach().cpu(), layer=layer,
         fusion=recipe.fusion, task=task.to_dict(), recipe=used.to_dict(), seeds=list(seeds),

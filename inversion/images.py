@@ -8,8 +8,10 @@ are errors that name the file.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import InputError
-from core.files import atomic_path
+from core.files import atomic_path, describe_missing
 from core.pixels import from_uint8, to_uint8
 from core.weights import file_sha256
 
@@ -55,7 +57,7 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise InputError(f"image {path} does not exist")
+            raise InputError(f"image {path} {describe_missing(path)}")
     if not found:
         raise InputError("no images given")
     return found
@@ -90,17 +92,16 @@ def load_image(path: str | Path, size: int, name: str | None = None) -> LoadedIm
     """Read ``path`` as an RGB ``size`` x ``size`` image; conversions are listed in ``notes``."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"image {path} does not exist")
+        raise InputError(f"image {path} {describe_missing(path)}")
     notes: list[str] = []
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-            if image is not opened and opened.getexif().get(0x0112, 1) != 1:
-                notes.append("rotated as its EXIF orientation says")
-            image = _to_rgb(image, notes)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"image {path} is corrupt or not an image ({err})") from None
+    with open_image(path, "image", notes) as opened:
+        frames = getattr(opened, "n_frames", 1)
+        if frames > 1:
+            notes.append(f"has {frames} frames (animated or multi-page); the first was used")
+        image = ImageOps.exif_transpose(opened)
+        if image is not opened and opened.getexif().get(0x0112, 1) != 1:
+            notes.append("rotated as its EXIF orientation says")
+        image = _to_rgb(image, notes)
     width, height = image.size
     if width != height:
         side = min(width, height)
@@ -114,20 +115,47 @@ def load_image(path: str | Path, size: int, name: str | None = None) -> LoadedIm
                        notes, file_sha256(path))
 
 
+@contextlib.contextmanager
+def open_image(path: Path, what: str, notes: list[str] | None = None) -> Iterator[Image.Image]:
+    """``Image.open`` + ``load`` with one-line errors naming ``path``: corrupt files, and
+    decompression bombs (Pillow's limit of ``Image.MAX_IMAGE_PIXELS``); images between half and
+    all of that limit load with a note (Pillow's warning)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                if notes is not None and any(issubclass(w.category,
+                                                        Image.DecompressionBombWarning)
+                                             for w in caught):
+                    notes.append(f"very large image ({opened.size[0]}x{opened.size[1]} "
+                                 "pixels; Pillow warns about decompression bombs at this size)")
+                yield opened
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{what} {path} is refused as a decompression bomb ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{what} {path} is corrupt or not an image ({err})") from None
+
+
 def safe_name(stem: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
     return cleaned or "image"
 
 
 def unique_names(paths: list[Path]) -> list[str]:
-    """Safe, unique names from file stems (``face``, ``face-2``, ... on collisions)."""
+    """Safe, unique names from file stems (``face``, ``face-2``, ... on collisions), unique
+    after sanitising whatever the input names: ``a b``, ``a_b`` and ``a_b-2`` become ``a_b``,
+    ``a_b-2`` and ``a_b-2-2``."""
     names: list[str] = []
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     for path in paths:
-        base = safe_name(path.stem)
-        count = seen.get(base, 0) + 1
-        seen[base] = count
-        names.append(base if count == 1 else f"{base}-{count}")
+        base = name = safe_name(path.stem)
+        count = 1
+        while name in taken:
+            count += 1
+            name = f"{base}-{count}"
+        taken.add(name)
+        names.append(name)
     return names
 
 

@@ -8,8 +8,9 @@ denoising, which has no official script, takes the inversion settings). Their co
 are PGGAN indices (6: 16x16 features, 4: 8x8); a recipe stores the feature side instead, so the
 same rule picks layer 6 / layer 4 on any PGGAN and the matching block on other generators.
 
-``adam``: Adam (lr 0.01), the ``sum`` fusion, 20 codes, 300 iterations, and the official scripts'
-composing layers and perceptual weights. Tuned on the DigiFace DCGAN against DigiFace samples and
+``adam``: Adam (lr 0.01; for StyleGAN2 0.03, or 0.1 for a W+ code: ``ADAM_LR_BY_SPACE``), the
+``sum`` fusion, 20 codes, 300 iterations, and the official scripts' composing layers and
+perceptual weights. Tuned on the DigiFace DCGAN against DigiFace samples and
 real bedroom and church photos (``benchmarks/recipes.py``, table in ``docs/benchmarks.md``): lr 0.01
 beat 0.003, 0.005, 0.03 and 0.1 at every budget from 50 to 500 iterations; after 300 iterations it
 is 16 dB (samples) and 12 dB (real photos) above the official SGD recipe; 20 codes cost 0.6 dB
@@ -42,7 +43,7 @@ ALPHA_MODES = ("auto", "train", "fixed")
 class Recipe:
     name: str
     optimizer: str
-    lr: float
+    lr: float | None  # None: the recipe's measured default for the generator's family and space
     iterations: int
     codes: int
     layer: str | int | None  # None: the deepest layer whose features are at most layer_side wide
@@ -74,7 +75,7 @@ class Recipe:
             raise field_error("codes", f"must be at least 1, got {self.codes}")
         if self.iterations < 0:
             raise field_error("iterations", f"must be >= 0, got {self.iterations}")
-        if not 0 < self.lr < math.inf:
+        if self.lr is not None and not 0 < self.lr < math.inf:
             raise field_error("lr", f"must be a finite number above 0, got {self.lr}")
         choices = {"optimizer": OPTIMIZERS, "init": INITS, "fusion": FUSIONS,
                    "alphas": ALPHA_MODES}
@@ -104,10 +105,18 @@ class Recipe:
             return not (layer.index == 0 and self.codes == 1)
         return self.alphas == "train"
 
-    def for_run(self, layer: Layer, perceptual_used: bool) -> Recipe:
-        """The recipe as it actually runs: the layer and alpha mode resolved, and no perceptual
-        weight when no perceptual module is used."""
-        return replace(self, layer=layer.name,
+    def resolve_lr(self, generator: LayeredGenerator) -> float:
+        """The learning rate: the recipe's, or the one measured for the generator's family and
+        latent space (:data:`ADAM_LR_BY_SPACE`), else :data:`ADAM_LR`."""
+        if self.lr is not None:
+            return self.lr
+        return ADAM_LR_BY_SPACE.get((generator.family, self.latent_space), ADAM_LR)
+
+    def for_run(self, generator: LayeredGenerator, perceptual_used: bool) -> Recipe:
+        """The recipe as it actually runs: the layer, learning rate and alpha mode resolved,
+        and no perceptual weight when no perceptual module is used."""
+        layer = self.resolve_layer(generator)
+        return replace(self, layer=layer.name, lr=self.resolve_lr(generator),
                        alphas="train" if self.trains_alphas(layer) else "fixed",
                        perceptual_lambda=self.perceptual_lambda if perceptual_used else 0.0)
 
@@ -140,6 +149,10 @@ _ADAM = {
     "denoising": (20, 16, 300, 1.0),
 }
 ADAM_LR = 0.01
+# Measured per family and latent space where ADAM_LR is not the best (docs/stylegan2.md): codes of a
+# StyleGAN2 in Z or W converge faster at 0.03, a single W+ code at 0.1.
+ADAM_LR_BY_SPACE = {("stylegan2", "z"): 0.03, ("stylegan2", "w"): 0.03,
+                    ("stylegan2", "w+"): 0.1}
 
 
 def get_recipe(name: str, task: str) -> Recipe:
@@ -153,7 +166,7 @@ def get_recipe(name: str, task: str) -> Recipe:
                       perceptual_lambda=lam)
     if name == "adam":
         codes, side, iterations, lam = _ADAM[task]
-        return Recipe("adam", "adam", ADAM_LR, iterations, codes, None, side, "sum", "normal",
+        return Recipe("adam", "adam", None, iterations, codes, None, side, "sum", "normal",
                       perceptual_lambda=lam, perceptual_size=None)
     raise InputError(f"recipe {name!r} is unknown; recipes: {', '.join(RECIPES)}",
                      field="recipe")

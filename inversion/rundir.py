@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +47,7 @@ from core.errors import InputError
 from core.files import atomic_write_bytes
 from core.jsonio import json_line, read_json, read_jsonl, write_json
 from core.pixels import from_uint8
-from core.resume import check_resume
+from core.resume import check_resume, settings_differences
 from inversion.engine import InversionResult
 from inversion.generators.base import Layer
 from inversion.images import safe_name, save_png
@@ -97,9 +97,12 @@ class RunDirectory:
     # -- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, config: dict[str, Any],
-             may_change: Iterable[str] = VOLATILE_KEYS) -> RunDirectory:
+             may_change: Iterable[str] = VOLATILE_KEYS,
+             log: Callable[[str], None] | None = None) -> RunDirectory:
         """Create the run, or resume it when its stored config matches ``config`` (settings in
-        ``may_change`` may differ). Safe when several processes open one run at once."""
+        ``may_change`` may differ). A run with other settings but no finished image and no
+        image in progress (a first attempt that failed) takes the new settings, with a note.
+        Safe when several processes open one run at once."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise InputError(f"{run.path} exists and is not a directory", field="out")
@@ -113,9 +116,15 @@ class RunDirectory:
             raise InputError(f"{run.path} cannot be created ({err.strerror})", field="out") \
                 from None
         with locked(run.locks / "run.lock"):
-            if run.config_path.is_file():
-                check_resume(run.config(), config, what="run", where=run.path,
-                             may_change=may_change)
+            stored = run.config() if run.config_path.is_file() else None
+            if stored is not None and settings_differences(stored, config, may_change) and \
+                    not run.finished() and not run.claims.any_held_elsewhere():
+                write_json(run.config_path, config)
+                if log is not None:
+                    log(f"note: {run.path} held a run with other settings but no finished "
+                        "image; it now holds this one")
+            elif stored is not None:
+                check_resume(stored, config, what="run", where=run.path, may_change=may_change)
             else:
                 run.images_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run.config_path, config)

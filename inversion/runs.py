@@ -24,11 +24,13 @@ from tqdm.auto import tqdm
 
 from core.errors import InputError
 from core.jsonio import read_json
+from inversion import engine
 from inversion.composition import resolve_carry
 from inversion.engine import invert
 from inversion.generators.base import LayeredGenerator
 from inversion.images import LoadedImage
 from inversion.losses import PerceptualStatus
+from inversion.memory import plan_memory, saved_bytes
 from inversion.metrics import image_metrics
 from inversion.recipes import Recipe
 from inversion.rundir import ImageRecord, RunDirectory
@@ -75,7 +77,7 @@ class RunSettings:
     def config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         generator = self.generator.in_space(self.recipe.latent_space)
         layer = self.recipe.resolve_layer(generator)
-        recipe = self.recipe.for_run(layer, self.perceptual.module is not None)
+        recipe = self.recipe.for_run(generator, self.perceptual.module is not None)
         return {
             "generator": self.generator_info,
             "task": self.task.to_dict(),
@@ -96,6 +98,31 @@ class RunSettings:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **(extra or {}),
         }
+
+
+def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
+    """The batch size that fits the device's free memory (``inversion.memory``); one image that
+    does not fit is an InputError."""
+    generator, task = settings.generator, settings.task
+    size = task.observation_size(generator.resolution)
+    ctx = task.context(generator.resolution, [0], generator.device)
+    observation = torch.zeros(1, 3, size, size, device=generator.device)
+
+    def measure(codes: int) -> int:
+        recipe = settings.recipe.with_overrides(iterations=1, codes=codes)
+        with saved_bytes() as total:
+            engine.invert(generator, observation, task, recipe, seeds=[0], ctx=ctx,
+                          perceptual=settings.perceptual.module, bf16=settings.bf16,
+                          progress=False)
+        return total[0]
+
+    modules = [generator] + ([settings.perceptual.module] if settings.perceptual.module else [])
+    parameters = sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
+    plan = plan_memory(measure, settings.recipe.codes, settings.batch_size, generator.device,
+                       parameters)
+    if plan.note:
+        log(f"note: {plan.note}")
+    return plan.batch_size
 
 
 def check_sources(run: RunDirectory, images: list[LoadedImage]) -> None:
@@ -131,7 +158,8 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
         if missing:
             raise InputError(f"no reference image for {', '.join(missing[:5])}"
                              f"{' ...' if len(missing) > 5 else ''} (references match by name)")
-    run = RunDirectory.open(out_dir, settings.config(config_extra))
+    batch_size = plan_batch(settings, log)  # before anything is written
+    run = RunDirectory.open(out_dir, settings.config(config_extra), log=log)
     check_sources(run, images)
     if settings.perceptual.note:
         log(settings.perceptual.note)
@@ -147,7 +175,7 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
     queue = list(pending)
     while queue:
         chunk = []
-        while queue and len(chunk) < settings.batch_size:
+        while queue and len(chunk) < batch_size:
             image = queue.pop(0)
             if not run.claims.try_claim(image.name):
                 elsewhere += 1  # another process works on it

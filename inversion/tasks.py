@@ -26,9 +26,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from core.errors import InputError
+from core.files import describe_missing
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -162,6 +163,7 @@ class Inpainting(Task):
 
     def check(self, resolution: int) -> None:
         if self._file_mask is None:
+            self.mask_for(resolution, [0])  # a hole that covers everything is refused here
             return
         h, w = self._file_mask.shape
         if (h, w) != (resolution, resolution) and not self.resize_mask:
@@ -173,12 +175,18 @@ class Inpainting(Task):
         kind, _, value = self.mask.partition(":")
         if kind == "center":
             side = round(float(value) * resolution)
+            if side >= resolution:
+                raise InputError(f"mask {self.mask} hides all {resolution}x{resolution} pixels; "
+                                 "use a smaller fraction", field="mask")
             start = (resolution - side) // 2
             mask = torch.ones(1, 1, resolution, resolution)
             mask[..., start:start + side, start:start + side] = 0
             return mask.expand(len(seeds), -1, -1, -1).clone()
         if kind == "random":
             missing = round(float(value) * resolution * resolution)
+            if missing >= resolution * resolution:
+                raise InputError(f"mask {self.mask} hides all {resolution}x{resolution} pixels; "
+                                 "use a smaller fraction", field="mask")
             masks = torch.ones(len(seeds), 1, resolution * resolution)
             for i, seed in enumerate(seeds):
                 order = torch.randperm(resolution * resolution,
@@ -206,15 +214,19 @@ class Inpainting(Task):
 
 
 def _read_mask(path: Path, invert: bool) -> np.ndarray:
+    from inversion.images import open_image
+
     if not path.is_file():
-        raise InputError(f"mask {path}: no such file (or use center:F / random:P)", field="mask")
-    try:
-        with Image.open(path) as image:
-            gray_mask = np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"mask {path} is not a readable image ({err})") from None
+        raise InputError(f"mask {path} {describe_missing(path)} (or use center:F / random:P)",
+                         field="mask")
+    with open_image(path, "mask") as image:
+        gray_mask = np.asarray(image.convert("L"))
     known = (gray_mask > 127).astype(np.uint8)
-    return 1 - known if invert else known
+    known = 1 - known if invert else known
+    if not known.any():
+        raise InputError(f"mask {path} has no known pixel (1 = known, white unless "
+                         "--invert-mask): there is nothing to invert from", field="mask")
+    return known
 
 
 @dataclass
@@ -223,8 +235,9 @@ class Denoising(Task):
     sigma: float = 25.0  # in 0-255 pixel units
 
     def __post_init__(self):
-        if not self.sigma >= 0:
-            raise InputError(f"sigma must be >= 0 (0-255 pixel units), got {self.sigma}",
+        if not 0 <= self.sigma < float("inf"):
+            raise InputError(f"sigma must be a finite number >= 0 (0-255 pixel units), got "
+                             f"{self.sigma}",
                              field="sigma")
 
     def observe(self, clean, ctx):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import inspect
 import signal
 import sys
@@ -57,7 +58,6 @@ def default(owner: type | Callable[..., Any], name: str) -> Any:
 def _build_parser() -> argparse.ArgumentParser:
     from mganprior.studies import StudySpec
     from reports.html import build_report
-    from training.gan import GANTrainConfig
     from training.loop import DEFAULT_CHECKPOINT_EVERY
     from training.segmenter import SegmenterTrainConfig
 
@@ -259,26 +259,32 @@ def _build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--out", required=True, help="folder for NAME.png and labels/NAME.png")
 
     gan = commands.add_parser(
-        "train-generator", help="train a PGGAN-architecture generator on a scene domain",
-        description="Train a PGGAN generator on rendered scenes. Checkpoints every "
-                    "--checkpoint-every steps; rerunning the same command resumes.")
-    gan_defaults = GANTrainConfig()
+        "train-generator", help="train a PGGAN- or StyleGAN2-architecture generator on a scene "
+        "domain",
+        description="Train a generator on rendered scenes. Checkpoints every "
+                    "--checkpoint-every steps; rerunning the same command resumes. Unset "
+                    "options take the chosen architecture's defaults (training.gan, "
+                    "training.stylegan2).")
+    gan.add_argument("--architecture", default="pggan", choices=sorted(TRAIN_CONFIGS))
     gan.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
     gan.add_argument("--out", required=True)
     gan.add_argument("--images", type=int, default=20000, help="rendered training scenes")
-    gan.add_argument("--iterations", type=int, default=gan_defaults.iterations)
-    gan.add_argument("--batch", type=int, default=gan_defaults.batch)
-    gan.add_argument("--resolution", type=int, default=gan_defaults.resolution)
-    gan.add_argument("--z-dim", type=int, default=gan_defaults.z_dim)
-    gan.add_argument("--channels", default=",".join(map(str, gan_defaults.channels)),
-                     help="widths from 4 px up to the resolution, comma separated")
-    gan.add_argument("--lr", type=float, default=gan_defaults.lr)
-    gan.add_argument("--r1-gamma", type=float, default=gan_defaults.r1_gamma)
-    gan.add_argument("--r1-every", type=int, default=gan_defaults.r1_every,
-                     help="lazy R1: penalty every N steps")
-    gan.add_argument("--ema-half-life", type=float, default=gan_defaults.ema_half_life_images,
+    gan.add_argument("--iterations", type=int)
+    gan.add_argument("--batch", type=int)
+    gan.add_argument("--resolution", type=int)
+    gan.add_argument("--z-dim", type=int)
+    gan.add_argument("--channels", help="widths from 4 px up to the resolution, comma separated")
+    gan.add_argument("--lr", type=float)
+    gan.add_argument("--r1-gamma", type=float)
+    gan.add_argument("--r1-every", type=int, help="lazy R1: penalty every N steps")
+    gan.add_argument("--ema-half-life", type=float,
                      help="EMA half-life of the generator weights, in images")
-    gan.add_argument("--seed", type=int, default=gan_defaults.seed)
+    gan.add_argument("--w-dim", type=int, help="StyleGAN2: size of w")
+    gan.add_argument("--mapping-layers", type=int, help="StyleGAN2: layers of the mapping")
+    gan.add_argument("--mixing-prob", type=float, help="StyleGAN2: style-mixing probability")
+    gan.add_argument("--pl-weight", type=float,
+                     help="StyleGAN2: path-length regularisation weight (0: off)")
+    gan.add_argument("--seed", type=int)
     gan.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
     _add_training_io(gan)
 
@@ -394,15 +400,22 @@ def _train_generator(args: argparse.Namespace) -> int:
     from core.devices import resolve_device
     from scenes.render import get_domain
     from scenes.train import train_scene_generator
-    from training.gan import GANTrainConfig
 
     get_domain(args.domain)
-    config = GANTrainConfig(resolution=args.resolution, z_dim=args.z_dim,
-                            channels=_int_list(args.channels, "channels"),
-                            iterations=args.iterations, batch=args.batch, lr=args.lr,
-                            r1_gamma=args.r1_gamma, r1_every=args.r1_every,
-                            ema_half_life_images=args.ema_half_life,
-                            seed=args.seed)
+    given = {"resolution": args.resolution, "z_dim": args.z_dim, "iterations": args.iterations,
+             "batch": args.batch, "lr": args.lr, "r1_gamma": args.r1_gamma,
+             "r1_every": args.r1_every, "ema_half_life_images": args.ema_half_life,
+             "seed": args.seed, "channels": _int_list(args.channels, "channels")
+             if args.channels else None, "w_dim": args.w_dim,
+             "mapping_layers": args.mapping_layers, "mixing_prob": args.mixing_prob,
+             "pl_weight": args.pl_weight}
+    config_class = TRAIN_CONFIGS[args.architecture]()
+    fields = {item.name for item in dataclasses.fields(config_class)}
+    unknown = sorted(k for k, v in given.items() if v is not None and k not in fields)
+    if unknown:
+        raise InputError(f"architecture {args.architecture} takes no {', '.join(unknown)}",
+                         field="architecture")
+    config = config_class(**{k: v for k, v in given.items() if v is not None})
     result = train_scene_generator(args.domain, args.out, config, images=args.images,
                                    device=resolve_device(args.device), workers=args.workers,
                                    cache=args.cache, checkpoint_every=args.checkpoint_every,
@@ -648,17 +661,35 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals() -> None:
+def _stop_on_signals() -> dict[int, Any]:
     """Make SIGTERM (sent by ``timeout``, container stops and SLURM), and SIGINT even in a
-    background job (where shells ignore it), raise KeyboardInterrupt, so long commands save
-    what they have before they exit."""
+    background job (where shells ignore it), raise KeyboardInterrupt, so commands save what
+    they have before they exit. Returns the handlers they replace."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
+                signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
+    return previous
 
+
+def _pggan_config() -> type:
+    from training.gan import GANTrainConfig
+
+    return GANTrainConfig
+
+
+def _stylegan2_config() -> type:
+    from training.stylegan2 import StyleGAN2TrainConfig
+
+    return StyleGAN2TrainConfig
+
+
+TRAIN_CONFIGS: dict[str, Callable[[], type]] = {"pggan": _pggan_config,
+                                                "stylegan2": _stylegan2_config}
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
@@ -670,7 +701,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    _stop_on_signals()
+    previous = _stop_on_signals()
     try:
         return HANDLERS[args.command](args)
     except InputError as err:
@@ -680,3 +711,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mganprior: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as err:  # a full disk, a read-only or missing folder: say where, in one line
+        where = f"{err.filename}: " if err.filename else ""
+        hint = (" (what was finished before is intact; free space and rerun to resume)"
+                if err.errno == errno.ENOSPC else "")
+        print(f"mganprior: error: {where}{err.strerror or err}{hint}", file=sys.stderr)
+        return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -85,6 +85,8 @@ def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE,
         with Image.open(path) as image:
             image.load()
             image = image.convert("RGB")
+    except Image.DecompressionBombError:
+        return Picture(alt, error=f"{path.name} is refused: too many pixels (decompression bomb)")
     except (OSError, SyntaxError, ValueError) as err:
         return Picture(alt, error=f"{path.name} is unreadable ({type(err).__name__})")
     if max_side is not None and max(image.size) > max_side:

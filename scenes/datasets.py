@@ -20,11 +20,19 @@ from scenes.render import get_domain, render
 HELD_OUT_SEED = 1_000_000
 
 
+MIN_SIZE, MAX_SIZE = 8, 1024  # rendering is Python-level work: beyond 1024 px it takes hours
+
+
 def render_many(domain: str, seeds: range | list[int], size: int = 64, workers: int = 1,
                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Scenes of one domain: (images uint8 [N, size, size, 3], labels uint8 [N, size, size])."""
     get_domain(domain)
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise InputError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE} pixels, got "
+                         f"{size}", field="size")
     seeds = list(seeds)
+    if any(seed < 0 for seed in seeds):
+        raise InputError(f"seeds must be >= 0 (start), got {min(seeds)}", field="start")
     images = np.empty((len(seeds), size, size, 3), dtype=np.uint8)
     labels = np.empty((len(seeds), size, size), dtype=np.uint8)
     job = partial(render, domain, size=size)

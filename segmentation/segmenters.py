@@ -172,6 +172,36 @@ def save_segmenter(model: nn.Module, vocabulary: Vocabulary, directory: str | Pa
     return directory
 
 
+def read_meta(directory: Path) -> dict[str, Any]:
+    """Our ``segmenter.json`` (empty when absent), its fields checked for type."""
+    path = directory / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not valid JSON ({err})") from None
+    problems = []
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} holds a {type(meta).__name__}, not a JSON object")
+    if "labels" in meta and (not isinstance(meta["labels"], list) or
+                             not all(isinstance(n, str) for n in meta["labels"])):
+        problems.append("labels must be a list of class names")
+    if "colors" in meta and (not isinstance(meta["colors"], list) or not all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) for v in c)
+            for c in meta["colors"])):
+        problems.append("colors must be a list of [R, G, B] integer triples")
+    if meta.get("normalization") not in (None, *NORMALIZATIONS):
+        problems.append(f"normalization must be one of {', '.join(NORMALIZATIONS)}")
+    if meta.get("input_size") is not None and (not isinstance(meta["input_size"], int) or
+                                               isinstance(meta["input_size"], bool) or
+                                               meta["input_size"] < 1):
+        problems.append("input_size must be a positive integer")
+    if problems:
+        raise InputError(f"{path} is wrongly typed: {'; '.join(problems)}")
+    return meta
+
+
 def load_smp_segmenter(directory: str | Path, *, labels: str | list[str] | None = None,
                        normalization: str | None = None, input_size: int | None = None,
                        device: str | torch.device | None = None) -> SmpSegmenter:
@@ -188,19 +218,14 @@ def load_smp_segmenter(directory: str | Path, *, labels: str | list[str] | None 
     if not (directory / "config.json").is_file():
         raise InputError(f"{directory} is not an smp model directory (no config.json; save one "
                          "with model.save_pretrained(DIR))")
-    meta: dict[str, Any] = {}
-    if (directory / META_FILE).is_file():
-        try:
-            meta = json.loads((directory / META_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"{directory / META_FILE} is not valid JSON ({err})") from None
+    meta = read_meta(directory)
     if labels is not None:
         vocabulary = vocabulary_from(labels)
     elif "labels" in meta:
         colors = tuple(tuple(int(v) for v in c) for c in meta.get("colors", [])) or None
-        vocabulary = (Vocabulary(meta.get("vocabulary", directory.name), tuple(meta["labels"]),
-                                 colors) if colors else vocabulary_from(meta["labels"],
-                                                                        directory.name))
+        vocabulary = (Vocabulary(str(meta.get("vocabulary", directory.name)),
+                                 tuple(meta["labels"]), colors) if colors
+                      else vocabulary_from(meta["labels"], directory.name))
     else:
         raise InputError(f"{directory} has no {META_FILE} naming its classes; pass labels= "
                          f"(a vocabulary name, e.g. ade20k-150, or a JSON list of class names)")

@@ -204,3 +204,73 @@ def test_saved_stylegan2_keeps_its_truncation(tmp_path):
         torch.testing.assert_close(loaded(z), generator(z), rtol=0, atol=0)
     with pytest.raises(InputError, match=r"truncation_psi must be in \[0, 1\]"):
         generator.with_truncation(1.5)
+
+
+# -- everything downstream, end to end on a small one ---------------------------------------------
+@pytest.fixture
+def stylegan2_pickle(tmp_path):
+    return nvidia_pickle(make_tiny_stylegan2(), tmp_path / "tiny-stylegan2.pkl")
+
+
+@pytest.fixture
+def stylegan2_pngs(tmp_path):
+    from inversion.images import save_png
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(make_tiny_stylegan2().sample(2, seed=4)):
+        save_png(image, folder / f"s{i}.png")
+    return folder
+
+
+def test_zoo_lists_the_layers_and_what_crosses_each_cut(capsys, stylegan2_pickle):
+    from mganprior.cli import main
+
+    assert main(["zoo", "--checkpoint", str(stylegan2_pickle)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "0 z 8x1x1"
+    assert lines[3].startswith("3 b8 8x8x8; carries img (alpha/mean/drop, default alpha")
+    assert "styles (latent/mean/alpha, default latent" in lines[3]
+
+
+@pytest.mark.parametrize("task", ["inversion", "colorization", "super-resolution", "inpainting",
+                                  "denoising"])
+def test_every_task_inverts_a_stylegan2_pickle(tmp_path, stylegan2_pickle, stylegan2_pngs,
+                                                task):
+    from inversion.rundir import RunDirectory
+    from mganprior.cli import main
+
+    out = tmp_path / task
+    args = ["invert", "--checkpoint", str(stylegan2_pickle), "--images", str(stylegan2_pngs),
+            "--out", str(out), "--task", task, "--iterations", "3", "--codes", "3", "--quiet"]
+    assert main(args) == 0
+    result = RunDirectory(out).load_result()
+    assert result.carry["styles"] == "latent" and result.extras["styles"].shape[0] == 2
+
+
+def test_attribute_layers_and_report_on_a_stylegan2(tmp_path, capsys, stylegan2_pickle,
+                                                    stylegan2_pngs):
+    import numpy as np
+
+    from helpers import write_png
+    from mganprior.cli import main
+
+    run = tmp_path / "run"
+    assert main(["invert", "--checkpoint", str(stylegan2_pickle), "--images",
+                 str(stylegan2_pngs), "--out", str(run), "--layer", "b8", "--iterations", "5",
+                 "--codes", "4", "--latent-space", "w", "--quiet"]) == 0
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for name in ("s0", "s1"):
+        label = np.zeros((16, 16), np.uint8)
+        label[8:] = 1
+        write_png(labels / f"{name}.png", label)
+    assert main(["attribute", str(run), "--labels", str(labels), "--quiet"]) == 0
+    assert "codes of 2 images assigned" in capsys.readouterr().out
+    study = tmp_path / "study"
+    assert main(["layers", "--checkpoint", str(stylegan2_pickle), "--images",
+                 str(stylegan2_pngs), "--tasks", "inversion", "--layers", "b4,b16",
+                 "--iterations", "2", "--codes", "2", "--out", str(study), "--quiet"]) == 0
+    assert main(["report", str(run), str(study), "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "stylegan2" in html and "Attribution" in html

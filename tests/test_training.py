@@ -253,3 +253,45 @@ def test_fine_tuning_starts_from_the_saved_model(trained_segmenter, tmp_path):
         train_segmenter(LabelledBank(images, labels, CPU), vocabulary, other,
                         tmp_path / "other", device=CPU, progress=False)
     assert not (tmp_path / "other").exists()
+
+
+# ----------------------------------------------------------------------------- StyleGAN2
+
+
+def tiny_stylegan2_config(**overrides):
+    from training.stylegan2 import StyleGAN2TrainConfig
+
+    settings = {"resolution": 8, "z_dim": 8, "w_dim": 8, "mapping_layers": 2,
+                "channels": [16, 8], "iterations": 30, "batch": 8, "lr": 0.01,
+                "ema_half_life_images": 50.0, "r1_every": 4, "pl_weight": 1.0, "pl_every": 2}
+    return StyleGAN2TrainConfig(**{**settings, **overrides})
+
+
+def test_stylegan2_training_moves_samples_to_the_data(tmp_path):
+    from inversion.generators.stylegan2 import StyleGAN2Generator
+
+    config = tiny_stylegan2_config(iterations=120)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        before = distance_to_red(StyleGAN2Generator(8, 8, 8, [16, 8], 2).eval())
+    result = train_gan(ImageBank(red_images(), CPU), config, tmp_path, device=CPU,
+                       progress=False)
+    after = distance_to_red(result.generator)
+    assert after < 0.5 * before, (before, after)
+    assert result.generator.mapping.w_avg.abs().sum() > 0  # w_avg followed the mapping
+    saved = load_generator_file(tmp_path / "generator.safetensors")
+    assert saved.family == "stylegan2"
+    assert distance_to_red(saved) == pytest.approx(after, abs=0.02)
+
+
+def test_interrupted_stylegan2_training_resumes_to_the_same_weights(tmp_path):
+    bank = ImageBank(red_images(), CPU)
+    straight = train_gan(bank, tiny_stylegan2_config(iterations=12), tmp_path / "straight",
+                         device=CPU, progress=False, checkpoint_every=5)
+    train_gan(bank, tiny_stylegan2_config(iterations=7), tmp_path / "resumed", device=CPU,
+              progress=False, checkpoint_every=5)
+    resumed = train_gan(bank, tiny_stylegan2_config(iterations=12), tmp_path / "resumed",
+                        device=CPU, progress=False, checkpoint_every=5)
+    for (name, a), b in zip(straight.generator.state_dict().items(),
+                            resumed.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -1,10 +1,14 @@
-"""Train a PGGAN-architecture generator: non-saturating GAN loss with lazy R1, EMA weights.
+"""Train a GAN generator: non-saturating loss with lazy R1, EMA weights, one loop for every
+architecture (:class:`GANTrainConfig` for PGGAN here, ``training.stylegan2`` for StyleGAN2).
 
-The generator is :class:`inversion.generators.PGGANGenerator`, the class that loads official
-checkpoints, so trained models go through the same inversion code as real ones. The
-discriminator mirrors it with the same equalised-lr convolution (average-pool downsampling,
-minibatch standard deviation). Training is at full resolution from the start: on a GPU a 64 px model
-converges in minutes; progressive growing is not implemented.
+The generators are the classes that load official checkpoints
+(:class:`inversion.generators.PGGANGenerator`, ``StyleGAN2Generator``), so trained models go
+through the same inversion code as real ones. The PGGAN discriminator mirrors its generator with
+the same equalised-lr convolution (average-pool downsampling, minibatch standard deviation).
+Training is at full resolution from the start: on a GPU a 64 px model converges in minutes;
+progressive growing is not implemented. An architecture's config builds both networks, makes
+the fake images of a step and adds any generator regulariser (``build``, ``fakes``,
+``g_regularizer``).
 
 Training state (both networks, the EMA generator, both optimisers, the step, the data sampler's
 RNG) is saved atomically to ``checkpoint.pt`` every ``checkpoint_every`` steps and on Ctrl-C,
@@ -34,6 +38,7 @@ from core.jsonio import write_json
 from core.pixels import from_uint8, to_uint8
 from core.resume import check_resume
 from inversion.generators import PGGANGenerator, save_generator
+from inversion.generators.base import LayeredGenerator
 from inversion.generators.pggan import EqualizedConv2d
 from inversion.images import save_png
 from training.loop import (
@@ -111,28 +116,48 @@ class GANTrainConfig:
 
     def validate(self) -> None:
         """Every setting in range, before anything is built or written."""
-        positive_ints = {"iterations": self.iterations, "batch": self.batch,
-                         "r1_every": self.r1_every, "z_dim": self.z_dim,
-                         "resolution": self.resolution}
-        for name, value in positive_ints.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise field_error(name, f"must be a positive integer, got {value}")
-        if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
-            raise field_error("channels", f"must be positive integers, got {self.channels}")
-        if not 0 < self.lr < math.inf:
-            raise field_error("lr", f"must be a finite number above 0, got {self.lr}")
-        if not 0 <= self.r1_gamma < math.inf:
-            raise field_error("r1_gamma", f"must be a finite number >= 0, got {self.r1_gamma}")
-        if not 0 < self.ema_half_life_images < math.inf:
-            raise field_error("ema_half_life_images",
-                              f"must be a finite number above 0, got {self.ema_half_life_images}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise field_error("betas", f"must be two numbers in [0, 1), got {self.betas}")
+        check_common(self)
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        """The untrained generator and discriminator (drawn from the global RNG, which the
+        trainer forks and seeds)."""
+        return (PGGANGenerator(self.resolution, self.z_dim, self.channels),
+                PGGANDiscriminator(self.resolution, self.channels))
+
+    def fakes(self, generator: nn.Module, batch: int, rng: torch.Generator,
+              device: torch.device) -> torch.Tensor:
+        return generator(torch.randn(batch, self.z_dim, generator=rng).to(device))
+
+    def g_regularizer(self, generator: nn.Module, step: int, rng: torch.Generator,
+                      device: torch.device, extra: dict[str, Any]) -> torch.Tensor | None:
+        """A loss to add to the generator's (None: none this step); ``extra`` persists."""
+        return None
+
+
+def check_common(config: Any) -> None:
+    """The settings every GAN config shares, each in range (errors name the field)."""
+    positive_ints = {"iterations": config.iterations, "batch": config.batch,
+                     "r1_every": config.r1_every, "z_dim": config.z_dim,
+                     "resolution": config.resolution}
+    for name, value in positive_ints.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise field_error(name, f"must be a positive integer, got {value}")
+    if not config.channels or any(not isinstance(c, int) or c < 1 for c in config.channels):
+        raise field_error("channels", f"must be positive integers, got {config.channels}")
+    if not 0 < config.lr < math.inf:
+        raise field_error("lr", f"must be a finite number above 0, got {config.lr}")
+    if not 0 <= config.r1_gamma < math.inf:
+        raise field_error("r1_gamma", f"must be a finite number >= 0, got {config.r1_gamma}")
+    if not 0 < config.ema_half_life_images < math.inf:
+        raise field_error("ema_half_life_images", "must be a finite number above 0, got "
+                          f"{config.ema_half_life_images}")
+    if len(config.betas) != 2 or not all(0 <= b < 1 for b in config.betas):
+        raise field_error("betas", f"must be two numbers in [0, 1), got {config.betas}")
 
 
 @dataclass
 class GANTrainResult:
-    generator: PGGANGenerator
+    generator: LayeredGenerator
     steps: int
     seconds: float
     log: list[dict[str, float]]
@@ -168,14 +193,10 @@ def _r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).sum(dim=(1, 2, 3)).mean()
 
 
-def sample_grid(generator: PGGANGenerator, count: int = 64, seed: int = 0,
+def sample_grid(generator: LayeredGenerator, count: int = 64, seed: int = 0,
                 columns: int = 8) -> np.ndarray:
     """A uint8 [rows*R, columns*R, 3] grid of ``count`` samples (fixed seed, eval mode)."""
-    device = next(generator.parameters()).device
-    z = torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        images = generator(z.to(device)).clamp(-1, 1).cpu()
-    return image_grid(to_uint8(images), columns)
+    return image_grid(to_uint8(generator.sample(count, seed=seed).cpu()), columns)
 
 
 def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
@@ -199,7 +220,8 @@ def train_gan(
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> GANTrainResult:
-    """Train (or resume) a PGGAN generator on ``bank``; returns the EMA generator in eval mode."""
+    """Train (or resume) the generator ``config`` describes on ``bank``; returns the EMA
+    generator in eval mode."""
     out_dir = Path(out_dir)
     config.validate()
     check_checkpoint_every(checkpoint_every)
@@ -208,8 +230,7 @@ def train_gan(
                          f"the generator is {config.resolution}x{config.resolution}")
     with torch.random.fork_rng(devices=[]):  # seeded initial weights; the global RNG is restored
         torch.manual_seed(config.seed)
-        generator = PGGANGenerator(config.resolution, config.z_dim, config.channels)
-        discriminator = PGGANDiscriminator(config.resolution, config.channels)
+        generator, discriminator = config.build()
     generator, discriminator = generator.to(device), discriminator.to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
@@ -219,6 +240,7 @@ def train_gan(
     data_rng = torch.Generator().manual_seed(config.seed + 1)
     state = LoopState()
     last_r1 = 0.0
+    extra: dict[str, Any] = {}  # a regulariser's running state (StyleGAN2: the path-length mean)
 
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs have been checked
     checkpoint_path = out_dir / CHECKPOINT
@@ -232,6 +254,7 @@ def train_gan(
         opt_g.load_state_dict(saved["opt_g"])
         opt_d.load_state_dict(saved["opt_d"])
         data_rng.set_state(saved["data_rng"])
+        extra.update(saved.get("extra", {}))
         state = LoopState(saved["step"], saved["seconds"], saved["log"])
 
     def checkpoint() -> None:
@@ -241,19 +264,18 @@ def train_gan(
             "log": state.log, "generator": generator.state_dict(),
             "discriminator": discriminator.state_dict(), "ema": ema.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "data_rng": data_rng.get_state(),
+            "data_rng": data_rng.get_state(), "extra": extra,
         })
 
     ema_beta = 0.5 ** (config.batch / max(config.ema_half_life_images, 1e-8))
 
     def train_step(step: int) -> dict[str, torch.Tensor | float]:
         nonlocal last_r1
-        z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
-        real = bank.sample(config.batch, data_rng)
-
-        # Discriminator step (with the lazy R1 penalty every r1_every steps).
+        # Discriminator step (with the lazy R1 penalty every r1_every steps). The fakes' latents
+        # are drawn before the real batch: the order every trained model in scenes/ used.
         with torch.no_grad():
-            fake = generator(z)
+            fake = config.fakes(generator, config.batch, data_rng, device)
+        real = bank.sample(config.batch, data_rng)
         d_loss = F.softplus(discriminator(fake)).mean() + F.softplus(-discriminator(real)).mean()
         if config.r1_gamma > 0 and step % config.r1_every == 0:
             r1 = _r1_penalty(discriminator, real)
@@ -263,16 +285,19 @@ def train_gan(
         d_loss.backward()
         opt_d.step()
 
-        # Generator step.
-        z = torch.randn(config.batch, config.z_dim, generator=data_rng).to(device)
-        g_loss = F.softplus(-discriminator(generator(z))).mean()
+        # Generator step (plus the architecture's regulariser, when it runs this step).
+        fake = config.fakes(generator, config.batch, data_rng, device)
+        g_loss = F.softplus(-discriminator(fake)).mean()
+        penalty = config.g_regularizer(generator, step, data_rng, device, extra)
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        (g_loss if penalty is None else g_loss + penalty).backward()
         opt_g.step()
 
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), generator.parameters(), strict=True):
                 p_ema.lerp_(p, 1.0 - ema_beta)
+            for b_ema, b in zip(ema.buffers(), generator.buffers(), strict=True):
+                b_ema.copy_(b)  # running statistics such as StyleGAN2's w_avg
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "r1": last_r1}
 
     generator.train()
