@@ -167,7 +167,7 @@ class StudyDirectory:
             statuses.append({"cell": cell.key, "description": cell.describe(),
                              "status": "done" if {r["image"] for r in records} >= set(names)
                              else "partial" if records else "pending",
-                             "images_ok": len(records) - len(failed),
+                             "images_ok": len(records) - len(failed), "failed": len(failed),
                              "seconds": sum(float(r.get("seconds") or 0) for r in records)})
             attribution.extend(attribution_rows(self, cell))
         for label in dict.fromkeys(cell.generator for cell in cells):

@@ -112,13 +112,26 @@ def building_dir(final: str | Path) -> Iterator[Path]:
         yield partial
         (partial / ".building").unlink()
         previous = final.with_name(f".{final.name}.previous-{os.getpid()}")
-        if final.exists():
-            os.replace(final, previous)
-        os.replace(partial, final)
+        with _swap_lock(final):  # two builders of one folder swap one after the other
+            if final.exists():
+                os.replace(final, previous)
+            os.replace(partial, final)
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         os.close(fd)
         shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _swap_lock(final: Path) -> Iterator[None]:
+    locks = final.parent / ".locks"
+    locks.mkdir(exist_ok=True)
+    fd = os.open(locks / f"{final.name}.swap.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _remove_if_abandoned(partial: Path) -> None:

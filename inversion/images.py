@@ -24,7 +24,7 @@ from core.files import atomic_path, describe_missing
 from core.pixels import from_uint8, to_uint8
 from core.weights import file_sha256
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 @dataclass

@@ -598,7 +598,11 @@ def _study(args: argparse.Namespace) -> int:
         print(f"note: {warning}", file=sys.stderr)
     print(f"{summary['done']}/{summary['total']} cells done; study: {outcome.out} "
           f"(layers.csv, summary.json, figures/)")
-    return 0 if summary["done"] == summary["total"] else 1
+    if summary["done"] < summary["total"]:  # this process did its share; others hold the rest
+        print("note: the other cells' images are in progress in another process; its tables "
+              "will be complete when it finishes (or run `mganprior index` then)",
+              file=sys.stderr)
+    return 1 if sum(cell.get("failed", 0) for cell in summary["cells"]) else 0
 
 
 def _convert(args: argparse.Namespace) -> int:

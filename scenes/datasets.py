@@ -32,7 +32,7 @@ def render_many(domain: str, seeds: range | list[int], size: int = 64, workers: 
                          f"{size}", field="size")
     seeds = list(seeds)
     if any(seed < 0 for seed in seeds):
-        raise InputError(f"seeds must be >= 0 (start), got {min(seeds)}", field="start")
+        raise InputError(f"start must be >= 0 (the first seed), got {min(seeds)}", field="start")
     images = np.empty((len(seeds), size, size, 3), dtype=np.uint8)
     labels = np.empty((len(seeds), size, size), dtype=np.uint8)
     job = partial(render, domain, size=size)

@@ -172,3 +172,21 @@ def test_claims_are_exclusive_within_and_between_holders(tmp_path):
     with first.hold(["a", "b"]) as taken:
         assert taken == ["b"]
     assert first.try_claim("b")
+
+
+def test_two_identical_studies_on_one_folder_finish_without_doubling(tmp_path, face_pngs):
+    checkpoint = save_generator(make_tiny_pggan(), tmp_path / "tiny.safetensors")
+    out = tmp_path / "study"
+    args = ["layers", "--checkpoint", str(checkpoint), "--images", str(face_pngs), "--tasks",
+            "inversion", "--layers", "2,4", "--iterations", "20", "--codes", "2",
+            "--batch-size", "1", "--out", str(out), "--quiet"]
+    processes = [subprocess.Popen([sys.executable, "-m", "mganprior", *args], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "Traceback" not in err
+    rows = (out / "layers.csv").read_text().splitlines()[1:]
+    keys = [tuple(row.split(",")[i] for i in (2, 5, 7, 8)) for row in rows]
+    assert len(keys) == len(set(keys)) == 3 * 3 * 2  # (cell, image, metric), once each
