@@ -158,7 +158,10 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
         if missing:
             raise InputError(f"no reference image for {', '.join(missing[:5])}"
                              f"{' ...' if len(missing) > 5 else ''} (references match by name)")
-    batch_size = plan_batch(settings, log)  # before anything is written
+    existing = RunDirectory(out_dir)
+    unfinished = [image for image in images if not existing.is_finished(image.name)]
+    # the memory plan comes before anything is written (and only when there is work to do)
+    batch_size = plan_batch(settings, log) if unfinished else settings.batch_size
     run = RunDirectory.open(out_dir, settings.config(config_extra), log=log)
     check_sources(run, images)
     if settings.perceptual.note:

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import errno
 import inspect
+import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from analysis.attribution import (
     SEGMENT_SOURCES,
     AttributionSettings,
 )
+from analysis.editing import MODES as EDIT_MODES
+from analysis.editing import EditSettings
 from core.errors import InputError
 from inversion.composition import FUSIONS
 from inversion.losses import PERCEPTUAL_BACKENDS, VGG_LAYERS
@@ -228,6 +231,74 @@ def _build_parser() -> argparse.ArgumentParser:
                        "%(default)s)")
     cross.add_argument("--task", default="inversion", choices=list(TASKS))
     _add_study_options(cross, StudySpec, default_images="rendered scene-world bedrooms")
+
+    directions = commands.add_parser(
+        "directions", help="find semantic directions of a generator (SeFa, InterFaceGAN) or "
+        "check a boundary file",
+        description="sefa: closed-form directions from the weight of the first layer acting on "
+                    "the latent (no data). interfacegan: sample latents, score them with an "
+                    "attribute (brightness, or class:NAME with a segmenter), fit a linear SVM "
+                    "between the top and bottom fraction. file: check an InterFaceGAN .npy "
+                    "boundary against the generator. Each direction is written as the official "
+                    ".npy (1, d) plus a .json sidecar.")
+    directions.add_argument("method", choices=["sefa", "interfacegan", "file"])
+    directions.add_argument("boundary", nargs="?", help="with file: the .npy boundary")
+    direction_source = directions.add_mutually_exclusive_group(required=True)
+    direction_source.add_argument("--generator", help="a named generator")
+    direction_source.add_argument("--checkpoint", help="a generator file")
+    directions.add_argument("--out", required=True, help="folder for the .npy + .json files")
+    directions.add_argument("--count", type=int, default=5, help="sefa: directions to keep "
+                            "(default %(default)s)")
+    directions.add_argument("--layers", default="all", help="sefa on StyleGAN2: style layers "
+                            "(all, or indices / names such as b8.conv0)")
+    directions.add_argument("--attribute", help="interfacegan: brightness or class:NAME")
+    directions.add_argument("--segmenter", help="interfacegan with class:NAME: a named segmenter")
+    directions.add_argument("--segmenter-dir", help="... or a segmenter folder")
+    directions.add_argument("--label-names", help="class names of a --segmenter-dir that does "
+                            "not name them")
+    directions.add_argument("--samples", type=int, default=5000,
+                            help="interfacegan: latents to score (default %(default)s)")
+    directions.add_argument("--fraction", type=float, default=0.02,
+                            help="interfacegan: top and bottom share kept (default %(default)s)")
+    directions.add_argument("--space", help="z or w (interfacegan default z; file: from the "
+                            "name, ..._w_boundary.npy is w)")
+    directions.add_argument("--condition", nargs="+", default=[], metavar="NPY",
+                            help="interfacegan: project out up to two boundaries")
+    directions.add_argument("--name", help="interfacegan: the direction's name")
+    directions.add_argument("--seed", type=int, default=0)
+    directions.add_argument("--device", default=None)
+
+    edit = commands.add_parser(
+        "edit", help="edit a run's inverted images along a direction",
+        description="Move the codes of every finished image of a run along a direction (all "
+                    "codes together, the official mGANprior edit, and each code alone), render "
+                    "every step, and with a segmenter measure each class's share per frame. "
+                    "Writes frames, strips, animated GIFs, edits.csv and figures.")
+    edit.add_argument("run_dir", metavar="RUN_DIR")
+    edit.add_argument("--direction", required=True, help="a .npy direction (`mganprior "
+                      "directions`, or an InterFaceGAN boundary)")
+    edit_defaults = EditSettings()
+    edit.add_argument("--steps", type=int, default=edit_defaults.steps,
+                      help="steps from -range to +range (default %(default)s)")
+    edit.add_argument("--range", type=float, default=edit_defaults.range,
+                      help="largest |t| (default %(default)s)")
+    edit.add_argument("--mode", default=edit_defaults.mode, choices=EDIT_MODES,
+                      help="offset: codes + t d; absolute: codes at signed distance t from "
+                      "the boundary (InterFaceGAN)")
+    edit.add_argument("--codes", default=edit_defaults.code_sets,
+                      help="code sets: all, each (one at a time), or indices joined by + "
+                      "(default %(default)s)")
+    edit.add_argument("--segmenter", help="a named segmenter for class shares per frame")
+    edit.add_argument("--segmenter-dir", help="... or a segmenter folder")
+    edit.add_argument("--label-names", help="class names of a --segmenter-dir")
+    edit.add_argument("--target", help="the class the edit is meant to change (curves, "
+                      "monotonicity)")
+    edit.add_argument("--generator", dest="generator_override",
+                      help="use this named generator instead of the run's")
+    edit.add_argument("--checkpoint", help="use this generator file instead of the run's")
+    edit.add_argument("--out", help="edit directory (default RUN_DIR/edits/DIRECTION)")
+    edit.add_argument("--device", default=None)
+    edit.add_argument("--quiet", action="store_true")
 
     index = commands.add_parser(
         "index", help="rebuild the indexes of runs and studies from their image folders",
@@ -626,6 +697,46 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _directions(args: argparse.Namespace) -> int:
+    from mganprior.editing import find_directions
+    from mganprior.zoo import load_generator, load_segmenter
+
+    if (args.method == "file") != (args.boundary is not None):
+        raise InputError("boundary: give a .npy file with `directions file`, and only then",
+                         field="boundary")
+    loaded = load_generator(args.generator, args.checkpoint, device=args.device)
+    segmenter = None
+    if args.segmenter or args.segmenter_dir:
+        segmenter = load_segmenter(args.segmenter, args.segmenter_dir, labels=args.label_names,
+                                   device=loaded.generator.device)
+    paths = find_directions(args.method, loaded, args.out, count=args.count,
+                            layers=args.layers, attribute=args.attribute, segmenter=segmenter,
+                            samples=args.samples, fraction=args.fraction, space=args.space,
+                            conditions=args.condition, name=args.name, boundary=args.boundary,
+                            seed=args.seed)
+    for path in paths:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        facts = ", ".join(f"{key} {meta[key]:.4g}" for key in ("eigenvalue", "accuracy")
+                          if isinstance(meta.get(key), float))
+        print(f"{path} ({meta['source']}, space {meta['space']}{', ' + facts if facts else ''})")
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from mganprior.editing import edit_run
+
+    settings = EditSettings(steps=args.steps, range=args.range, mode=args.mode,
+                            code_sets=args.codes)
+    result, out = edit_run(args.run_dir, args.direction, settings, segmenter=args.segmenter,
+                           segmenter_dir=args.segmenter_dir, label_names=args.label_names,
+                           target=args.target, out=args.out,
+                           generator=args.generator_override, checkpoint=args.checkpoint,
+                           device=args.device, progress=not args.quiet)
+    print(f"{len(result.names)} images x {len(result.code_sets)} code sets x "
+          f"{len(result.ts)} steps along {result.direction.name}; edits: {out}")
+    return 0
+
+
 def _index(args: argparse.Namespace) -> int:
     from analysis.study_files import StudyDirectory
     from inversion.rundir import RunDirectory
@@ -697,7 +808,8 @@ TRAIN_CONFIGS: dict[str, Callable[[], type]] = {"pggan": _pggan_config,
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,
-    "cross-domain": _study, "index": _index, "convert": _convert, "report": _report, "demo": _demo,
+    "cross-domain": _study, "index": _index, "convert": _convert, "directions": _directions,
+    "edit": _edit, "report": _report, "demo": _demo,
     "scenes": _scenes, "train-generator": _train_generator, "train-segmenter": _train_segmenter,
 }
 

@@ -5,7 +5,10 @@
    ``scenes-segmenter64``.
 3. A small layer-wise study (inversion, colorization, inpainting) on the bedroom prior.
 4. The cross-domain experiment: bedrooms through the face, church, conference and bedroom priors.
-5. One self-contained report, ``OUT/report.html``.
+5. Semantic edits: the DigiFace DCGAN's first SeFa direction applied to the inverted faces, and an
+   InterFaceGAN boundary for "more bed" (trained on the bedroom PGGAN, scored by the scene
+   segmenter) applied to the inverted bedrooms, all codes together and one code at a time.
+6. One self-contained report, ``OUT/report.html``.
 
 Settings are reduced so it all fits in about 10 minutes on 2 CPU cores; :data:`FULL` says what
 the full-quality commands are. Rerunning resumes: finished parts are not recomputed.
@@ -18,14 +21,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.edit_files import EditDirectory
+from analysis.editing import EditSettings
 from inversion.images import load_images, save_png
 from inversion.losses import load_perceptual
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
 from mganprior.attribution import SegmentationChoice, attribute_run
+from mganprior.editing import edit_run, find_directions
 from mganprior.studies import StudySpec, default_images, run_study
-from mganprior.zoo import load_generator
+from mganprior.zoo import load_generator, load_segmenter
 from reports.html import write_report
 
 DEMO_SEED = 2026
@@ -44,11 +50,15 @@ class DemoScale:
     study_layers: str = "2,4,6,8"
     cross_codes: int = 10
     cross_iterations: int = 40
+    boundary_samples: int = 2000
+    edit_steps: int = 7
+    edit_code_sets: str = "all,each"
 
 
 DEFAULT = DemoScale()
 TINY = DemoScale(faces=2, face_iterations=3, bedrooms=2, bedroom_iterations=3, study_images=1,
-                 study_iterations=2, study_layers="2", cross_codes=2, cross_iterations=2)
+                 study_iterations=2, study_layers="2", cross_codes=2, cross_iterations=2,
+                 boundary_samples=200, edit_steps=3, edit_code_sets="all,0")
 
 FULL = """full-quality versions of each part (GPU recommended):
   mganprior invert --generator digiface-dcgan64 --images FACES --out runs/faces
@@ -57,6 +67,12 @@ FULL = """full-quality versions of each part (GPU recommended):
   mganprior layers --generator bedroom-pggan64 --count 8 --segmenter scenes-segmenter64 \\
     --out runs/layers
   mganprior cross-domain --count 8 --out runs/cross-domain
+  mganprior directions sefa --generator digiface-dcgan64 --out dirs/faces && \
+    mganprior edit runs/faces --direction dirs/faces/sefa_00.npy
+  mganprior directions interfacegan --generator bedroom-pggan64 --attribute class:bed \
+    --segmenter scenes-segmenter64 --out dirs/bed && \
+    mganprior edit runs/bed --direction dirs/bed/class_bed.npy --segmenter scenes-segmenter64 \
+    --target bed
   mganprior report runs/faces runs/bed runs/layers runs/cross-domain --out report.html"""
 
 
@@ -83,7 +99,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     runs = {"faces-multi-code": multi,
             "faces-single-code": multi.with_overrides(codes=1, layer=0)}
     for folder, recipe in runs.items():
-        _say(f"demo 1/5: {folder} ({recipe.codes} codes, {recipe.iterations} iterations)")
+        _say(f"demo 1/6: {folder} ({recipe.codes} codes, {recipe.iterations} iterations)")
         settings = RunSettings(faces.generator, faces.info, Inversion(), recipe, perceptual,
                                seed=0, batch_size=scale.faces, progress=progress)
         run_inversion(settings, face_images, out / folder,
@@ -93,7 +109,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     bedroom = load_generator("bedroom-pggan64", device=device)
     bedroom_folder, _ = default_images("bedroom-pggan64", bedroom, scale.bedrooms,
                                        out / "inputs" / "bedrooms")
-    _say(f"demo 2/5: {scale.bedrooms} bedrooms with bedroom-pggan64, then attribution")
+    _say(f"demo 2/6: {scale.bedrooms} bedrooms with bedroom-pggan64, then attribution")
     recipe = get_recipe("adam", "inversion").with_overrides(iterations=scale.bedroom_iterations)
     settings = RunSettings(bedroom.generator, bedroom.info, Inversion(), recipe, perceptual,
                            seed=0, batch_size=scale.bedrooms, progress=progress)
@@ -104,7 +120,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                   device=device, progress=progress, log=lambda _m: None)
 
     # 3. layer-wise study, 4. cross-domain
-    _say(f"demo 3/5: layer study (layers {scale.study_layers}, 3 tasks)")
+    _say(f"demo 3/6: layer study (layers {scale.study_layers}, 3 tasks)")
     study_images = sorted(bedroom_folder.glob("*.png"))[:scale.study_images]
     run_study(StudySpec(kind="layers", generators=["bedroom-pggan64"],
                         tasks=["inversion", "colorization", "inpainting"],
@@ -112,7 +128,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                         segmenter="scenes-segmenter64", attribution_figures=1),
               study_images, out / "layers", device=device, progress=progress,
               log=lambda _m: None)
-    _say("demo 4/5: cross-domain, bedrooms through four priors at every layer")
+    _say("demo 4/6: cross-domain, bedrooms through four priors at every layer")
     run_study(StudySpec(kind="cross-domain",
                         generators=["digiface-dcgan64", "church-pggan64", "conference-pggan64",
                                     "bedroom-pggan64"],
@@ -120,7 +136,25 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
               study_images, out / "cross-domain", device=device, progress=progress,
               log=lambda _m: None)
 
-    _say("demo 5/5: report")
+    _say("demo 5/6: edits along a SeFa direction (faces) and a trained boundary (bedrooms)")
+    settings = EditSettings(steps=scale.edit_steps, code_sets=scale.edit_code_sets)
+    face_direction = out / "directions" / "faces" / "sefa_00.npy"
+    if not face_direction.is_file():
+        find_directions("sefa", faces, face_direction.parent, count=3)
+    if not EditDirectory(out / "faces-multi-code" / "edits" / "sefa_00").exists():
+        edit_run(out / "faces-multi-code", face_direction, settings, device=device,
+                 progress=progress, log=lambda _m: None)
+    bed_direction = out / "directions" / "bedrooms" / "class_bed.npy"
+    if not bed_direction.is_file():
+        segmenter = load_segmenter("scenes-segmenter64", device=bedroom.generator.device)
+        find_directions("interfacegan", bedroom, bed_direction.parent, attribute="class:bed",
+                        segmenter=segmenter, samples=scale.boundary_samples, fraction=0.05,
+                        seed=DEMO_SEED)
+    if not EditDirectory(out / "bedrooms" / "edits" / "class_bed").exists():
+        edit_run(out / "bedrooms", bed_direction, settings, segmenter="scenes-segmenter64",
+                 target="bed", device=device, progress=progress, log=lambda _m: None)
+
+    _say("demo 6/6: report")
     report = write_report([out / name for name in ("faces-multi-code", "faces-single-code",
                                                    "bedrooms", "layers", "cross-domain")],
                           out / "report.html", title="mganprior demo report")

@@ -273,3 +273,73 @@ def attribution_by_layer(rows: list[dict]) -> Figure:
     ax.set_title(f"classes the codes attach to, by layer ({generator}, {data['task'].iloc[0]})",
                  fontsize=10)
     return figure
+
+
+# -- edits --------------------------------------------------------------------------------------
+def edit_strip(result, index: int, max_sets: int = 8) -> Figure:
+    """One image's edit: a row per code set (at most ``max_sets``), a column per step t."""
+    sets = result.code_sets[:max_sets]
+    columns = [f"t={t:+.2g}" for t in result.ts.tolist()]
+    pixels = to_uint8(result.frames[index, :len(sets)].flatten(0, 1)).reshape(
+        len(sets), len(columns), *result.frames.shape[-2:], 3)
+    cells = {(label, column): pixels[s, i] for s, label in enumerate(sets)
+             for i, column in enumerate(columns)}
+    return image_table(sets, columns, cells, side=1.0,
+                       title=f"{result.names[index]} along {result.direction.name} "
+                             f"({result.direction.source}, {result.direction.space})")
+
+
+def edit_curves(result, target: str) -> Figure:
+    """The target class's share of pixels against t, per code set (mean ± sd over images)."""
+    import pandas as pd
+
+    k = result.vocabulary.index(target)
+    rows = [{"t": t, "code set": label, "fraction": float(result.fractions[b, s, i, k])}
+            for b in range(len(result.names)) for s, label in enumerate(result.code_sets)
+            for i, t in enumerate(result.ts.tolist())]
+    figure = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = figure.subplots()
+    sns.lineplot(data=pd.DataFrame(rows), x="t", y="fraction", hue="code set", marker="o",
+                 errorbar="sd", ax=ax, legend=len(result.code_sets) <= 12)
+    ax.set_ylabel(f"share of {target} pixels")
+    ax.set_xlabel(f"t along {result.direction.name}")
+    ax.set_title(f"{target} under the edit (mean ± sd over {len(result.names)} images)",
+                 fontsize=10)
+    return figure
+
+
+def edit_disentanglement(result, top: int = 12) -> Figure:
+    """Mean |change of each class's share| from the first to the last step, per code set: one
+    column that lights up is a disentangled edit."""
+    changes = result.class_changes().abs().mean(dim=0).numpy()  # [S, K]
+    shown = np.argsort(-changes.max(axis=0))[:top]
+    shown = [k for k in shown if changes[:, k].max() > 0] or list(shown[:1])
+    figure = Figure(figsize=(max(4.0, 0.5 * len(shown) + 2.5),
+                             max(2.5, 0.28 * len(result.code_sets) + 1.2)), layout="constrained")
+    ax = figure.subplots()
+    sns.heatmap(changes[:, shown], ax=ax, cmap="magma", annot=changes[:, shown].size <= 200,
+                fmt=".2f", annot_kws={"fontsize": 6},
+                xticklabels=[result.vocabulary.names[k] for k in shown],
+                yticklabels=result.code_sets, cbar_kws={"label": "mean |change of share|"})
+    ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=7)
+    ax.set_title("how much each class changes under the edit", fontsize=10)
+    return figure
+
+
+def edit_changed(result, index: int, max_sets: int = 12) -> Figure:
+    """Which pixels each code set's edit changes (the largest |x_t - x_0| over t)."""
+    sets = result.code_sets[:max_sets]
+    figure = Figure(figsize=(1.5 * (len(sets) + 1), 1.9), layout="constrained")
+    axes = figure.subplots(1, len(sets) + 1, squeeze=False)[0]
+    zero = int(result.ts.abs().argmin())
+    axes[0].imshow(to_uint8(result.frames[index, 0, zero:zero + 1])[0])
+    axes[0].set_title("t=0", fontsize=7)
+    top = float(result.changed[index].max()) or 1.0
+    for ax, (s, label) in zip(axes[1:], enumerate(sets), strict=False):
+        ax.imshow(result.changed[index, s].numpy(), cmap="magma", vmin=0, vmax=top)
+        ax.set_title(label, fontsize=7)
+    for ax in axes:
+        _hide_axes(ax)
+    figure.suptitle(f"{result.names[index]}: pixels each edit changes", fontsize=9)
+    return figure

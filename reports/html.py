@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from analysis.attribution_files import AttributionDirectory
+from analysis.edit_files import EditDirectory
 from analysis.study_files import StudyDirectory
 from core.errors import InputError
 from core.files import atomic_write_bytes
@@ -222,6 +223,10 @@ def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
     if attribution.exists():
         source.blocks.extend(attribution_blocks(attribution, source.problems,
                                                 attribution_images))
+    for folder in sorted((path / "edits").iterdir()) if (path / "edits").is_dir() else []:
+        if EditDirectory(folder).exists():
+            source.blocks.extend(edit_blocks(EditDirectory(folder), source.problems,
+                                             attribution_images))
     return source
 
 
@@ -250,6 +255,56 @@ def attribution_blocks(directory: AttributionDirectory, problems: list[str],
                         figures=[figure_uri(attribution_grid(result, i),
                                             f"attribution of {result.names[i]}")
                                  for i in range(shown)]))
+    return blocks
+
+
+def animation_uri(path: Path, alt: str) -> Picture:
+    """A GIF embedded as it is (it must keep its frames)."""
+    if not path.is_file():
+        return Picture(alt, error=f"{path.name} is missing")
+    return Picture(alt, uri=_data_uri(path.read_bytes(), "image/gif"))
+
+
+def edit_blocks(directory: EditDirectory, problems: list[str], images: int) -> list[Block]:
+    """The Edits section: provenance, summary table, curves, strips, animations, changes."""
+    try:
+        meta = directory.meta()
+    except InputError as err:
+        problems.append(f"edits: {err}")
+        return []
+    direction = meta.get("direction") or {}
+    facts = direction.get("meta") or {}
+    settings = meta.get("settings") or {}
+    provenance = ", ".join(filter(None, [
+        f"direction {direction.get('name')} ({direction.get('source')}, space "
+        f"{direction.get('space')})",
+        f"eigenvalue {facts['eigenvalue']:.4g}" if isinstance(facts.get("eigenvalue"), float)
+        else None,
+        f"held-out accuracy {facts['accuracy']:.3f}" if isinstance(facts.get("accuracy"), float)
+        else None,
+        f"attribute {facts['attribute']}" if facts.get("attribute") else None,
+        f"generator sha256 {str(facts.get('generator_sha256'))[:12]}"
+        if facts.get("generator_sha256") else None,
+        f"{settings.get('steps')} steps in [-{settings.get('range')}, {settings.get('range')}], "
+        f"mode {settings.get('mode')}",
+        f"target {meta['target']}" if meta.get("target") else None,
+        f"segmentation: {meta['segmentation_source']}" if meta.get("segmentation_source")
+        else None]))
+    summary = meta.get("summary") or []
+    columns = [c for c in ("image", "code_set", "changed_pixels", "target_change",
+                           "target_monotone", "largest_other_change", "largest_other_class")
+               if any(c in row for row in summary)]
+    figures = [file_figure(directory.figure(name), name) for name in ("curves",
+                                                                      "disentanglement")
+               if directory.figure(name).is_file()]
+    blocks = [Block(f"Edits: {direction.get('name')}", text=provenance, figures=figures,
+                    table=_table(summary, columns) if summary else None,
+                    csv=csv_uri(summary), csv_name="summary.csv")]
+    for name in list(meta.get("names") or [])[:images]:
+        blocks.append(Block(f"Edits: {name}", figures=[
+            animation_uri(directory.animation(name), f"animation of {name}"),
+            file_figure(directory.strip(name), f"strip of {name}"),
+            file_figure(directory.figure(f"changed-{name}"), f"changed pixels of {name}")]))
     return blocks
 
 
@@ -299,6 +354,8 @@ def classify(path: Path) -> str | None:
         return "run"
     if AttributionDirectory(path).exists():
         return "attribution"
+    if EditDirectory(path).exists():
+        return "edit"
     return None
 
 
@@ -317,10 +374,14 @@ def build_report(paths: list[str | Path], *, title: str = "mganprior analysis re
             sources.append(study_source(path))
         elif kind == "run":
             sources.append(run_source(path, max_gallery, attribution_images))
+        elif kind == "edit":
+            source = Source("edit", path.name, str(path))
+            source.blocks = edit_blocks(EditDirectory(path), source.problems, attribution_images)
+            sources.append(source)
         elif kind is None:
             sources.append(Source("missing", path.name, str(path), problems=[
-                f"{path} holds no config.json (run), study.json (study) or attribution.json "
-                "(attribution): nothing to show; was the run started?"]))
+                f"{path} holds no config.json (run), study.json (study), attribution.json "
+                "(attribution) or edits.json (edits): nothing to show; was the run started?"]))
         else:
             source = Source("attribution", path.name, str(path))
             source.blocks = attribution_blocks(AttributionDirectory(path), source.problems,

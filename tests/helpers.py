@@ -182,6 +182,49 @@ class CarryToy(HandMadeGenerator):
         return {"shift": extras["shift"]}
 
 
+class BrightnessToy(HandMadeGenerator):
+    """4x4 px: z0 paints the top half red (feature channel 0), z1 the bottom half green
+    (channel 1), linearly; so the direction (1, 0) brightens the top half and nothing else."""
+
+    family = "brightness-toy"
+
+    def __init__(self):
+        super().__init__()
+        self.z_dim, self.resolution = 2, 4
+        self.lift = nn.Conv2d(2, 2, 1, bias=False)
+        self.up = nn.Upsample(scale_factor=4)
+        self.rgb = nn.Conv2d(2, 3, 1, bias=False)
+        mask = torch.zeros(2, 4, 4)
+        mask[0, :2], mask[1, 2:] = 1, 1
+        self.register_buffer("mask", mask)
+        with torch.no_grad():
+            self.lift.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+            self.rgb.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+                                  .view(3, 2, 1, 1))
+        self.paint = _Masked(self.lift, self.up, self.mask)
+        self._stage_list = [("feat", self.paint), ("output", self.rgb)]
+
+
+class _Masked(nn.Module):
+    def __init__(self, lift, up, mask):
+        super().__init__()
+        self.lift, self.up, self.mask = lift, up, mask
+
+    def forward(self, z):
+        return self.up(self.lift(z)) * self.mask
+
+
+class ThresholdSegmenter:
+    """Labels a pixel ``bright`` when its red or green exceeds 0.25, else ``dark``."""
+
+    vocabulary = Vocabulary("brightness", ("dark", "bright"), ((0, 0, 0), (255, 255, 255)))
+    labels = vocabulary.names
+    device = torch.device("cpu")
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        return (images[:, :2].amax(dim=1) > 0.25).long().cpu()
+
+
 class Poisoned(ToyGenerator):
     """The toy generator, but image 1 of a batch turns to NaN once its red passes 0.2."""
 

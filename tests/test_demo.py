@@ -29,8 +29,10 @@ def test_demo_pipeline_writes_a_report_with_every_part(demo_dir, capsys):
                    "cross-domain"):
         assert f": {source}</h2>" in html
     for heading in ("Inversion gallery", "Attribution: codes per class", "Metrics by cell",
-                    "Attribution by layer", "Cross-domain reconstructions"):
+                    "Attribution by layer", "Cross-domain reconstructions", "Edits: sefa_00",
+                    "Edits: class_bed"):
         assert f"<h3>{heading}" in html
+    assert "data:image/gif;base64" in html
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="no chromium binary (.ci/run installs it "
@@ -42,7 +44,8 @@ def test_demo_report_in_headless_chromium(demo_dir, tmp_path):
         headings = set(page.locator("h3").all_inner_texts())
         assert {"Run configuration", "Inversion gallery", "Attribution: codes per class",
                 "Metrics by cell", "Metric by layer", "Reconstructions by layer",
-                "Cross-domain reconstructions", "Attribution by layer"} <= headings
+                "Cross-domain reconstructions", "Attribution by layer", "Edits: sefa_00",
+                "Edits: class_bed"} <= headings
         table = page.locator("table.sortable-table").filter(has_text="metric").first
         before = table.locator("tbody tr td:nth-child(8)").all_inner_texts()
         table.locator("th", has_text="mean").click()

@@ -412,3 +412,36 @@ def test_a_malicious_generator_pth_is_refused(capsys, tmp_path, pngs):
     torch.save({"layer1.weight": WritesAFile(marker)}, tmp_path / "evil.pth")
     assert main(invert_args(tmp_path / "evil.pth", [pngs], tmp_path / "run")) == 2
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train-generator", "train-segmenter", "layers"])
+def test_a_killed_command_resumes_where_it_stopped(tmp_path, checkpoint, pngs, command):
+    out = tmp_path / "out"
+    if command == "train-generator":
+        args = ["train-generator", "--domain", "bedroom", "--images", "16", "--iterations",
+                "40", "--batch", "4", "--resolution", "8", "--channels", "8,8",
+                "--checkpoint-every", "5", "--out", str(out), "--quiet"]
+        started = out / "checkpoint.pt"
+    elif command == "train-segmenter":
+        args = ["train-segmenter", "--out", str(out), "--images-per-domain", "4",
+                "--validation-per-domain", "2", "--size", "32", "--iterations", "30",
+                "--batch", "4", "--checkpoint-every", "3", "--quiet"]
+        started = out / "checkpoint.pt"
+    else:
+        args = ["layers", "--checkpoint", checkpoint, "--images", str(pngs), "--tasks",
+                "inversion", "--layers", "2,4", "--iterations", "150", "--codes", "2",
+                "--batch-size", "1", "--out", str(out), "--quiet"]
+        started = out / "cells"
+    process = spawn(args)
+    wait_for(lambda: started.exists() and (command != "layers" or
+                                           any(started.glob("**/record.json"))), timeout=120)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert main(args) == 0
+    if command == "layers":
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["done"] == summary["total"] == 3
+    elif command == "train-generator":
+        assert json.loads((out / "training.json").read_text())["steps"] == 40
+    else:
+        assert json.loads((out / "training.json").read_text())["training"]["steps"] == 30

@@ -66,7 +66,7 @@ def test_report_command_and_bad_paths(capsys, tmp_path, attributed_run):
     assert main(["report", str(tmp_path / "empty"), str(attributed_run), "--out",
                  str(tmp_path / "x.html")]) == 0  # says what is missing, shows what exists
     html = (tmp_path / "x.html").read_text()
-    assert "holds no config.json (run), study.json (study) or attribution.json" in html
+    assert "holds no config.json (run), study.json (study), attribution.json" in html
     assert "<h3>Inversion gallery" in html
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y.html")]) == 2
     assert "is not a directory" in capsys.readouterr().err

@@ -226,6 +226,13 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
                          f"(StyleGAN2), not to this {self.family} generator",
                          field="truncation_psi")
 
+    def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
+        """The weight of the first layer that acts on the latent, as a matrix ``[out, latent]``,
+        and the latent space it acts on: what closed-form direction finding (SeFa) factorises.
+        ``layers`` chooses among several such layers (StyleGAN2's style affines)."""
+        raise InputError(f"a {self.family} generator does not expose the weight of its first "
+                         "layer (SeFa needs it)", field="generator")
+
     def initial_latents(self, n: int, rng: torch.Generator) -> torch.Tensor:
         """``n`` starting codes ``[n, z_dim]`` on the CPU, drawn from ``rng``."""
         return torch.randn(n, self.z_dim, generator=rng)

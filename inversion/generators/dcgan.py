@@ -14,6 +14,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
+import torch
 from torch import nn
 
 from core.errors import InputError
@@ -52,6 +53,11 @@ class DCGANGenerator(StagedGenerator):
 
     def config(self) -> dict[str, Any]:
         return {"family": self.family, "z_dim": self.z_dim, "channels": self.channels}
+
+    def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
+        """The first transposed conv (z -> 4x4) as a matrix ``[C * 16, z_dim]``."""
+        weight = self.main[0].weight.detach()  # [z, C, 4, 4]
+        return weight.permute(1, 2, 3, 0).reshape(-1, self.z_dim), "z"
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DCGANGenerator:

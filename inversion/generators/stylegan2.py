@@ -299,6 +299,37 @@ class StyleGAN2Generator(LayeredGenerator):
         view.truncation_psi = float(psi)
         return view
 
+    def style_layers(self) -> list[str]:
+        """The modules whose affine turns w into a style, in ``ws`` order."""
+        names = []
+        for k, kind, _ in self._steps:
+            names.append(f"b{4 << k}.{kind}")
+        return names
+
+    def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
+        """The style affines of ``layers`` (``all``, or comma-separated indices into
+        :meth:`style_layers` or names like ``b8.conv0``) stacked as ``[sum of widths, w_dim]``,
+        with their gains: they act on w."""
+        names = self.style_layers()
+        if layers == "all":
+            chosen = names
+        else:
+            chosen = []
+            for part in filter(None, (p.strip() for p in layers.split(","))):
+                name = names[int(part)] if part.lstrip("-").isdigit() and \
+                    -len(names) <= int(part) < len(names) else part
+                if name not in names:
+                    raise InputError(f"layers {part!r} is not a style layer; style layers: "
+                                     f"{', '.join(f'{i} {n}' for i, n in enumerate(names))}",
+                                     field="layers")
+                chosen.append(name)
+        weights = []
+        for name in chosen:
+            block, kind = name.split(".")
+            affine = getattr(getattr(self.synthesis, block), kind).affine
+            weights.append(affine.weight.detach() * affine.weight_gain)
+        return torch.cat(weights), "w"
+
     # -- latents ---------------------------------------------------------------------------------
     def ws(self, latents: torch.Tensor) -> torch.Tensor:
         """Codes of the current latent space ``[B, z_dim]`` to per-layer styles

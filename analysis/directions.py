@@ -1,0 +1,287 @@
+"""Semantic directions in a generator's latent space, and their files.
+
+- **InterFaceGAN boundary files** (Shen et al. 2020): a ``.npy`` array of shape (1, d), float64,
+  unit norm; named ``{gan}_{dataset}_{attribute}[_w]_boundary.npy`` (``_w``: the boundary lives in
+  W, else in Z). :func:`load_boundary` checks size and space against the generator.
+- **Trained boundaries**, the InterFaceGAN way (:func:`train_boundary`): sample latents, score
+  each with an attribute function, keep the top and bottom fraction (2% by default), fit a linear
+  SVM (scikit-learn), keep its unit normal and report held-out accuracy; optionally project out up
+  to two other boundaries (conditioning).
+- **SeFa** (Shen & Zhou 2021), closed form and data free (:func:`sefa_directions`): the
+  eigenvectors of ``A^T A`` for ``A`` the weight of the first layer acting on the latent (columns
+  normalised), sorted by eigenvalue (largest first); the eigenvalues are reported as importance.
+
+Every direction is saved as the official ``.npy`` plus a JSON sidecar (source, generator sha256,
+latent space, accuracy or eigenvalue): :class:`Direction`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import InputError
+from core.files import atomic_path
+from core.jsonio import write_json
+from inversion.generators.base import LayeredGenerator
+
+SPACES = ("z", "w")
+MIN_SAMPLES_PER_SIDE = 10  # fewer positives or negatives than this cannot fit a boundary
+
+
+@dataclass
+class Direction:
+    """A unit vector in one latent space, with where it came from."""
+
+    name: str
+    vector: np.ndarray  # [d] float64, unit norm
+    space: str  # "z" or "w"
+    source: str  # "sefa", "interfacegan", "file"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vector = np.asarray(self.vector, dtype=np.float64).reshape(-1)
+        if self.space not in SPACES:
+            raise InputError(f"space must be one of {', '.join(SPACES)}, got {self.space!r}",
+                             field="space")
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self.vector).float()
+
+    def save(self, directory: str | Path) -> Path:
+        """``DIR/NAME.npy`` (shape (1, d), float64, unit norm) and ``DIR/NAME.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.name}.npy"
+        with atomic_path(path, ".npy") as tmp:
+            np.save(tmp, self.vector.reshape(1, -1))
+        write_json(path.with_suffix(".json"), {"name": self.name, "space": self.space,
+                                               "source": self.source, "size": len(self.vector),
+                                               **self.meta})
+        return path
+
+
+def latent_size(generator: LayeredGenerator, space: str) -> int:
+    if space == "z":
+        return int(getattr(generator, "mapping_z_dim", generator.z_dim))
+    if "w" not in generator.latent_spaces:
+        raise InputError(f"space w: a {generator.family} generator has no W space (its latent "
+                         "is z)", field="space")
+    return int(generator.w_dim)
+
+
+def space_from_name(path: Path) -> str:
+    """InterFaceGAN's naming convention: ``..._w_boundary.npy`` lives in W, others in Z."""
+    return "w" if re.search(r"_w_boundary$", path.stem) else "z"
+
+
+def load_boundary(path: str | Path, generator: LayeredGenerator, space: str | None = None,
+                  notes: list[str] | None = None) -> Direction:
+    """A boundary ``.npy`` checked against ``generator`` (size and space; a sidecar JSON's space
+    wins over the file name's). A vector that is not unit-norm is normalised, with a note."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"direction {path} does not exist", field="direction")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"direction {path} is not a .npy array ({err})", field="direction") \
+            from None
+    if array.dtype.kind not in "fiu" or array.ndim not in (1, 2) or \
+            (array.ndim == 2 and array.shape[0] != 1):
+        raise InputError(f"direction {path} holds a {array.dtype} array of shape "
+                         f"{list(array.shape)}; a boundary is (1, d) numbers", field="direction")
+    meta: dict[str, Any] = {}
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+    space = space or meta.get("space") or space_from_name(path)
+    size = latent_size(generator, space)
+    vector = array.reshape(-1).astype(np.float64)
+    if vector.size != size:
+        raise InputError(f"direction {path} has {vector.size} numbers but the generator's "
+                         f"{space} has {size}", field="direction")
+    norm = float(np.linalg.norm(vector))
+    if not math.isfinite(norm) or norm == 0:
+        raise InputError(f"direction {path} is zero or not finite", field="direction")
+    if abs(norm - 1) > 1e-4:
+        vector = vector / norm
+        if notes is not None:
+            notes.append(f"direction {path.name} had norm {norm:.4g}; it was normalised")
+    return Direction(path.stem, vector, space, meta.get("source", "file"),
+                     {k: v for k, v in meta.items() if k not in ("name", "space", "source")}
+                     | {"file": str(path)})
+
+
+# -- SeFa -----------------------------------------------------------------------------------------
+def sefa(weight: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors ``[count, d]`` (rows, unit norm) and eigenvalues ``[count]`` of ``A^T A``,
+    largest first, for ``A`` = ``weight`` ``[out, d]`` with unit-norm columns."""
+    a = weight.detach().double().cpu().numpy()
+    norms = np.linalg.norm(a, axis=0, keepdims=True)
+    a = a / np.where(norms > 0, norms, 1.0)  # a latent dimension the layer ignores stays 0
+    values, vectors = np.linalg.eigh(a.T @ a)  # ascending; A^T A is symmetric
+    order = np.argsort(values)[::-1][:count]
+    return vectors[:, order].T, values[order]
+
+
+def sefa_directions(generator: LayeredGenerator, count: int = 5, layers: str = "all",
+                    generator_sha256: str | None = None) -> list[Direction]:
+    """The ``count`` most important SeFa directions of ``generator``."""
+    if count < 1:
+        raise InputError(f"count must be at least 1, got {count}", field="count")
+    weight, space = generator.latent_weight(layers)
+    vectors, values = sefa(weight, count)
+    return [Direction(f"sefa_{i:02d}", vector, space, "sefa",
+                      {"eigenvalue": float(value), "rank": i, "layers": layers,
+                       "generator_sha256": generator_sha256})
+            for i, (vector, value) in enumerate(zip(vectors, values, strict=True))]
+
+
+# -- InterFaceGAN ---------------------------------------------------------------------------------
+def project_out(direction: np.ndarray, conditions: Sequence[np.ndarray]) -> np.ndarray:
+    """``direction`` with its components along the span of ``conditions`` removed, unit norm
+    (InterFaceGAN's conditional manipulation; up to two conditions)."""
+    if len(conditions) > 2:
+        raise InputError(f"condition: at most two boundaries, got {len(conditions)}",
+                         field="condition")
+    vector = np.asarray(direction, dtype=np.float64).reshape(-1)
+    if conditions:
+        basis, _ = np.linalg.qr(np.stack([np.asarray(c, dtype=np.float64).reshape(-1)
+                                          for c in conditions], axis=1))
+        vector = vector - basis @ (basis.T @ vector)
+    norm = np.linalg.norm(vector)
+    if norm < 1e-8:
+        raise InputError("condition: the boundary lies in the span of its conditions",
+                         field="condition")
+    return vector / norm
+
+
+@dataclass
+class BoundaryFit:
+    normal: np.ndarray  # [d], unit norm
+    accuracy: float  # on the held-out part of the chosen samples
+    samples: int  # latents scored
+    chosen: int  # positives + negatives kept
+
+
+def train_boundary(latents: np.ndarray, scores: np.ndarray, fraction: float = 0.02,
+                   validation: float = 0.3, seed: int = 0,
+                   conditions: Sequence[np.ndarray] = ()) -> BoundaryFit:
+    """Fit a linear SVM between the top and bottom ``fraction`` of ``latents`` ``[K, d]`` by
+    ``scores`` ``[K]``; its unit normal points toward high scores."""
+    from sklearn.svm import LinearSVC
+
+    latents = np.asarray(latents, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if latents.ndim != 2 or len(latents) != len(scores):
+        raise InputError(f"latents [K, d] and scores [K] do not match: {list(latents.shape)} "
+                         f"vs {list(scores.shape)}", field="samples")
+    if not 0 < fraction <= 0.5:
+        raise InputError(f"fraction must be in (0, 0.5], got {fraction}", field="fraction")
+    side = int(len(scores) * fraction)
+    if side < MIN_SAMPLES_PER_SIDE:
+        raise InputError(f"samples: {len(scores)} samples at fraction {fraction:g} give {side} "
+                         f"per side; a boundary needs at least {MIN_SAMPLES_PER_SIDE} "
+                         f"({math.ceil(MIN_SAMPLES_PER_SIDE / fraction)} samples)",
+                         field="samples")
+    if np.ptp(scores) == 0:
+        raise InputError("samples: every sample has the same score; the attribute does not vary",
+                         field="samples")
+    order = np.argsort(scores)
+    chosen = np.concatenate([order[-side:], order[:side]])
+    labels = np.concatenate([np.ones(side), np.zeros(side)])
+    rng = np.random.default_rng(seed)
+    shuffle = rng.permutation(len(chosen))
+    chosen, labels = chosen[shuffle], labels[shuffle]
+    held = max(1, int(len(chosen) * validation))
+    classifier = LinearSVC(C=1.0, max_iter=20000, random_state=seed)
+    classifier.fit(latents[chosen[held:]], labels[held:])
+    accuracy = float(classifier.score(latents[chosen[:held]], labels[:held]))
+    normal = classifier.coef_.reshape(-1)
+    normal = project_out(normal, conditions) if conditions else normal / np.linalg.norm(normal)
+    return BoundaryFit(normal, accuracy, len(scores), len(chosen))
+
+
+# -- attribute functions --------------------------------------------------------------------------
+Attribute = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] -> scores [B]
+
+
+def brightness(images: torch.Tensor) -> torch.Tensor:
+    """Mean luma in [-1, 1]."""
+    weights = images.new_tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1).flatten(1).mean(dim=1)
+
+
+def class_fraction(segmenter, name: str) -> Attribute:
+    """The fraction of pixels the segmenter gives class ``name``."""
+    index = segmenter.vocabulary.index(name)
+
+    def score(images: torch.Tensor) -> torch.Tensor:
+        labels = segmenter.segment(images.clamp(-1, 1).to(segmenter.device))
+        return (labels == index).flatten(1).float().mean(dim=1)
+    return score
+
+
+def parse_attribute(text: str, segmenter=None) -> Attribute:
+    """``brightness`` or ``class:NAME`` (needs a segmenter)."""
+    if text == "brightness":
+        return brightness
+    kind, _, name = text.partition(":")
+    if kind == "class" and name:
+        if segmenter is None:
+            raise InputError(f"attribute {text} needs a segmenter (--segmenter or "
+                             "--segmenter-dir)", field="attribute")
+        return class_fraction(segmenter, name)
+    raise InputError(f"attribute {text!r} is unknown; attributes: brightness, class:NAME",
+                     field="attribute")
+
+
+@torch.no_grad()
+def sample_and_score(generator: LayeredGenerator, attribute: Attribute, count: int,
+                     space: str = "z", seed: int = 0, batch: int = 64
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` seeded latents in ``space`` ``[K, d]`` and their attribute scores ``[K]``."""
+    if count < 1:
+        raise InputError(f"samples must be at least 1, got {count}", field="samples")
+    generator = generator.in_space(space)
+    rng = torch.Generator().manual_seed(seed)
+    latents, scores = [], []
+    for start in range(0, count, batch):
+        z = generator.initial_latents(min(batch, count - start), rng)
+        latents.append(z)
+        scores.append(attribute(generator(z.to(generator.device)).clamp(-1, 1)).float().cpu())
+    return torch.cat(latents).double().numpy(), torch.cat(scores).double().numpy()
+
+
+def interfacegan_direction(generator: LayeredGenerator, attribute: Attribute, name: str, *,
+                           samples: int = 5000, fraction: float = 0.02, space: str = "z",
+                           seed: int = 0, conditions: Sequence[Direction] = (),
+                           generator_sha256: str | None = None) -> Direction:
+    """Sample, score, fit: a trained boundary as a :class:`Direction`."""
+    latent_size(generator, space)
+    for condition in conditions:
+        if condition.space != space or condition.vector.size != latent_size(generator, space):
+            raise InputError(f"condition {condition.name} lives in {condition.space} with "
+                             f"{condition.vector.size} numbers, not in this {space}",
+                             field="condition")
+    latents, scores = sample_and_score(generator, attribute, samples, space, seed)
+    fit = train_boundary(latents, scores, fraction, seed=seed,
+                         conditions=[c.vector for c in conditions])
+    return Direction(name, fit.normal, space, "interfacegan",
+                     {"accuracy": fit.accuracy, "samples": fit.samples, "chosen": fit.chosen,
+                      "fraction": fraction, "seed": seed, "generator_sha256": generator_sha256,
+                      "conditions": [c.name for c in conditions],
+                      "score_mean": float(scores.mean()), "score_std": float(scores.std())})
