@@ -320,61 +320,147 @@ class AttributionResult:
                 })
         return rows
 
+    def aggregate(self) -> AttributionAggregate:
+        """The counts and sums every table and summary figure is made from."""
+        aggregate = AttributionAggregate.empty(self.vocabulary, self.codes)
+        aggregate.add(self)
+        return aggregate
+
     def class_summary(self) -> list[dict[str, Any]]:
-        """Per class present in any segmentation or assigned to any code: how many codes attach
-        to it, in how many images, their mean IoU, and in how many images the class appears."""
-        classes = len(self.vocabulary)
-        present = torch.stack([torch.bincount(m[m < classes].flatten(), minlength=classes) > 0
-                               for m in self.segmentation])
-        rows = []
-        for k, name in enumerate(self.vocabulary.names):
-            hits = self.assigned == k
-            if not hits.any() and not present[:, k].any():
-                continue
-            rows.append({
-                "class": name, "codes": int(hits.sum()),
-                "images_with_codes": int(hits.any(dim=1).sum()),
-                "images_present": int(present[:, k].sum()),
-                "mean_iou": round(float(self.assigned_iou[hits].mean()), 6) if hits.any()
-                else None,
-            })
-        unassigned = self.assigned == UNASSIGNED
-        rows.append({"class": "unassigned", "codes": int(unassigned.sum()),
-                     "images_with_codes": int(unassigned.any(dim=1).sum()),
-                     "images_present": None, "mean_iou": None})
-        return sorted(rows, key=lambda row: (row["class"] == "unassigned", -row["codes"]))
+        return self.aggregate().class_summary()
 
     def rank_class_counts(self) -> np.ndarray:
-        """``[N, K + 1]``: how often the code of rank r+1 went to class k (last column:
-        unassigned)."""
-        counts = np.zeros((self.codes, len(self.vocabulary) + 1), dtype=np.int64)
-        for rank, assigned in zip(self.ranks.flatten().tolist(), self.assigned.flatten().tolist(),
-                                  strict=True):
-            counts[rank - 1, assigned] += 1  # UNASSIGNED (-1) is the last column
-        return counts
+        return self.aggregate().rank_class
+
+    def mean_iou_by_rank(self) -> np.ndarray:
+        return self.aggregate().mean_iou_by_rank()
+
+    def summary(self) -> dict[str, Any]:
+        return self.aggregate().summary()
+
+
+@dataclass
+class AttributionAggregate:
+    """Counts and sums over any number of attributed images, added part by part, so tables and
+    summary figures never need every image's maps in memory (and shards merge by adding)."""
+
+    vocabulary: Vocabulary
+    codes: int
+    images: int
+    rank_class: np.ndarray  # [N, K + 1]: how often the code of rank r+1 went to class k
+    iou_by_rank: np.ndarray  # [N, K]: summed IoU of the code at each rank with each class
+    class_codes: np.ndarray  # [K + 1]: codes assigned to each class (last: unassigned)
+    class_images_with_codes: np.ndarray  # [K + 1]
+    class_images_present: np.ndarray  # [K]: images whose segmentation holds the class
+    class_iou: np.ndarray  # [K]: summed best IoU of the codes assigned to each class
+    zeroed_codes: int = 0  # codes with at least one alpha entry zeroed
+    seconds: float = 0.0
+    reproduction_error_max: float | None = None
+
+    @classmethod
+    def empty(cls, vocabulary: Vocabulary, codes: int) -> AttributionAggregate:
+        k = len(vocabulary)
+        return cls(vocabulary, codes, 0, np.zeros((codes, k + 1), np.int64),
+                   np.zeros((codes, k)), np.zeros(k + 1, np.int64), np.zeros(k + 1, np.int64),
+                   np.zeros(k, np.int64), np.zeros(k))
+
+    def add(self, result: AttributionResult) -> None:
+        if result.codes != self.codes or len(result.vocabulary) != len(self.vocabulary):
+            raise ValueError("an attribution part with other codes or classes")
+        k = len(self.vocabulary)
+        assigned = result.assigned.numpy()
+        column = np.where(assigned < 0, k, assigned)  # UNASSIGNED -> the last column
+        np.add.at(self.rank_class, (result.ranks.numpy() - 1, column), 1)
+        for b in range(result.batch):
+            self.iou_by_rank[result.ranks[b].numpy() - 1] += result.iou[b].double().numpy()
+            self.class_images_with_codes[np.unique(column[b])] += 1
+            labels = result.segmentation[b]
+            present = torch.bincount(labels[labels < k].flatten(), minlength=k) > 0
+            self.class_images_present += present.numpy()
+        np.add.at(self.class_codes, column.flatten(), 1)
+        hits = assigned >= 0
+        np.add.at(self.class_iou, assigned[hits], result.assigned_iou.double().numpy()[hits])
+        self.zeroed_codes += int((result.zeroed_fraction > 0).sum())
+        self.images += result.batch
+        self.seconds += result.seconds
+        if result.reproduction_error is not None and result.batch:
+            worst = float(result.reproduction_error.max())
+            self.reproduction_error_max = max(worst, self.reproduction_error_max or 0.0)
+
+    def merge(self, other: AttributionAggregate) -> None:
+        for name in ("rank_class", "iou_by_rank", "class_codes", "class_images_with_codes",
+                     "class_images_present", "class_iou"):
+            getattr(self, name).__iadd__(getattr(other, name))
+        self.images += other.images
+        self.zeroed_codes += other.zeroed_codes
+        self.seconds += other.seconds
+        if other.reproduction_error_max is not None:
+            self.reproduction_error_max = max(other.reproduction_error_max,
+                                              self.reproduction_error_max or 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"codes": self.codes, "images": self.images,
+                "rank_class": self.rank_class.tolist(), "iou_by_rank": self.iou_by_rank.tolist(),
+                "class_codes": self.class_codes.tolist(),
+                "class_images_with_codes": self.class_images_with_codes.tolist(),
+                "class_images_present": self.class_images_present.tolist(),
+                "class_iou": self.class_iou.tolist(), "zeroed_codes": self.zeroed_codes,
+                "seconds": self.seconds, "reproduction_error_max": self.reproduction_error_max}
+
+    @classmethod
+    def from_dict(cls, vocabulary: Vocabulary, data: dict[str, Any]) -> AttributionAggregate:
+        arrays = {name: np.asarray(data[name], dtype=dtype) for name, dtype in (
+            ("rank_class", np.int64), ("iou_by_rank", np.float64), ("class_codes", np.int64),
+            ("class_images_with_codes", np.int64), ("class_images_present", np.int64),
+            ("class_iou", np.float64))}
+        return cls(vocabulary, int(data["codes"]), int(data["images"]), **arrays,
+                   zeroed_codes=int(data["zeroed_codes"]), seconds=float(data["seconds"]),
+                   reproduction_error_max=data.get("reproduction_error_max"))
+
+    @property
+    def batch(self) -> int:
+        return self.images
 
     def mean_iou_by_rank(self) -> np.ndarray:
         """``[N, K]``: mean IoU with each class of the code at each rank, over images."""
-        by_rank = torch.zeros(self.codes, len(self.vocabulary), dtype=torch.float64)
-        for b in range(self.batch):
-            by_rank[self.ranks[b] - 1] += self.iou[b].double()
-        return (by_rank / max(1, self.batch)).numpy()
+        return self.iou_by_rank / max(1, self.images)
+
+    def shown_classes(self) -> list[int]:
+        """Classes assigned to some code, or present in some segmentation."""
+        k = len(self.vocabulary)
+        return [c for c in range(k) if self.class_codes[c] or self.class_images_present[c]]
+
+    def class_summary(self) -> list[dict[str, Any]]:
+        """Per class present in any segmentation or assigned to any code: how many codes attach
+        to it, in how many images, their mean IoU, and in how many images the class appears."""
+        rows = []
+        for c in self.shown_classes():
+            codes = int(self.class_codes[c])
+            rows.append({"class": self.vocabulary.names[c], "codes": codes,
+                         "images_with_codes": int(self.class_images_with_codes[c]),
+                         "images_present": int(self.class_images_present[c]),
+                         "mean_iou": round(float(self.class_iou[c] / codes), 6) if codes
+                         else None})
+        rows.append({"class": "unassigned", "codes": int(self.class_codes[-1]),
+                     "images_with_codes": int(self.class_images_with_codes[-1]),
+                     "images_present": None, "mean_iou": None})
+        return sorted(rows, key=lambda row: (row["class"] == "unassigned", -row["codes"]))
 
     def summary(self) -> dict[str, Any]:
-        assigned = self.assigned != UNASSIGNED
+        assigned = int(self.class_codes[:-1].sum())
+        total = self.images * self.codes
         summary = {
-            "images": self.batch, "codes_per_image": self.codes,
-            "codes_assigned": int(assigned.sum()), "codes_unassigned": int((~assigned).sum()),
-            "assigned_fraction": float(assigned.float().mean()) if self.batch else 0.0,
-            "mean_assigned_iou": float(self.assigned_iou[assigned].mean()) if assigned.any()
-            else None,
-            "codes_with_zeroed_alpha": int((self.zeroed_fraction > 0).sum()),
+            "images": self.images, "codes_per_image": self.codes,
+            "codes_assigned": assigned, "codes_unassigned": int(self.class_codes[-1]),
+            "assigned_fraction": assigned / total if total else 0.0,
+            "mean_assigned_iou": float(self.class_iou.sum() / assigned) if assigned else None,
+            "codes_with_zeroed_alpha": self.zeroed_codes,
             "classes": {row["class"]: row["codes"] for row in self.class_summary()
                         if row["codes"]},
             "seconds": self.seconds,
         }
-        if self.reproduction_error is not None and self.batch:
-            summary["reproduction_error_max"] = float(self.reproduction_error.max())
+        if self.reproduction_error_max is not None:
+            summary["reproduction_error_max"] = self.reproduction_error_max
         return summary
 
 

@@ -89,6 +89,17 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]],
     atomic_write_bytes(path, csv_text(rows, columns).encode())
 
 
+def append_csv(path: str | Path, rows: Iterable[dict[str, Any]],
+               columns: tuple[str, ...] | list[str]) -> None:
+    """Add ``rows`` to a CSV file, writing the header first when the file is new (one writer
+    at a time: the caller owns the file)."""
+    path = Path(path)
+    new = not path.is_file()
+    text = csv_text(rows, columns)
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        handle.write(text if new else text.split("\n", 1)[1])
+
+
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     """Rows of a CSV file as dicts of strings (empty for a missing file)."""
     path = Path(path)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from core.errors import InputError
 from core.jsonio import read_json
+from core.sharding import Shard
 from inversion import engine
 from inversion.composition import resolve_carry
 from inversion.engine import invert
@@ -141,14 +142,17 @@ def check_sources(run: RunDirectory, images: list[LoadedImage]) -> None:
 def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str | Path,
                   references: dict[str, LoadedImage] | None = None,
                   config_extra: dict[str, Any] | None = None,
-                  log: Callable[[str], None] = _stderr) -> tuple[RunDirectory, dict[str, Any]]:
-    """Invert ``images`` into ``out_dir``, skipping images that are finished there or that
-    another process is working on.
+                  log: Callable[[str], None] = _stderr,
+                  shard: Shard | None = None) -> tuple[RunDirectory, dict[str, Any]]:
+    """Invert ``images`` (``shard``'s share of them) into ``out_dir``, skipping images that are
+    finished there or that another process is working on.
 
     In observed mode the images are the degraded observations and ``references`` (by name) give
     clean images for metrics; otherwise the images are clean and the task degrades them.
     """
     generator, task = settings.generator, settings.task
+    if shard is not None:
+        images = shard.take(images)
     if settings.batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {settings.batch_size}",
                          field="batch_size")

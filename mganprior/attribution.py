@@ -7,6 +7,7 @@ interrupted attribution leaves the previous one (or nothing) in place.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,13 +17,22 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.attribution import (
+    AttributionAggregate,
     AttributionResult,
     AttributionSettings,
     attribute,
     check_compatible,
 )
-from analysis.attribution_files import AttributionDirectory
+from analysis.attribution_files import (
+    PARTS,
+    RECORD_COLUMNS,
+    TABLE,
+    AttributionDirectory,
+    header_of,
+)
 from core.errors import InputError
+from core.jsonio import append_csv
+from core.sharding import Shard, barrier
 from inversion.losses import load_perceptual
 from inversion.rundir import RunDirectory
 from mganprior.zoo import load_generator, load_segmenter
@@ -104,34 +114,50 @@ def _out_dir(run: RunDirectory, out: str | Path | None) -> Path:
     return out
 
 
+PART_IMAGES = 64  # images per part: what one process holds in memory at a time
+SHARDS = ".attribution-shards"
+
+
 def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
                   settings: AttributionSettings | None = None, out: str | Path | None = None,
                   generator: str | None = None, checkpoint: str | Path | None = None,
                   device: str | None = None, vgg_weights: str | Path | None = None,
                   image_figures: int | None = None, images_per_pass: int = 8,
+                  part_images: int = PART_IMAGES, shard: Shard | None = None,
                   progress: bool = True, log: Callable[[str], None] = _stderr,
-                  ) -> tuple[AttributionResult, Path]:
+                  ) -> tuple[AttributionAggregate, Path]:
     """Attribute the finished images of a run and write ``out`` (default ``RUN/attribution``):
-    arrays, tables and figures (``figures/heatmap.png``, ``figures/histogram.png`` and
-    ``figures/images/NAME.png`` for the first ``image_figures`` images, all by default)."""
+    parts, tables and figures (``figures/heatmap.png``, ``figures/histogram.png`` and
+    ``figures/images/NAME.png`` for the first ``image_figures`` images, all by default).
+
+    Images go ``part_images`` at a time, each part written as it is done, so memory does not
+    grow with the run. With several shards, each attributes its share into
+    ``RUN/.attribution-shards/I-of-K`` and the last to finish (rank 0 under torchrun, after the
+    barrier) merges them into ``out``. Returns the aggregate (what the tables are made of)."""
     settings = settings or AttributionSettings()
+    shard = shard or Shard(0, 1)
     run = RunDirectory(run_dir)
     if not run.path.is_dir():
         raise InputError(f"run directory {run.path} does not exist")
     config = run.config()
-    inversion = run.load_result()
+    names = [r["image"] for r in run.folder_records() if r.get("status") == "ok"]
+    if not names:
+        raise InputError(f"{run.path} has no finished images")
     out = _out_dir(run, out)
     if image_figures is not None and image_figures < 0:
         raise InputError(f"image_figures must be >= 0, got {image_figures}",
                          field="image_figures")
+    if part_images < 1:
+        raise InputError(f"part_images must be at least 1, got {part_images}",
+                         field="part_images")
     loaded = run_generator(config, generator, checkpoint, device, log)
-    check_compatible(loaded.generator, inversion)
-    targets = _targets(run, inversion.names)
-    segmenter = labels = vocabulary = None
+    check_compatible(loaded.generator, run.load_result(names[:1]))
+    vocabulary = None
     if choice.labels_dir is not None:
         vocabulary = vocabulary_from(choice.label_names or DEFAULT_LABEL_VOCABULARY)
-        labels = read_label_maps(choice.labels_dir, inversion.names,
-                                 loaded.generator.resolution, choice.resize_labels)
+        read_label_maps(choice.labels_dir, names, loaded.generator.resolution,
+                        choice.resize_labels)  # every map is checked before any work
+        segmenter = None
     else:
         segmenter = load_segmenter(choice.segmenter, choice.segmenter_dir,
                                    labels=choice.label_names, device=loaded.generator.device)
@@ -142,33 +168,97 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
             raise InputError(f"difference perceptual needs VGG16 weights: {status.note}",
                              field="difference")
         perceptual = status.module
-    result = attribute(loaded.generator, inversion, segmenter=segmenter, labels=labels,
-                       vocabulary=vocabulary, segment=choice.segment, targets=targets,
-                       settings=settings, perceptual=perceptual,
-                       images_per_pass=images_per_pass, progress=progress,
-                       segmentation_source=choice.describe())
+    extra = {"run": str(run.path), "generator": loaded.info.get("name") or
+             loaded.info.get("checkpoint"), "generator_sha256": loaded.info["sha256"],
+             "task": config.get("task", {}).get("name")}
+    figured = set(names if image_figures is None else names[:image_figures])
+    mine = shard.take(names)
+    target = out if shard.count == 1 else run.path / SHARDS / f"{shard.index}-of-{shard.count}"
+    aggregate = None
+    with AttributionDirectory.building(target) as directory:
+        header = None
+        starts = range(0, len(mine), part_images)
+        for part, start in enumerate(tqdm(starts, desc="attributing", unit="part",
+                                          disable=not progress or len(starts) < 2)):
+            chunk = mine[start:start + part_images]
+            inversion = run.load_result(chunk)
+            labels = (read_label_maps(choice.labels_dir, chunk, loaded.generator.resolution,
+                                      choice.resize_labels) if choice.labels_dir else None)
+            result = attribute(loaded.generator, inversion, segmenter=segmenter, labels=labels,
+                               vocabulary=vocabulary, segment=choice.segment,
+                               targets=_targets(run, chunk), settings=settings,
+                               perceptual=perceptual, images_per_pass=images_per_pass,
+                               progress=progress and len(starts) < 2,
+                               segmentation_source=choice.describe())
+            _check_reproduction(result)
+            result.extra = extra
+            directory.save_part(result, part)
+            if aggregate is None:
+                aggregate, header = result.aggregate(), header_of(result)
+            else:
+                aggregate.add(result)
+            for i, name in enumerate(result.names):
+                if name in figured:
+                    save_figure(attribution_grid(result, i), directory.image_figure(name))
+        directory.finish(aggregate, header, mine)
+        if shard.count == 1:
+            _summary_figures(directory, aggregate)
+    if shard.count == 1:
+        return aggregate, out
+    barrier(shard)
+    if shard.distributed and not shard.leader:
+        return aggregate, out
+    merged = merge_shards(run.path / SHARDS, shard.count, out, names)
+    return (merged, out) if merged is not None else (aggregate, out)
+
+
+def _check_reproduction(result: AttributionResult) -> None:
     errors = result.reproduction_error
     if errors is not None and float(errors.max()) > REPRODUCTION_TOLERANCE:
         worst = int(errors.argmax())
         raise InputError(f"this generator does not reproduce the run's reconstructions (image "
                          f"{result.names[worst]}: mean difference {float(errors[worst]):.1f} "
                          "8-bit levels): it is not the generator the run used")
-    result.extra = {"run": str(run.path), "generator": loaded.info.get("name") or
-                    loaded.info.get("checkpoint"), "generator_sha256": loaded.info["sha256"],
-                    "task": config.get("task", {}).get("name")}
-    write_attribution(result, out, image_figures=image_figures, progress=progress)
-    return result, out
 
 
-def write_attribution(result: AttributionResult, out: str | Path,
-                      image_figures: int | None = None, progress: bool = True) -> Path:
-    """Arrays, tables and figures into ``out``, built beside it and swapped in whole."""
+def _summary_figures(directory: AttributionDirectory, aggregate: AttributionAggregate) -> None:
+    save_figure(code_class_heatmap(aggregate), directory.figure("heatmap"))
+    save_figure(class_histogram(aggregate), directory.figure("histogram"))
+
+
+def merge_shards(folder: Path, count: int, out: Path,
+                 names: list[str]) -> AttributionAggregate | None:
+    """When all ``count`` shard attributions exist in ``folder``, merge them into ``out`` (parts
+    renumbered, tables joined, aggregates added, figures redrawn) and remove them; None when
+    some shard has not finished."""
+    shards = [AttributionDirectory(folder / f"{i}-of-{count}") for i in range(count)]
+    if not all(shard.exists() for shard in shards):
+        return None
+    metas = [shard.meta() for shard in shards]
+    keys = ("settings", "segmentation_source", "layer", "fusion", "vocabulary")
+    if any(meta.get(key) != metas[0].get(key) for meta in metas for key in keys):
+        raise InputError(f"the shard attributions in {folder} were made with other settings; "
+                         "remove that folder and attribute again")
+    aggregate = shards[0].aggregate()
+    for shard in shards[1:]:
+        aggregate.merge(shard.aggregate())
     with AttributionDirectory.building(out) as directory:
-        directory.save(result)
-        save_figure(code_class_heatmap(result), directory.figure("heatmap"))
-        save_figure(class_histogram(result), directory.figure("histogram"))
-        count = result.batch if image_figures is None else min(image_figures, result.batch)
-        for i in tqdm(range(count), desc="figures", unit="img", disable=not progress,
-                      leave=False):
-            save_figure(attribution_grid(result, i), directory.image_figure(result.names[i]))
-    return Path(out)
+        index = 0
+        for shard in shards:
+            for part in shard.parts():
+                (directory.path / PARTS).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(part, directory.path / PARTS / f"{index:05d}.safetensors")
+                index += 1
+            rows = shard.table()
+            if rows:
+                append_csv(directory.path / TABLE, rows, RECORD_COLUMNS)
+            figures = shard.path / "figures" / "images"
+            if figures.is_dir():
+                shutil.copytree(figures, directory.path / "figures" / "images",
+                                dirs_exist_ok=True)
+        header = {key: metas[0][key] for key in ("settings", "segmentation_source", "layer",
+                                                 "fusion", "extra")}
+        directory.finish(aggregate, header, names)
+        _summary_figures(directory, aggregate)
+    shutil.rmtree(folder, ignore_errors=True)
+    return aggregate

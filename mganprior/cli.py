@@ -26,6 +26,7 @@ from analysis.attribution import (
 from analysis.editing import MODES as EDIT_MODES
 from analysis.editing import EditSettings
 from core.errors import InputError
+from core.sharding import barrier, current_shard, process_group, shard_device
 from inversion.composition import FUSIONS
 from inversion.losses import PERCEPTUAL_BACKENDS, VGG_LAYERS
 from inversion.recipes import ALPHA_MODES, INITS, OPTIMIZERS, RECIPES
@@ -151,6 +152,7 @@ def _build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--perceptual-size", type=int, help="resize side for VGG (default: "
                       "recipe's)")
     invert.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_shard(invert)
 
     attr = commands.add_parser(
         "attribute", help="attribute each code of a run to a semantic class (alpha ablation)",
@@ -203,6 +205,7 @@ def _build_parser() -> argparse.ArgumentParser:
     attr.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
                       "available)")
     attr.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_shard(attr)
 
     layers = commands.add_parser(
         "layers", help="layer-wise (and codes-count) study: invert the same images at every "
@@ -429,6 +432,13 @@ def _add_study_options(parser: argparse.ArgumentParser, spec: type, default_imag
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if "
                         "available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_shard(parser)
+
+
+def _add_shard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", metavar="I/K", help="do share I of K of the images (job "
+                        "arrays, several machines on one filesystem); under torchrun the "
+                        "ranks decide, and SLURM_ARRAY_TASK_ID/COUNT when set (docs/scaling.md)")
 
 
 def _add_training_io(parser: argparse.ArgumentParser) -> None:
@@ -579,7 +589,13 @@ def _invert(args: argparse.Namespace) -> int:
     settings.perceptual = load_perceptual(args.perceptual, args.vgg_weights,
                                           recipe.perceptual_layer, recipe.perceptual_size)
     run, summary = run_inversion(settings, images, args.out, references,
-                                 config_extra={"command": " ".join(sys.argv)})
+                                 config_extra={"command": " ".join(sys.argv)},
+                                 shard=args.shard_info)
+    barrier(args.shard_info)
+    if args.shard_info.count > 1:
+        if not args.shard_info.leader:
+            return 0 if summary["failed"] == 0 else 1
+        summary = run.rebuild_index()  # the leader sums up every shard's images
     print(_summary_line(summary))
     print(f"run directory: {run.path}")
     return 0 if summary["failed"] == 0 else 1
@@ -615,7 +631,7 @@ def _attribute(args: argparse.Namespace) -> int:
         args.run_dir, choice, settings=settings, out=args.out, generator=args.generator_override,
         checkpoint=args.checkpoint, device=args.device, vgg_weights=args.vgg_weights,
         image_figures=args.image_figures, images_per_pass=args.batch_size,
-        progress=not args.quiet)
+        shard=args.shard_info, progress=not args.quiet)
     summary = result.summary()
     top = ", ".join(f"{name} {count}" for name, count in summary["classes"].items()
                     if name != "unassigned")
@@ -654,7 +670,7 @@ def _study(args: argparse.Namespace) -> int:
         images = [folder]
         print(f"images: {args.count} default images in {folder} ({what})", file=sys.stderr)
     outcome = run_study(spec, images, study.path, device=args.device, max_cost=args.max_cost,
-                        dry_run=args.dry_run, progress=not args.quiet)
+                        dry_run=args.dry_run, progress=not args.quiet, shard=args.shard_info)
     if args.dry_run:
         return 0
     summary = outcome.summary
@@ -819,7 +835,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = _stop_on_signals()
     try:
-        return HANDLERS[args.command](args)
+        if "shard" not in vars(args):
+            return HANDLERS[args.command](args)
+        args.shard_info = current_shard(args.shard)
+        args.device = shard_device(args.shard_info, args.device)
+        args.quiet = args.quiet or not args.shard_info.leader
+        with process_group(args.shard_info):
+            return HANDLERS[args.command](args)
     except InputError as err:
         message = err.with_flag(flag_for(err.field)) if err.field else str(err)
         print(f"mganprior: error: {message}", file=sys.stderr)

@@ -23,6 +23,7 @@ from analysis.studies import (
 )
 from analysis.study_files import StudyDirectory
 from core.errors import InputError
+from core.sharding import Shard, barrier
 from inversion.images import LoadedImage, load_images, save_png
 from inversion.losses import load_perceptual
 from inversion.recipes import get_recipe
@@ -130,9 +131,15 @@ def default_images(source: str, loaded: LoadedGenerator, count: int, folder: Pat
 
 def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
               device: str | None = None, max_cost: int | None = None, dry_run: bool = False,
-              progress: bool = True, log: Callable[[str], None] = _stderr) -> StudyOutcome:
+              progress: bool = True, log: Callable[[str], None] = _stderr,
+              shard: Shard | None = None) -> StudyOutcome:
     """Run (or resume) every cell of ``spec`` on ``images`` into ``out``; write tables and
-    figures. ``max_cost`` caps the image-iterations still to compute; ``dry_run`` only plans."""
+    figures. ``max_cost`` caps the image-iterations still to compute; ``dry_run`` only plans.
+
+    With several shards, each inverts its share of every cell's images; the final pass
+    (attributions, tables, figures) is done by rank 0 after the barrier under torchrun, and
+    otherwise by whichever shard finds every cell finished."""
+    shard = shard or Shard(0, 1)
     spec.validate()
     out = Path(out)
     study = StudyDirectory(out)
@@ -162,7 +169,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     study.check_resumable(record)
-    pending = [cell for cell in cells if not study.cell_done(cell, names)]
+    mine = shard.take(names)
+    pending = [cell for cell in cells if not study.cell_done(cell, mine)]
     remaining = study_cost(pending, len(names), iterations)
     log(f"study: {len(cells)} cells x {len(names)} images "
         f"({record['cost_image_iterations']:,} image-iterations); {len(pending)} cells "
@@ -186,25 +194,39 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
     for cell in bar:
         bar.set_postfix_str(cell.describe())
         g = loaded[cell.generator]
-        cell_dir = study.cell(cell).path
         if cell in pending:
             settings = RunSettings(g.generator, g.info, make_task(cell.task),
                                    _recipe(spec, cell), perceptual, seed=spec.seed,
                                    batch_size=spec.batch_size, progress=False)
-            run_inversion(settings, by_resolution[g.generator.resolution], cell_dir,
+            run_inversion(settings, by_resolution[g.generator.resolution], study.cell(cell).path,
                           config_extra={"study": str(out), "cell": cell.key},
-                          log=lambda _message: None)
+                          log=lambda _message: None, shard=shard)
             ran.append(cell.key)
-        if spec.segmenter and not cell.single_code and study.cell_done(cell, names_set) and \
-                not study.cell_attribution(cell).exists():
-            attribute_run(cell_dir, SegmentationChoice(segmenter=spec.segmenter),
-                          image_figures=spec.attribution_figures, progress=False,
-                          log=lambda _message: None)
-        tables = study.rebuild_tables(warnings)  # after every cell
+        if shard.count == 1:
+            _attribute_cell(study, spec, cell, names_set)
+            tables = study.rebuild_tables(warnings)  # after every cell
     bar.close()
-    tables = tables or study.rebuild_tables(warnings)
+    barrier(shard)
+    if shard.count > 1 and ((shard.distributed and not shard.leader) or
+                            not all(study.cell_done(cell, names_set) for cell in cells)):
+        tables = study.rebuild_tables(warnings)  # others are still at work: tables only
+        return StudyOutcome(out, cells, tables.rows, tables.aggregates, tables.summary, ran)
+    if shard.count > 1:  # the final pass: every cell is inverted
+        for cell in cells:
+            _attribute_cell(study, spec, cell, names_set)
+    tables = study.rebuild_tables(warnings) if tables is None or shard.count > 1 else tables
     _write_figures(study, spec, cells, tables.rows, tables.attribution, by_resolution)
     return StudyOutcome(out, cells, tables.rows, tables.aggregates, tables.summary, ran)
+
+
+def _attribute_cell(study: StudyDirectory, spec: StudySpec, cell: StudyCell,
+                    names: set[str]) -> None:
+    """Attribute a finished multi-code cell that has no attribution yet (with a segmenter)."""
+    if spec.segmenter and not cell.single_code and study.cell_done(cell, names) and \
+            not study.cell_attribution(cell).exists():
+        attribute_run(study.cell(cell).path, SegmentationChoice(segmenter=spec.segmenter),
+                      image_figures=spec.attribution_figures, progress=False,
+                      log=lambda _message: None)
 
 
 def _recipe(spec: StudySpec, cell: StudyCell):

@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from analysis.attribution import UNASSIGNED, AttributionResult
+from analysis.attribution import UNASSIGNED, AttributionAggregate, AttributionResult
 from core.files import atomic_path
 from core.pixels import to_uint8
 
@@ -82,17 +82,15 @@ def attribution_grid(result: AttributionResult, index: int, columns: int = 8) ->
     return figure
 
 
-def _shown_classes(result: AttributionResult) -> list[int]:
-    """Classes assigned to some code, or present in some segmentation."""
-    classes = len(result.vocabulary)
-    assigned = set(result.assigned[result.assigned != UNASSIGNED].tolist())
-    present = set(result.segmentation[result.segmentation < classes].unique().tolist())
-    return sorted(assigned | present)
+def _aggregate(result: AttributionResult | AttributionAggregate) -> AttributionAggregate:
+    return result.aggregate() if isinstance(result, AttributionResult) else result
 
 
-def code_class_heatmap(result: AttributionResult) -> Figure:
-    """Mean IoU of the code at each rank (1 = changes the image most) with each class."""
-    shown = _shown_classes(result)
+def code_class_heatmap(result: AttributionResult | AttributionAggregate) -> Figure:
+    """Mean IoU of the code at each rank (1 = changes the image most) with each class, from a
+    result or from the aggregate of many parts."""
+    result = _aggregate(result)
+    shown = result.shown_classes()
     values = result.mean_iou_by_rank()[:, shown]
     names = [result.vocabulary.names[k] for k in shown]
     figure = Figure(figsize=(max(4.0, 0.45 * len(shown) + 2), max(3.0, 0.3 * result.codes + 1.2)),
@@ -110,8 +108,9 @@ def code_class_heatmap(result: AttributionResult) -> Figure:
     return figure
 
 
-def class_histogram(result: AttributionResult) -> Figure:
+def class_histogram(result: AttributionResult | AttributionAggregate) -> Figure:
     """How many codes went to each class (and how many stayed unassigned)."""
+    result = _aggregate(result)
     rows = [row for row in result.class_summary() if row["codes"] or row["class"] == "unassigned"]
     names = [row["class"] for row in rows]
     counts = [row["codes"] for row in rows]

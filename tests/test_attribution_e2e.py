@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.attribution_files import AttributionDirectory
 from inversion.images import load_images, save_png
 from inversion.losses import PerceptualStatus
 from inversion.recipes import get_recipe
@@ -48,7 +49,8 @@ def test_scene_segmenter_attribution_is_sane(bedroom_run):
                                 progress=False, log=lambda _: None)
     assert out == run / "attribution" and (out / "attribution.csv").is_file()
     assert result.codes == 20 and result.batch == 3
-    assert float(result.reproduction_error.max()) < 1.0  # the codes re-render the saved images
+    assert result.reproduction_error_max < 1.0  # the codes re-render the saved images
+    result = AttributionDirectory(out).load()
     assert (result.zeroed_fraction > 0).any()
     assigned = result.assigned != -1
     assert int(assigned.sum()) >= 10, result.summary()
@@ -66,8 +68,9 @@ def test_scene_segmenter_attribution_is_sane(bedroom_run):
 
 def test_exact_labels_attribute_codes_to_classes_in_the_scene(bedroom_run, tmp_path):
     run, labels, truth = bedroom_run
-    result, _ = attribute_run(run, SegmentationChoice(labels_dir=labels), out=tmp_path / "exact",
-                              image_figures=1, progress=False, log=lambda _: None)
+    _, out = attribute_run(run, SegmentationChoice(labels_dir=labels), out=tmp_path / "exact",
+                           image_figures=1, progress=False, log=lambda _: None)
+    result = AttributionDirectory(out).load()
     for b, name in enumerate(result.names):
         in_scene = set(np.unique(truth[name]).tolist())
         chosen = set(result.assigned[b][result.assigned[b] != -1].tolist())

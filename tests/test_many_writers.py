@@ -9,8 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from core.claims import Claims
 from core.errors import InputError
@@ -21,6 +25,7 @@ from inversion.recipes import get_recipe
 from inversion.rundir import RunDirectory
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
+from mganprior.cli import main
 
 WORKER = textwrap.dedent("""
     import json, sys, time
@@ -190,3 +195,84 @@ def test_two_identical_studies_on_one_folder_finish_without_doubling(tmp_path, f
     rows = (out / "layers.csv").read_text().splitlines()[1:]
     keys = [tuple(row.split(",")[i] for i in (2, 5, 7, 8)) for row in rows]
     assert len(keys) == len(set(keys)) == 3 * 3 * 2  # (cell, image, metric), once each
+
+
+def run_cli(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+    command = [*launcher, "-m", "mganprior", *args] if launcher else \
+        [sys.executable, "-m", "mganprior", *args]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def finish(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err
+
+
+def latents_of(run) -> dict:
+    return {name: load_file(str(run.image_file(name, "latents")))
+            for name in sorted(run.finished())}
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    return str(save_generator(make_tiny_pggan(), tmp_path / "tiny.safetensors"))
+
+
+def test_torchrun_ranks_fill_one_run_as_one_process_would(tmp_path, tiny_checkpoint, six_pngs):
+    args = ["invert", "--checkpoint", tiny_checkpoint, "--images", str(six_pngs),
+            "--iterations", "20", "--codes", "3", "--layer", "4", "--batch-size", "2",
+            "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "one")]) == 0
+    torchrun = (str(Path(sys.executable).with_name("torchrun")), "--standalone",
+                "--nproc-per-node", "2")
+    finish(run_cli(*args, str(tmp_path / "two"), launcher=torchrun))
+    one, two = RunDirectory(tmp_path / "one"), RunDirectory(tmp_path / "two")
+    lines = [json.loads(line)["image"] for line in
+             (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
+    assert sorted(lines) == [f"img{i}" for i in range(6)]  # none lost, none twice
+    a, b = latents_of(one), latents_of(two)
+    assert a.keys() == b.keys()
+    for name in a:  # per-image seeds: the same codes, up to the batch's float rounding
+        torch.testing.assert_close(a[name]["codes"], b[name]["codes"], atol=1e-5, rtol=1e-5)
+    psnr = {r["image"]: r["psnr"] for r in one.records()}
+    for record in two.records():
+        assert record["psnr"] == pytest.approx(psnr[record["image"]], abs=0.01)
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["images"] == 6
+
+
+def test_shards_of_a_study_and_of_an_attribution_add_up_to_the_whole(tmp_path, tiny_checkpoint,
+                                                                     six_pngs):
+    study = ["layers", "--checkpoint", tiny_checkpoint, "--images", str(six_pngs), "--tasks",
+             "inversion", "--layers", "2,4", "--iterations", "10", "--codes", "2", "--quiet"]
+    finish(*(run_cli(*study, "--shard", f"{i}/2", "--out", str(tmp_path / "sharded"))
+             for i in range(2)))
+    assert main([*study, "--out", str(tmp_path / "whole")]) == 0
+    for name in ("sharded", "whole"):
+        assert json.loads((tmp_path / name / "summary.json").read_text())["done"] == 3
+    rows = {name: sorted((r.split(",")[2], r.split(",")[7], r.split(",")[8]) for r in
+                         (tmp_path / name / "layers.csv").read_text().splitlines()[1:])
+            for name in ("sharded", "whole")}
+    assert rows["sharded"] == rows["whole"] and len(rows["whole"]) == 3 * 6 * 2
+    assert (tmp_path / "sharded" / "figures" / "psnr_vs_layer.png").is_file()
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    from PIL import Image
+
+    for i in range(6):
+        label = np.zeros((16, 16), np.uint8)
+        label[8:] = 1
+        Image.fromarray(label).save(labels / f"img{i}.png")
+    run = tmp_path / "whole" / "cells" / "tiny" / "inversion" / "04-layer4-n2"
+    attribute = ["attribute", str(run), "--labels", str(labels), "--quiet"]
+    finish(*(run_cli(*attribute, "--shard", f"{i}/2", "--out", str(tmp_path / "a2"))
+             for i in range(2)))
+    assert main([*attribute, "--out", str(tmp_path / "a1")]) == 0
+    tables = {name: sorted((tmp_path / name / "attribution.csv").read_text().splitlines()[1:])
+              for name in ("a1", "a2")}
+    assert tables["a1"] == tables["a2"] and len(tables["a1"]) == 6 * 2
+    assert (tmp_path / "a1" / "classes.csv").read_text() == \
+        (tmp_path / "a2" / "classes.csv").read_text()
+    assert not (run / ".attribution-shards").exists()

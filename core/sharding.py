@@ -1,0 +1,122 @@
+"""Which share of the work this process does, when many processes split one job.
+
+A job is split by position: with K shards, shard I takes items I, I + K, I + 2K, ... of the
+full, sorted list of items (images, or the images of every study cell). The assignment depends
+only on the list and on (I, K), never on what is already finished, so reruns after a crash give
+every shard the same share again and finish exactly the missing items. Within a share, the run
+directory's claims still guard every item, so shards that overlap by mistake never do an item
+twice.
+
+Where the share comes from, first match wins:
+
+1. ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``), with a process group (NCCL on
+   CUDA, Gloo on the CPU) for the final barrier;
+2. a ``--shard I/K`` flag (job arrays, or separate machines sharing a filesystem);
+3. SLURM job arrays (``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT``;
+   ``SLURM_ARRAY_TASK_MIN`` is subtracted so arrays that start at 1 work);
+4. otherwise one shard: everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from core.errors import InputError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+    source: str = "single"  # "single", "torchrun", "flag" or "slurm"
+    local_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InputError(f"shard must be I/K with 0 <= I < K, got {self.index}/{self.count}",
+                             field="shard")
+
+    @property
+    def leader(self) -> bool:
+        """The shard that shows progress and does the final pass (rank 0)."""
+        return self.index == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.source == "torchrun" and self.count > 1
+
+    def take(self, items: Sequence[T]) -> list[T]:
+        """This shard's items: positions ``index``, ``index + count``, ..."""
+        return list(items[self.index::self.count])
+
+    def describe(self) -> str:
+        return f"shard {self.index}/{self.count} ({self.source})"
+
+
+def parse_shard(text: str) -> Shard:
+    """``I/K`` as a Shard."""
+    index, sep, count = text.partition("/")
+    try:
+        if sep:
+            return Shard(int(index), int(count), "flag")
+    except ValueError:
+        pass
+    raise InputError(f"shard must be I/K (e.g. 0/4), got {text!r}", field="shard")
+
+
+def current_shard(flag: str | None = None, environ: Mapping[str, str] | None = None) -> Shard:
+    """This process's shard: torchrun's ranks, ``--shard I/K``, a SLURM array, or everything."""
+    environ = os.environ if environ is None else environ
+    if "WORLD_SIZE" in environ and "RANK" in environ:
+        return Shard(int(environ["RANK"]), int(environ["WORLD_SIZE"]), "torchrun",
+                     int(environ.get("LOCAL_RANK", 0)))
+    if flag:
+        return parse_shard(flag)
+    if "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
+        first = int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+        return Shard(int(environ["SLURM_ARRAY_TASK_ID"]) - first,
+                     int(environ["SLURM_ARRAY_TASK_COUNT"]), "slurm")
+    return Shard(0, 1)
+
+
+@contextlib.contextmanager
+def process_group(shard: Shard) -> Iterator[None]:
+    """A torch.distributed process group for a torchrun shard (NCCL on CUDA, Gloo on the CPU),
+    destroyed on the way out; nothing for other shards."""
+    import torch
+    import torch.distributed as dist
+
+    if not shard.distributed or dist.is_initialized():
+        yield
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(shard.local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier(shard: Shard) -> None:
+    """Wait for every torchrun shard (nothing to wait for otherwise)."""
+    import torch.distributed as dist
+
+    if shard.distributed and dist.is_initialized():
+        dist.barrier()
+
+
+def shard_device(shard: Shard, requested: str | None) -> str | None:
+    """``cuda:LOCAL_RANK`` for a torchrun shard on a CUDA machine when no device was asked for."""
+    import torch
+
+    if requested is None and shard.source == "torchrun" and torch.cuda.is_available():
+        return f"cuda:{shard.local_rank}"
+    return requested
