@@ -10,12 +10,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall when the dependency list or the pins change. The constraints file keeps pip on the
-# pinned torch/torchvision; gan-face-generate (the DigiFace weights) goes in without its heavy
-# requirements; the .pth hook makes `import torchvision` work where its extension cannot load.
+# pinned torch/torchvision; gan-face-generate (the DigiFace weights) and mit-semseg (CSAIL
+# segmenter classes) go in without their heavy requirements; the .pth hook makes
+# `import torchvision` work where its extension cannot load.
 # Why each step: docs/architecture.md.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps gan-face-generate==1.1.1
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,hf]"
+	$(PY) -m pip install --quiet --no-deps gan-face-generate==1.1.1 mit-semseg==1.0.0
 	$(PY) -m mganprior.torchvision_fix
 	touch $(STAMP)
 
@@ -35,6 +36,7 @@ benchmarks: setup
 	$(PY) benchmarks/inversion.py
 	$(PY) benchmarks/recipes.py
 	$(PY) benchmarks/attribution.py
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

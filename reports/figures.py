@@ -86,11 +86,21 @@ def _aggregate(result: AttributionResult | AttributionAggregate) -> AttributionA
     return result.aggregate() if isinstance(result, AttributionResult) else result
 
 
+TOP_CLASSES = 15  # classes drawn by name; the rest of a long vocabulary is "other"
+
+
+def top_classes(aggregate: AttributionAggregate, count: int = TOP_CLASSES) -> list[int]:
+    """The classes that matter most: most codes assigned, then present in most images."""
+    shown = aggregate.shown_classes()
+    return sorted(shown, key=lambda k: (-aggregate.class_codes[k],
+                                        -aggregate.class_images_present[k]))[:count]
+
+
 def code_class_heatmap(result: AttributionResult | AttributionAggregate) -> Figure:
     """Mean IoU of the code at each rank (1 = changes the image most) with each class, from a
-    result or from the aggregate of many parts."""
+    result or from the aggregate of many parts; the top classes of a long vocabulary."""
     result = _aggregate(result)
-    shown = result.shown_classes()
+    shown = sorted(top_classes(result))
     values = result.mean_iou_by_rank()[:, shown]
     names = [result.vocabulary.names[k] for k in shown]
     figure = Figure(figsize=(max(4.0, 0.45 * len(shown) + 2), max(3.0, 0.3 * result.codes + 1.2)),
@@ -109,12 +119,18 @@ def code_class_heatmap(result: AttributionResult | AttributionAggregate) -> Figu
 
 
 def class_histogram(result: AttributionResult | AttributionAggregate) -> Figure:
-    """How many codes went to each class (and how many stayed unassigned)."""
+    """How many codes went to each class (and how many stayed unassigned); beyond the top
+    classes of a long vocabulary, the rest are one bar, "other"."""
     result = _aggregate(result)
     rows = [row for row in result.class_summary() if row["codes"] or row["class"] == "unassigned"]
+    named = [row for row in rows if row["class"] != "unassigned"]
+    if len(named) > TOP_CLASSES:
+        rest = named[TOP_CLASSES:]
+        rows = named[:TOP_CLASSES] + [{"class": "other", "codes": sum(r["codes"] for r in rest)}]\
+            + [row for row in rows if row["class"] == "unassigned"]
     names = [row["class"] for row in rows]
     counts = [row["codes"] for row in rows]
-    palette = [UNASSIGNED_COLOR if name == "unassigned" else
+    palette = [UNASSIGNED_COLOR if name in ("unassigned", "other") else
                np.array(result.vocabulary.colors[result.vocabulary.names.index(name)]) / 255
                for name in names]
     figure = Figure(figsize=(max(4.0, 0.5 * len(names) + 1.5), 3.2), layout="constrained")

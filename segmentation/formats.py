@@ -1,4 +1,5 @@
-"""Segmenter folders: one registry of formats, each a sniffer and a loader.
+"""Segmenter folders: one registry of formats, each a sniffer and a loader (smp, transformers,
+CSAIL). A Hugging Face repo id (``org/name``) stands for its cached snapshot.
 
 ``load_segmenter_dir(DIR)`` asks every format whether the folder is one of its own, and the first
 that says yes loads it. A folder no format recognises gets one line listing the known formats.
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 
 from core.errors import InputError
+from segmentation.csail import is_csail_folder, load_csail_segmenter
+from segmentation.hf import is_hf_folder, load_hf_segmenter, resolve_hub
 from segmentation.segmenters import Segmenter, load_smp_segmenter
 
 
@@ -44,6 +47,13 @@ SEGMENTER_FORMATS: list[SegmenterFormat] = [
     SegmenterFormat("smp", "segmentation-models-pytorch save_pretrained folder (config.json with "
                     "_model_class, model.safetensors; class names from segmenter.json or "
                     "labels=)", _sniff_smp, load_smp_segmenter),
+    SegmenterFormat("transformers", "Hugging Face transformers segmentation folder or cached "
+                    "hub repo id (config.json with model_type, weights, "
+                    "preprocessor_config.json; SegFormer, UPerNet, Mask2Former, ...)",
+                    is_hf_folder, load_hf_segmenter),
+    SegmenterFormat("csail", "CSAIL semantic-segmentation-pytorch folder (encoder*.pth and "
+                    "decoder*.pth, a *.yaml config or a DATASET-ENCODER-DECODER name)",
+                    is_csail_folder, load_csail_segmenter),
 ]
 
 
@@ -54,7 +64,7 @@ def known_formats() -> str:
 def load_segmenter_dir(directory: str | Path, *, labels: str | list[str] | None = None,
                        device: str | torch.device | None = None) -> Segmenter:
     """Load a segmenter folder of any registered format on ``device``."""
-    directory = Path(directory)
+    directory = resolve_hub(str(directory)) or Path(directory)
     if not directory.is_dir():
         raise InputError(f"segmenter directory {directory} does not exist")
     for fmt in SEGMENTER_FORMATS:
