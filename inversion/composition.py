@@ -91,7 +91,7 @@ def fuse_features(features: torch.Tensor, alphas: torch.Tensor,
         raise ValueError(f"features [B, N, C, h, w] and alphas [B, N, C] do not match: "
                          f"{list(features.shape)} vs {list(alphas.shape)}")
     scale = fusion_scale(fusion, features.shape[1])
-    fused = torch.einsum("bnchw,bnc->bchw", features, alphas.to(features.dtype))
+    fused = (features * alphas.to(features.dtype)[..., None, None]).sum(dim=1)
     return fused * scale if scale != 1.0 else fused
 
 

@@ -56,6 +56,7 @@ class InversionResult:
     failures: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
     carry: dict[str, str] = field(default_factory=dict)  # the fusion rule of each carried tensor
+    stopped: list[int | None] = field(default_factory=list)  # convergence stop, per image
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # extra latents, each [B, ...]
     features: Cut | None = None  # [B, N, ...] per-code cuts of the final codes (keep_features)
 
@@ -97,6 +98,9 @@ def initial_codes(generator: LayeredGenerator, seeds: list[int], codes: int,
         return torch.zeros(len(seeds), codes, generator.z_dim)
     return torch.stack([generator.initial_latents(codes, torch.Generator().manual_seed(int(s)))
                         for s in seeds])
+
+
+SYNC_EVERY = 10  # iterations between reads of per-image state on the host
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -148,20 +152,35 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     optimizer = (torch.optim.SGD(params, lr=lr) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(params, lr=lr))
 
-    def render(cut: Cut | None = None) -> torch.Tensor:
+    def render(cut: Cut | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+        """x_inv of every image, or of the images ``index`` only."""
+        def part(t: torch.Tensor) -> torch.Tensor:
+            return t if index is None else t[index]
+
         with _autocast(device, bf16):
             if cut is None:
-                cut = code_cuts(generator, codes, layer)
-            fused = fuse(cut, alphas, recipe.fusion, rules,
-                         latent_carry(generator, layer, rules, extras))
+                cut = code_cuts(generator, part(codes), layer)
+            chosen = {name: part(value) for name, value in extras.items()}
+            fused = fuse(cut, part(alphas), recipe.fusion, rules,
+                         latent_carry(generator, layer, rules, chosen))
             return generator.tail(fused, layer).float()
 
-    def losses_of(images: torch.Tensor) -> torch.Tensor:
-        return reconstruction_loss(task.view(images, ctx), observations, perceptual,
+    def losses_of(images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        view_ctx = ctx if index is None else ctx.subset(index)
+        target = observations if index is None else observations[index]
+        return reconstruction_loss(task.view(images, view_ctx), target, perceptual,
                                    recipe.mse_weight, recipe.perceptual_weight)
 
-    active = torch.ones(batch, dtype=torch.bool, device=device)
-    failures: dict[int, str] = {}
+    # Per-image state lives on the device: the loop reads it back (a host synchronisation) only
+    # every SYNC_EVERY iterations, at trace points and when the working set changes.
+    failed = torch.zeros(batch, dtype=torch.bool, device=device)
+    failed_at = torch.full((batch,), -1, dtype=torch.long, device=device)
+    failed_loss = torch.zeros(batch, device=device)
+    stopped = [None] * batch  # the iteration each image converged at (convergence stop)
+    best = torch.full((batch,), float("inf"), device=device)
+    checkpoint_best = best.clone()
+    working = torch.arange(batch, device=device)  # the images still optimised
+    frozen_values: dict[int, list[torch.Tensor]] = {}
     every = max(1, recipe.iterations // max(1, trace_points))
     trace_iterations: list[int] = []
     trace: list[torch.Tensor] = []
@@ -169,30 +188,63 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
                unit="it")
     with frozen(generator):
         for step in bar:
-            losses = losses_of(render())
+            full = len(working) == batch
+            index = None if full else working
+            losses = losses_of(render(index=index), index)
             finite = torch.isfinite(losses)
-            if not bool(finite[active].all()):
-                for i in torch.nonzero(active & ~finite).flatten().tolist():
-                    failures[i] = f"loss became {losses[i].item()} at iteration {step}"
-                active &= finite
-                if not bool(active.any()):
-                    break
+            newly = ~finite & ~failed[working]
+            failed_at[working] = torch.where(newly, step, failed_at[working])
+            failed_loss[working] = torch.where(newly, losses.detach(), failed_loss[working])
+            failed[working] |= ~finite
             optimizer.zero_grad(set_to_none=False)
-            torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+            torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
+            keep = (~failed).to(codes.dtype)
             for param in params:
-                param.grad[~active] = 0
+                param.grad.mul_(keep.view(-1, *[1] * (param.dim() - 1)))
                 torch.nan_to_num_(param.grad, nan=0.0, posinf=0.0, neginf=0.0)
             optimizer.step()
+            with torch.no_grad():
+                for i, values in frozen_values.items():  # converged images stay where they were
+                    for param, value in zip(params, values, strict=True):
+                        param[i] = value
+                best[working] = torch.minimum(best[working], losses.detach().nan_to_num(
+                    float("inf")))
             if step % every == 0 or step == recipe.iterations - 1:
                 trace_iterations.append(step)
-                trace.append(losses.detach().cpu())
-                bar.set_postfix(loss=f"{losses[active].mean().item():.4f}")
-
-        with torch.no_grad():
-            with _autocast(device, bf16):
-                final_cut = code_cuts(generator, codes, layer)
-            reconstructions = render(final_cut)
-            final_losses = losses_of(reconstructions)
+                full_losses = torch.full((batch,), float("nan"), device=device)
+                full_losses[working] = losses.detach()
+                trace.append(full_losses)
+                bar.set_postfix(loss=f"{float(losses.detach().nanmean()):.4f}")
+            window = recipe.converge_window
+            checkpoint = window and (step + 1) % window == 0
+            if checkpoint or (step + 1) % SYNC_EVERY == 0:
+                if bool(failed.all()):
+                    break
+                done = torch.zeros_like(failed)  # failed images stay (their gradient is zero)
+                if checkpoint:
+                    gain = (checkpoint_best - best) / best.clamp(min=1e-12)
+                    converged = (gain < recipe.converge_tolerance) & ~failed
+                    converged &= torch.isfinite(checkpoint_best)
+                    checkpoint_best = best.clone()
+                    for i in torch.nonzero(converged).flatten().tolist():
+                        if i not in frozen_values and stopped[i] is None:
+                            stopped[i] = step + 1
+                            frozen_values[i] = [param[i].detach().clone() for param in params]
+                    done |= converged
+                for i in frozen_values:
+                    done[i] = True
+                remaining = torch.nonzero(~done).flatten()
+                if len(remaining) == 0:
+                    break
+                if len(remaining) != len(working):
+                    working = remaining
+    failures = {i: f"loss became {failed_loss[i].item()} at iteration {failed_at[i].item()}"
+                for i in torch.nonzero(failed).flatten().tolist()}
+    with frozen(generator), torch.no_grad():
+        with _autocast(device, bf16):
+            final_cut = code_cuts(generator, codes, layer)
+        reconstructions = render(final_cut)
+        final_losses = losses_of(reconstructions)
     for i in torch.nonzero(~torch.isfinite(final_losses)).flatten().tolist():
         failures.setdefault(i, f"final loss is {final_losses[i].item()}")
     reconstructions = reconstructions.clamp(-1, 1)
@@ -216,7 +268,8 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         reconstructions=torch.nan_to_num(reconstructions).cpu(),
         outputs=torch.nan_to_num(outputs).cpu(), observations=observations.cpu(),
         losses=final_losses, trace_iterations=trace_iterations,
-        trace=torch.stack(trace) if trace else torch.empty(0, batch),
+        trace=torch.stack(trace).cpu() if trace else torch.empty(0, batch),
         metrics=metrics, failures=failures, seconds=time.perf_counter() - started,
         carry=rules, extras={name: value.detach().cpu() for name, value in extras.items()},
+        stopped=stopped,
         features=final_cut.apply(lambda t: t.float().cpu()) if keep_features else None)

@@ -16,6 +16,10 @@ beat 0.003, 0.005, 0.03 and 0.1 at every budget from 50 to 500 iterations; after
 is 16 dB (samples) and 12 dB (real photos) above the official SGD recipe; 20 codes cost 0.6 dB
 against 30 at equal iterations and are 1.5x faster per iteration (slightly ahead at equal time).
 
+``converge_window``/``converge_tolerance``: with a window W > 0, every W iterations an image
+whose best loss fell by less than the tolerance (relative) over the last W iterations stops and
+leaves the batch; ``iterations`` stays the cap. Off by default.
+
 ``latent_space``: where codes live, for families with more than one (StyleGAN2: ``z``, ``w``,
 ``w+``). ``alphas``: ``train`` optimises the channel weights with the codes, ``fixed`` keeps them
 at 1/N, ``auto`` (the default) fixes them for the single-code baseline (one code at layer 0:
@@ -58,6 +62,8 @@ class Recipe:
     alphas: str = "auto"
     carry: str = ""
     latent_space: str = "z"
+    converge_window: int = 0  # 0: run every iteration; else check every this many iterations
+    converge_tolerance: float = 1e-3  # stop an image whose best loss fell by less (relative)
 
     @property
     def perceptual_weight(self) -> float:
@@ -91,6 +97,13 @@ class Recipe:
             raise field_error("perceptual_size", f"must be between 16 and 1024 pixels, got "
                                                  f"{self.perceptual_size}")
         parse_carry(self.carry)
+        if isinstance(self.converge_window, bool) or not isinstance(self.converge_window, int) \
+                or self.converge_window < 0:
+            raise field_error("converge_window", f"must be an integer >= 0, got "
+                                                 f"{self.converge_window}")
+        if not 0 <= self.converge_tolerance < 1:
+            raise field_error("converge_tolerance", f"must be in [0, 1), got "
+                                                    f"{self.converge_tolerance}")
 
     def resolve_layer(self, generator: LayeredGenerator) -> Layer:
         generator = generator.in_space(self.latent_space)

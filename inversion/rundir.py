@@ -270,6 +270,7 @@ class RunDirectory:
                 "loss": float(result.losses[i]), "seconds": per_image_seconds,
                 "metric_reference": extra.metric_reference if metrics else None,
                 "seed": result.seeds[i], "layer": result.layer.name, "source": extra.source,
+                "stopped_at": result.stopped[i] if result.stopped else None,
                 "source_sha256": extra.source_sha256, "notes": extra.notes,
                 "finished": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                 **({"error": result.failures[i]} if failed else {}),

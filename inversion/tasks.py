@@ -49,6 +49,12 @@ class TaskContext:
     device: torch.device
     mask: torch.Tensor | None = None  # [B, 1, H, W], 1 = known
 
+    def subset(self, index: torch.Tensor) -> TaskContext:
+        """The context of the images ``index`` only."""
+        chosen = index.tolist()
+        return TaskContext([self.seeds[i] for i in chosen], self.resolution, self.device,
+                           None if self.mask is None else self.mask[index])
+
     def generators(self) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(int(s)) for s in self.seeds]
 

@@ -1,3 +1,3 @@
-from mganprior.cli import main
+from mganprior.entry import main
 
 raise SystemExit(main())

@@ -105,7 +105,14 @@ def _build_parser() -> argparse.ArgumentParser:
                         "plain single-code optimisation)")
     invert.add_argument("--layer", help="composing layer: name or index from `mganprior zoo "
                         "NAME` (negative counts from the deepest)")
-    invert.add_argument("--iterations", type=int)
+    invert.add_argument("--iterations", type=int, help="iterations (with --converge-window: "
+                        "the most)")
+    invert.add_argument("--converge-window", type=int,
+                        help="every W iterations, stop images whose best loss fell by less than "
+                        "--converge-tolerance (relative) over the last W (default 0: off)")
+    invert.add_argument("--converge-tolerance", type=float,
+                        help="relative improvement below which an image has converged "
+                        "(default 0.001)")
     invert.add_argument("--lr", type=float)
     invert.add_argument("--optimizer", choices=OPTIMIZERS)
     invert.add_argument("--fusion", choices=FUSIONS,
@@ -568,6 +575,7 @@ def _invert(args: argparse.Namespace) -> int:
         codes=args.codes, layer=args.layer, iterations=args.iterations, lr=args.lr,
         optimizer=args.optimizer, fusion=args.fusion, init=args.init, alphas=args.alphas,
         carry=args.carry, latent_space=args.latent_space, perceptual_layer=args.perceptual_layer,
+        converge_window=args.converge_window, converge_tolerance=args.converge_tolerance,
         perceptual_lambda=args.perceptual_lambda, perceptual_size=args.perceptual_size)
     task = make_task(args.task, factor=args.factor, antialias=args.antialias or None,
                      mask=args.mask, invert_mask=args.invert_mask or None,

@@ -149,6 +149,16 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
 
     directory = resolve_hub(str(directory)) or Path(directory)
     source = str(directory)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES as SEMANTIC,
+    )
+
+    model_type = is_hf_folder(directory) and json.loads(
+        (directory / "config.json").read_text())["model_type"]
+    if model_type and model_type not in SEMANTIC and model_type not in UNIVERSAL:
+        raise InputError(f"{source} holds a transformers {model_type!r} model, which is not a "
+                         f"segmenter; semantic: {', '.join(sorted(SEMANTIC))}; universal: "
+                         f"{', '.join(UNIVERSAL)}")
     missing = [name for name in ("config.json", PREPROCESSOR) if not (directory / name).is_file()]
     if missing:
         raise InputError(f"{source} lacks {', '.join(missing)}; save the model and its image "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # the CLI's wait policy (mganprior/entry.py)
 
 import pytest
 import torch

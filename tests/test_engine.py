@@ -144,3 +144,22 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(tiny_pggan):
                   progress=False)
     assert bf16.reconstructions.dtype == torch.float32 and not bf16.failures
     assert (bf16.losses - fp32.losses).abs().max() < 0.05 * fp32.losses.max()
+
+
+def test_converged_images_stop_where_they_would_have_been(tiny_pggan):
+    """With a window, an image whose loss stopped improving leaves the batch; its codes are the
+    codes a plain run of exactly that many iterations reaches."""
+    targets = rendered_targets(tiny_pggan, n=3)
+    recipe = adam(iterations=400, codes=2, layer=4, lr=0.05, converge_window=20,
+                  converge_tolerance=0.05)
+    stopping = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[1, 2, 3],
+                      progress=False)
+    assert all(isinstance(s, int) and 0 < s < 400 for s in stopping.stopped)
+    for i, stop in enumerate(stopping.stopped):
+        plain = invert(tiny_pggan, targets[i:i + 1], Inversion(),
+                       recipe.with_overrides(iterations=stop, converge_window=0), seeds=[i + 1],
+                       progress=False)
+        torch.testing.assert_close(stopping.codes[i], plain.codes[0], atol=1e-5, rtol=1e-5)
+    without = invert(tiny_pggan, targets, Inversion(), adam(iterations=5, codes=2, layer=4),
+                     seeds=[1, 2, 3], progress=False)
+    assert without.stopped == [None, None, None]

@@ -177,7 +177,11 @@ def test_segmenter_folders_go_through_the_format_registry(smp_dir, tmp_path):
     assert segmenter.vocabulary.names == segmenter.labels == ("sky", "ground", "thing")
     stranger = tmp_path / "stranger"
     stranger.mkdir()
-    (stranger / "config.json").write_text('{"model_type": "bert"}')
+    (stranger / "config.json").write_text('{"name": "bert"}')
     with pytest.raises(InputError, match=r"stranger is not a segmenter folder in a known "
                                          r"format\. Known formats: smp \("):
+        load_segmenter_dir(stranger)
+    (stranger / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(InputError, match=r"stranger holds a transformers 'bert' model, which is "
+                                         r"not a segmenter; semantic: .*segformer.*upernet"):
         load_segmenter_dir(stranger)

@@ -218,6 +218,11 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
                              field="latent_space")
         return self
 
+    def use_fast_paths(self, enabled: bool = True) -> LayeredGenerator:
+        """Exact rewrites of the forward pass (equal within fp32 rounding) on, the default, or
+        off, for comparisons. Families without any keep this no-op."""
+        return self
+
     def with_truncation(self, psi: float) -> LayeredGenerator:
         """This generator with truncation ``psi`` (families with a mapping network only)."""
         if psi == 1:

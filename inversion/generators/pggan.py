@@ -66,8 +66,25 @@ class EqualizedConv2d(nn.Module):
         return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
 
 
+def fold_upsample(weight: torch.Tensor) -> torch.Tensor:
+    """The 4x4 kernel ``[in, out, 4, 4]`` of a stride-2 transposed convolution that equals a
+    nearest 2x upsampling followed by the 3x3 convolution ``weight`` ``[out, in, 3, 3]`` with
+    padding 1 (what the official PGGAN code calls ``fused_scale``): each output pixel of the
+    pair sees the same input pixel through two neighbouring taps, so the taps are summed."""
+    padded = F.pad(weight, [1, 1, 1, 1])
+    summed = (padded[:, :, 1:, 1:] + padded[:, :, :-1, 1:] + padded[:, :, 1:, :-1]
+              + padded[:, :, :-1, :-1])
+    return summed.flip([2, 3]).transpose(0, 1)
+
+
 class PGGANConv(EqualizedConv2d):
-    """pixel-norm -> [nearest x2] -> equalised-lr conv + bias -> [LeakyReLU 0.2]."""
+    """pixel-norm -> [nearest x2] -> equalised-lr conv + bias -> [LeakyReLU 0.2].
+
+    ``fused``: the upsampling and the conv run as one stride-2 transposed conv with the folded
+    kernel (:func:`fold_upsample`), equal within fp32 rounding and faster; the weights stay in
+    their checkpoint layout."""
+
+    fused = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                  padding: int = 1, upsample: bool = False, gain: float = math.sqrt(2.0),
@@ -78,9 +95,13 @@ class PGGANConv(EqualizedConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = pixel_norm(x)
-        if self.upsample:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = super().forward(x)
+        if self.upsample and self.fused:
+            x = F.conv_transpose2d(x, fold_upsample(self.weight * self.scale), self.bias,
+                                   stride=2, padding=1)
+        else:
+            if self.upsample:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = super().forward(x)
         return F.leaky_relu(x, 0.2) if self.activate else x
 
 
@@ -120,6 +141,13 @@ class PGGANGenerator(StagedGenerator):
     def config(self) -> dict[str, Any]:
         return {"family": self.family, "resolution": self.resolution, "z_dim": self.z_dim,
                 "channels": self.channels}
+
+    def use_fast_paths(self, enabled: bool = True) -> PGGANGenerator:
+        """Fused upsample-convs (the default) or the plain path, for comparisons."""
+        for module in self.modules():
+            if isinstance(module, PGGANConv):
+                module.fused = enabled
+        return self
 
     def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
         """The dense 4x4 layer after z (``layer1``, a 4x4 conv over a 1x1 input) as a matrix

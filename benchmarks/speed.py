@@ -1,0 +1,184 @@
+"""Speed, side by side in one run: the exact rewrites, bf16, the convergence stop, and how far
+ahead of the official recipe the ``adam`` one is.
+
+    python benchmarks/speed.py [--parts rewrites,bf16,converge,quality]
+
+- ``rewrites``: seconds per iteration with the fast paths (PGGAN's fused upsample-conv, the
+  DCGAN's folded BatchNorm and the multiply-and-sum fuse) against the plain ones, per family and
+  layer (B = 4 images, N = 20 codes), and the largest difference of the codes after 20 iterations.
+- ``bf16``: speed and quality of ``--bf16`` against fp32 at equal iterations (300) on the demo's
+  images (4 DigiFace samples; 4 held-out bedroom renders with the bedroom PGGAN).
+- ``converge``: wall time to come within 0.1 dB of the 300-iteration PSNR, with and without the
+  convergence stop (window 20, tolerance 1e-3).
+- ``quality``: iterations and wall time the ``adam`` recipe needs to reach the PSNR the official
+  SGD recipe reaches after 1000 iterations, on DigiFace samples, on real bedroom photos with the
+  DigiFace prior (``../shared/real-images/bedroom``), and on rendered bedrooms with the bedroom
+  PGGAN: the three ratios ``docs/benchmarks.md`` quotes.
+
+Every figure is printed with the CPU model and its flags.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This folder has files named like the packages they measure: keep it off the import path.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import math
+import statistics
+
+import torch
+
+from core.devices import timed
+from inversion.engine import invert
+from inversion.images import load_images
+from inversion.metrics import image_metrics
+from inversion.recipes import get_recipe
+from inversion.tasks import Inversion
+from mganprior.zoo import load_generator
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-images"
+
+
+def cpu() -> str:
+    model, flags = "?", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = [f for f in line.split(":", 1)[1].split()
+                         if f.startswith(("avx2", "avx512f", "avx512_bf16", "amx"))]
+    except OSError:
+        pass
+    return f"{model} ({' '.join(sorted(set(flags)))}), {torch.get_num_threads()} threads"
+
+
+def psnr_of(generator, targets, recipe, bf16=False) -> tuple[float, float, object]:
+    """Mean PSNR (10 log10(4 / MSE), before 8-bit rounding) and the wall time."""
+    result, seconds = timed(lambda: invert(generator, targets, Inversion(), recipe,
+                                           seeds=list(range(len(targets))), bf16=bf16,
+                                           progress=False), generator.device)
+    mse = (result.reconstructions - targets.cpu()).pow(2).flatten(1).mean(dim=1)
+    return statistics.fmean(10 * math.log10(4 / max(m, 1e-12)) for m in mse.tolist()), \
+        seconds, result
+
+
+def scene_targets(generator, count: int) -> torch.Tensor:
+    from core.pixels import from_uint8
+    from scenes.datasets import HELD_OUT_SEED, render_many
+
+    images, _ = render_many("bedroom", range(HELD_OUT_SEED, HELD_OUT_SEED + count),
+                            generator.resolution, progress=False)
+    return from_uint8(images).to(generator.device)
+
+
+def rewrites(priors) -> None:
+    print("\n## exact rewrites (fast paths) vs plain, B=4, N=20")
+    print("| prior | layer | plain s/it | fast s/it | speed-up | max code difference |")
+    print("|---|---|---|---|---|---|")
+    for name, generator, targets in priors:
+        for layer in [layer.name for layer in generator.layers[1:]]:
+            recipe = get_recipe("adam", "inversion").with_overrides(iterations=20, codes=20,
+                                                                     layer=layer)
+            timings, codes = {}, {}
+            for fast in (False, True, False, True):  # interleaved, best of two
+                generator.use_fast_paths(fast)
+                _, seconds, result = psnr_of(generator, targets, recipe)
+                timings[fast] = min(timings.get(fast, math.inf), seconds / 20)
+                codes[fast] = result.codes
+            generator.use_fast_paths(True)
+            gap = float((codes[True] - codes[False]).abs().max())
+            print(f"| {name} | {layer} | {timings[False]:.4f} | {timings[True]:.4f} | "
+                  f"{timings[False] / timings[True]:.2f}x | {gap:.1e} |")
+
+
+def bf16(priors) -> None:
+    print("\n## bf16 autocast vs fp32, 300 iterations, the adam recipe")
+    print("| prior | fp32 dB | bf16 dB | fp32 SSIM | bf16 SSIM | fp32 s | bf16 s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, generator, targets in priors:
+        recipe = get_recipe("adam", "inversion").with_overrides(iterations=300)
+        rows = {}
+        for use in (False, True):
+            dbs, seconds, result = psnr_of(generator, targets, recipe, bf16=use)
+            ssim = statistics.fmean(m["ssim"] for m in image_metrics(result.reconstructions,
+                                                                     targets.cpu()))
+            rows[use] = (dbs, ssim, seconds)
+        print(f"| {name} | {rows[False][0]:.2f} | {rows[True][0]:.2f} | {rows[False][1]:.3f} | "
+              f"{rows[True][1]:.3f} | {rows[False][2]:.1f} | {rows[True][2]:.1f} | "
+              f"{rows[False][2] / rows[True][2]:.2f}x |")
+
+
+def converge(priors) -> None:
+    print("\n## convergence stop (window 20, tolerance 1e-3) vs 300 iterations")
+    print("| prior | 300-it dB | stop dB | 300-it s | stop s | iterations at stop | "
+          "time to within 0.1 dB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, generator, targets in priors:
+        full = get_recipe("adam", "inversion").with_overrides(iterations=300)
+        reference, full_s, _ = psnr_of(generator, targets, full)
+        stop = full.with_overrides(converge_window=20, converge_tolerance=1e-3)
+        stopped_db, stop_s, result = psnr_of(generator, targets, stop)
+        reached = "yes" if stopped_db >= reference - 0.1 else f"no ({stopped_db - reference:+.2f})"
+        print(f"| {name} | {reference:.2f} | {stopped_db:.2f} | {full_s:.1f} | {stop_s:.1f} | "
+              f"{[s or 300 for s in result.stopped]} | {reached} |")
+
+
+def quality(digiface, bedroom_pggan) -> None:
+    print("\n## time to the official recipe's 1000-iteration PSNR (adam vs official SGD)")
+    print("| targets | official 1000 it dB | adam iterations | official s | adam s | "
+          "wall-time ratio |")
+    print("|---|---|---|---|---|---|")
+    cases = [("DigiFace samples, digiface-dcgan64", digiface, digiface.sample(3, seed=7))]
+    if (REAL / "bedroom").is_dir():
+        photos = load_images([REAL / "bedroom"], digiface.resolution)[:3]
+        cases.append(("real bedroom photos, digiface-dcgan64", digiface,
+                      torch.stack([p.tensor() for p in photos])))
+    cases.append(("rendered bedrooms, bedroom-pggan64", bedroom_pggan,
+                  scene_targets(bedroom_pggan, 3)))
+    for label, generator, targets in cases:
+        official = get_recipe("official", "inversion").with_overrides(
+            iterations=1000, perceptual_lambda=0.0)
+        goal, official_s, _ = psnr_of(generator, targets, official)
+        adam = get_recipe("adam", "inversion").with_overrides(perceptual_lambda=0.0)
+        needed = None
+        for iterations in (5, 10, 13, 16, 20, 25, 30, 40, 50, 70, 100, 130, 160, 200, 300):
+            dbs, seconds, _ = psnr_of(generator, targets, adam.with_overrides(
+                iterations=iterations))
+            if dbs >= goal:
+                needed = (iterations, seconds)
+                break
+        if needed is None:
+            print(f"| {label} | {goal:.2f} | > 300 | {official_s:.1f} | - | - |")
+        else:
+            print(f"| {label} | {goal:.2f} | {needed[0]} | {official_s:.1f} | {needed[1]:.2f} | "
+                  f"{official_s / needed[1]:.0f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parts", default="rewrites,bf16,converge,quality")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    print(f"machine: {cpu()}; torch {torch.__version__}")
+    digiface = load_generator("digiface-dcgan64", device=args.device).generator
+    bedroom = load_generator("bedroom-pggan64", device=args.device).generator
+    priors = [("digiface-dcgan64", digiface, digiface.sample(4, seed=2026)),
+              ("bedroom-pggan64", bedroom, scene_targets(bedroom, 4))]
+    parts = args.parts.split(",")
+    if "rewrites" in parts:
+        rewrites(priors)
+    if "bf16" in parts:
+        bf16(priors)
+    if "converge" in parts:
+        converge(priors)
+    if "quality" in parts:
+        quality(digiface, bedroom)
+
+
+if __name__ == "__main__":
+    main()
