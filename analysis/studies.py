@@ -1,8 +1,9 @@
 """Studies over a grid of inversions: which layer to compose at, how many codes, which generator.
 
-A study is a list of :class:`StudyCell` (generator, task, composing layer, number of codes); each
-cell is an ordinary run directory, so a study resumes cell by cell. The single-code baseline is the
-cell at layer ``z`` (index 0) with one code: plain latent optimisation through the same engine.
+A study is a list of :class:`StudyCell` (generator, task, composing layer, number of codes, latent
+space); each cell is an ordinary run directory, so a study resumes cell by cell. A single-code
+baseline is a cell at layer index 0 with one code: plain latent optimisation through the same
+engine, in Z by default, and also in W and W+ for generators that have them (StyleGAN2).
 
 This module holds the pure parts: expanding the grid, its cost, the tidy table built from finished
 runs, and its aggregates. ``mganprior.studies`` runs the cells.
@@ -26,14 +27,21 @@ TABLE_COLUMNS = ("generator", "task", "layer", "layer_index", "layer_shape", "co
 SINGLE_CODE = "single-code"
 
 
+def space_folder(space: str) -> str:
+    """A latent space as it appears in folder names (``w+`` is ``wplus``)."""
+    return space.replace("+", "plus")
+
+
 @dataclass(frozen=True)
 class StudyCell:
-    """One inversion setting of a study; ``layer.index == 0`` is the single-code baseline."""
+    """One inversion setting of a study; ``layer.index == 0`` is a single-code baseline, in
+    ``latent_space``."""
 
     generator: str
     task: str
     layer: Layer
     codes: int
+    latent_space: str = "z"
 
     @property
     def single_code(self) -> bool:
@@ -41,9 +49,11 @@ class StudyCell:
 
     @property
     def label(self) -> str:
-        """Column label in tables and figures: ``single-code`` or the layer name (with N when
-        the study sweeps codes)."""
-        return SINGLE_CODE if self.single_code else self.layer.name
+        """Column label in tables and figures: ``single-code`` (``single-code w``,
+        ``single-code w+`` for baselines in other spaces) or the layer name."""
+        if not self.single_code:
+            return self.layer.name
+        return SINGLE_CODE if self.latent_space == "z" else f"{SINGLE_CODE} {self.latent_space}"
 
     @property
     def generator_folder(self) -> str:
@@ -52,25 +62,28 @@ class StudyCell:
     @property
     def key(self) -> str:
         """Relative folder of the cell's run directory (stable across reruns)."""
-        return (f"{self.generator_folder}/{self.task}/"
-                f"{self.layer.index:02d}-{self.layer.name}-n{self.codes}")
+        where = f"{self.layer.index:02d}-{self.layer.name}"
+        if self.latent_space != "z":
+            where = f"00-{space_folder(self.latent_space)}" if self.single_code else \
+                f"{where}-{space_folder(self.latent_space)}"
+        return f"{self.generator_folder}/{self.task}/{where}-n{self.codes}"
 
     def describe(self) -> str:
-        where = "z (single code)" if self.single_code else \
+        where = f"{self.latent_space} (single code)" if self.single_code else \
             f"{self.layer.name} {'x'.join(map(str, self.layer.shape))}"
         return f"{self.generator} {self.task} N={self.codes} at {where}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"generator": self.generator, "task": self.task, "codes": self.codes,
                 "layer": {"index": self.layer.index, "name": self.layer.name,
-                          "shape": list(self.layer.shape)}}
+                          "shape": list(self.layer.shape)}, "latent_space": self.latent_space}
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> StudyCell:
         layer = record["layer"]
         return cls(record["generator"], record["task"],
                    Layer(int(layer["index"]), layer["name"], tuple(layer["shape"])),
-                   int(record["codes"]))
+                   int(record["codes"]), record.get("latent_space", "z"))
 
 
 def select_layers(layers: Sequence[Layer], spec: str | Sequence[str | int]) -> list[Layer]:
@@ -93,22 +106,30 @@ def select_layers(layers: Sequence[Layer], spec: str | Sequence[str | int]) -> l
 
 def expand_grid(generator_layers: dict[str, Sequence[Layer]], tasks: Sequence[str],
                 layers: str | Sequence[str | int] = "all", codes: Sequence[int] = (20,),
-                single_code: bool = True) -> list[StudyCell]:
+                single_code: bool = True, latent_space: str = "z",
+                baselines: Mapping[str, Sequence[tuple[str, Layer]]] | None = None,
+                ) -> list[StudyCell]:
     """Every (generator, task, layer, N) cell, generators and tasks in the given order, the
-    single-code baseline first, then layers shallow to deep, N ascending."""
+    single-code baselines first, then layers shallow to deep, N ascending. ``generator_layers``
+    are listings in ``latent_space``, where multi-code cells put their codes; ``baselines`` gives
+    a generator's single-code baselines as (latent space, its layer 0) pairs; by default one, in
+    ``latent_space``."""
     if not tasks:
         raise InputError("a study needs at least one task")
     if not codes or any(n < 1 for n in codes):
         raise InputError(f"codes must be positive integers, got {list(codes)}", field="codes")
+    baselines = baselines or {}
     cells: list[StudyCell] = []
     for generator, listing in generator_layers.items():
         chosen = select_layers(listing, layers)
+        own = baselines.get(generator, [(latent_space, listing[0])])
         for task in tasks:
             if single_code:
-                cells.append(StudyCell(generator, task, listing[0], 1))
+                cells += [StudyCell(generator, task, layer, 1, space) for space, layer in own]
             for layer in chosen:
                 for n in sorted(set(codes)):
-                    cell = StudyCell(generator, task, layer, 1 if layer.index == 0 else n)
+                    cell = StudyCell(generator, task, layer, 1 if layer.index == 0 else n,
+                                     latent_space)
                     if cell not in cells:
                         cells.append(cell)
     return cells
@@ -170,7 +191,7 @@ def best_cells(aggregates: Iterable[dict[str, Any]], metric: str = "psnr",
     """Per (generator, task): the multi-code cell with the best mean ``metric``."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for row in aggregates:
-        if row["metric"] != metric or row["mean"] is None or row["layer"] == SINGLE_CODE:
+        if row["metric"] != metric or row["mean"] is None or row["layer_index"] == 0:
             continue
         key = (row["generator"], row["task"])
         current = best.get(key)

@@ -5,7 +5,8 @@
 
 A random-weight PGGAN at 256 px with the official widths (what a real PGGAN-256 costs), N = 20
 codes at layers 4, 6 and 8, batches of 1, 4, 16 and 64 images, in fp32, TF32 and bf16
-autocast. For every cell: image-iterations per second, seconds per 1000 iterations per image,
+autocast, optionally with the head and tail under ``torch.compile`` (``--compile``). For every
+cell: image-iterations per second, seconds per 1000 iterations per image,
 the FLOPs of one iteration (forward and backward, counted by ``torch.utils.flop_counter``),
 the achieved TFLOP/s and the MFU against the device's dense peak
 for that precision, and the peak memory per image (CUDA's allocator; on the CPU the bytes
@@ -21,6 +22,7 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import copy
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -62,7 +64,19 @@ def iteration_flops(generator, targets: torch.Tensor, codes: int, layer: int, bf
     return counter.get_total_flops()
 
 
-def cell(generator, layer: int, batch: int, codes: int, iterations: int, precision: str) -> dict:
+def compiled(generator):
+    """The same generator (shared weights) whose head and tail run through ``torch.compile``,
+    compiled afresh for each cell (the code objects are shared, so are dynamo's caches)."""
+    torch._dynamo.reset()
+    view = copy.copy(generator)
+    view.head = torch.compile(generator.head)
+    view.tail = torch.compile(generator.tail)
+    return view
+
+
+def cell(generator, plain, layer: int, batch: int, codes: int, iterations: int,
+         precision: str) -> dict:
+    """One cell's figures; ``plain`` is ``generator`` without compilation."""
     device = generator.device
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
@@ -84,9 +98,10 @@ def cell(generator, layer: int, batch: int, codes: int, iterations: int, precisi
     per_iteration = max(seconds - setup, 1e-9) / iterations
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device) / batch
-    else:
+    else:  # the bytes autograd keeps, through the eager generator (hooks do not trace)
         with saved_bytes() as total:
-            run(1)
+            invert(plain, targets, Inversion(), recipe.with_overrides(iterations=1),
+                   seeds=list(range(batch)), bf16=bf16, progress=False)
         memory = total[0] / batch
     return {"flops": flops, "per_iteration": per_iteration, "memory": memory}
 
@@ -100,6 +115,7 @@ def main() -> None:
     parser.add_argument("--precisions", default=None)
     parser.add_argument("--codes", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -120,26 +136,30 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}; torch {torch.__version__}; PGGAN-{generator.resolution}, "
           f"N={settings['codes']}, {settings['iterations']} timed iterations")
-    print("| layer | B | precision | image-iterations/s | s per 1000 it per image | "
+    print("| layer | B | precision | compiled | image-iterations/s | s per 1000 it per image | "
           "GFLOP per it | TFLOP/s | MFU | memory per image |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for layer in map(int, settings["layers"].split(",")):
         for batch in map(int, settings["batches"].split(",")):
             for precision in settings["precisions"].split(","):
-                try:
-                    measured = cell(generator, layer, batch, settings["codes"],
-                                    settings["iterations"], precision)
-                except torch.OutOfMemoryError:
-                    print(f"| {layer} | {batch} | {precision} | out of memory ||||||")
-                    torch.cuda.empty_cache()
-                    continue
-                seconds = measured["per_iteration"]
-                tflops = measured["flops"] / seconds / 1e12
-                peak = peak_of(device, precision, args.peak_tflops)
-                mfu = f"{tflops / peak:.1%}" if peak else "n/a"
-                print(f"| {layer} | {batch} | {precision} | {batch / seconds:.2f} | "
-                      f"{1000 * seconds / batch:.1f} | {measured['flops'] / 1e9:.3g} | "
-                      f"{tflops:.3g} | {mfu} | {measured['memory'] / 2**20:.3g} MiB |")
+                for use_compile in (False, True) if args.compile else (False,):
+                    subject = compiled(generator) if use_compile else generator
+                    try:
+                        measured = cell(subject, generator, layer, batch, settings["codes"],
+                                        settings["iterations"], precision)
+                    except torch.OutOfMemoryError:
+                        print(f"| {layer} | {batch} | {precision} | {use_compile} | out of "
+                              "memory ||||||")
+                        torch.cuda.empty_cache()
+                        continue
+                    seconds = measured["per_iteration"]
+                    tflops = measured["flops"] / seconds / 1e12
+                    peak = peak_of(device, precision, args.peak_tflops)
+                    mfu = f"{tflops / peak:.1%}" if peak else "n/a"
+                    print(f"| {layer} | {batch} | {precision} | {use_compile} | "
+                          f"{batch / seconds:.2f} | {1000 * seconds / batch:.1f} | "
+                          f"{measured['flops'] / 1e9:.3g} | {tflops:.3g} | {mfu} | "
+                          f"{measured['memory'] / 2**20:.3g} MiB |")
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,11 @@
 """Speed, side by side in one run: the exact rewrites, bf16, the convergence stop, and how far
 ahead of the official recipe the ``adam`` one is.
 
-    python benchmarks/speed.py [--parts rewrites,bf16,converge,quality]
+    python benchmarks/speed.py [--parts split,rewrites,bf16,converge,quality]
+
+- ``split``: where one iteration's time and FLOPs go (B = 4, N = 20, each prior's default
+  layer): the head (the B x N code batch) and the tail (the B fused cuts), forward and backward,
+  as achieved GFLOP/s against this machine's fp32 matmul rate (a 2048^3 matmul).
 
 - ``rewrites``: seconds per iteration with the fast paths (PGGAN's fused upsample-conv, the
   DCGAN's folded BatchNorm and the multiply-and-sum fuse) against the plain ones, per family and
@@ -33,7 +37,7 @@ import statistics
 import torch
 
 from core.devices import timed
-from inversion.engine import invert
+from inversion.engine import frozen, invert
 from inversion.images import load_images
 from inversion.metrics import image_metrics
 from inversion.recipes import get_recipe
@@ -74,6 +78,60 @@ def scene_targets(generator, count: int) -> torch.Tensor:
     images, _ = render_many("bedroom", range(HELD_OUT_SEED, HELD_OUT_SEED + count),
                             generator.resolution, progress=False)
     return from_uint8(images).to(generator.device)
+
+
+def matmul_rate() -> float:
+    """GFLOP/s of a 2048^3 fp32 matmul: what this machine's cores sustain at best."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    _, seconds = timed(lambda: [a @ b for _ in range(5)], torch.device("cpu"))
+    return 5 * 2 * 2048 ** 3 / seconds / 1e9
+
+
+def split(priors) -> None:
+    peak = matmul_rate()
+    print(f"\n## one iteration split into head and tail, B=4, N=20 (fp32 matmul: {peak:.0f} "
+          "GFLOP/s)")
+    print("| prior | layer | part | GFLOP | s | GFLOP/s | of matmul rate | share of time |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, generator, targets in priors:
+        layer = get_recipe("adam", "inversion").resolve_layer(generator)
+        rows = _head_and_tail(generator, targets, layer)
+        total = sum(seconds for _, seconds in rows.values())
+        for part, (gflop, seconds) in rows.items():
+            print(f"| {name} | {layer.name} | {part} | {gflop:.1f} | {seconds:.4f} | "
+                  f"{gflop / seconds:.0f} | {gflop / seconds / peak:.0%} | "
+                  f"{seconds / total:.0%} |")
+
+
+def _head_and_tail(generator, targets, layer, codes: int = 20) -> dict[str, tuple[float, float]]:
+    """GFLOP and seconds of the head's and the tail's forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from inversion.composition import code_cuts, fuse, initial_alphas
+
+    z = torch.randn(len(targets), codes, generator.z_dim, device=targets.device,
+                    requires_grad=True)
+    cut = code_cuts(generator, z.detach(), layer)
+    alphas = initial_alphas(len(targets), codes, cut.features.shape[-3], targets.device)
+    fused = fuse(cut, alphas)
+    features = fused.features.detach().requires_grad_()
+
+    def head():
+        code_cuts(generator, z, layer).features.square().mean().backward()
+
+    def tail():
+        image = generator.tail(type(fused)(features, fused.carry), layer)
+        image.sub(targets).square().mean().backward()
+
+    rows = {}
+    with frozen(generator):  # as in the engine: no weight gradients
+        for part, step in (("head", head), ("tail", tail)):
+            with FlopCounterMode(display=False) as counter:
+                step()
+            _, seconds = timed(lambda step=step: [step() for _ in range(5)], generator.device)
+            rows[part] = (counter.get_total_flops() / 1e9, seconds / 5)
+    return rows
 
 
 def rewrites(priors) -> None:
@@ -161,7 +219,7 @@ def quality(digiface, bedroom_pggan) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="rewrites,bf16,converge,quality")
+    parser.add_argument("--parts", default="split,rewrites,bf16,converge,quality")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     print(f"machine: {cpu()}; torch {torch.__version__}")
@@ -170,6 +228,8 @@ def main() -> None:
     priors = [("digiface-dcgan64", digiface, digiface.sample(4, seed=2026)),
               ("bedroom-pggan64", bedroom, scene_targets(bedroom, 4))]
     parts = args.parts.split(",")
+    if "split" in parts:
+        split(priors)
     if "rewrites" in parts:
         rewrites(priors)
     if "bf16" in parts:

@@ -32,6 +32,7 @@ from inversion.losses import PERCEPTUAL_BACKENDS, VGG_LAYERS
 from inversion.recipes import ALPHA_MODES, INITS, OPTIMIZERS, RECIPES
 from inversion.runs import RunSettings
 from inversion.tasks import TASKS, Denoising, Inpainting, SuperResolution
+from training.gan import ARCHITECTURES, train_config_class
 
 # The paper's cross-domain experiment: bedrooms through face, church, conference and bedroom priors.
 CROSS_DOMAIN_DEFAULT = ("digiface-dcgan64", "church-pggan64", "conference-pggan64",
@@ -346,7 +347,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "--checkpoint-every steps; rerunning the same command resumes. Unset "
                     "options take the chosen architecture's defaults (training.gan, "
                     "training.stylegan2).")
-    gan.add_argument("--architecture", default="pggan", choices=sorted(TRAIN_CONFIGS))
+    gan.add_argument("--architecture", default=ARCHITECTURES[0], choices=ARCHITECTURES)
     gan.add_argument("--domain", required=True, help="bedroom, conference_room, church_outdoor")
     gan.add_argument("--out", required=True)
     gan.add_argument("--images", type=int, default=20000, help="rendered training scenes")
@@ -413,7 +414,9 @@ def _add_study_options(parser: argparse.ArgumentParser, spec: type, default_imag
                         help="N, or a comma-separated sweep such as 1,5,10,20,30 (default "
                         "%(default)s)")
     parser.add_argument("--no-single-code", action="store_true",
-                        help="leave out the single-code baseline")
+                        help="leave out the single-code baselines")
+    parser.add_argument("--baselines", help="latent spaces of the single-code baselines, "
+                        "comma-separated (StyleGAN2: z,w,w+; default: --latent-space)")
     parser.add_argument("--iterations", type=int, help="per cell (default: the recipe's)")
     parser.add_argument("--recipe", default=default(spec, "recipe"), choices=RECIPES)
     parser.add_argument("--seed", type=int, default=default(spec, "seed"))
@@ -497,7 +500,7 @@ def _train_generator(args: argparse.Namespace) -> int:
              if args.channels else None, "w_dim": args.w_dim,
              "mapping_layers": args.mapping_layers, "mixing_prob": args.mixing_prob,
              "pl_weight": args.pl_weight}
-    config_class = TRAIN_CONFIGS[args.architecture]()
+    config_class = train_config_class(args.architecture)
     fields = {item.name for item in dataclasses.fields(config_class)}
     unknown = sorted(k for k, v in given.items() if v is not None and k not in fields)
     if unknown:
@@ -667,7 +670,9 @@ def _study(args: argparse.Namespace) -> int:
                      single_code=not args.no_single_code, segmenter=args.segmenter,
                      perceptual=args.perceptual, vgg_weights=args.vgg_weights,
                      batch_size=args.batch_size, attribution_figures=args.attribution_figures,
-                     latent_space=args.latent_space, truncation_psi=args.truncation_psi)
+                     latent_space=args.latent_space, truncation_psi=args.truncation_psi,
+                     baselines=[b.strip() for b in args.baselines.split(",") if b.strip()]
+                     if args.baselines else None)
     spec.validate()
     images = args.images
     study = StudyDirectory(args.out)
@@ -683,10 +688,11 @@ def _study(args: argparse.Namespace) -> int:
         return 0
     summary = outcome.summary
     for best in summary["best_layer_by_psnr"]:
-        single = next((row["mean"] for row in outcome.aggregates
-                       if row["generator"] == best["generator"] and row["task"] == best["task"]
-                       and row["layer_index"] == 0 and row["metric"] == "psnr"), None)
-        baseline = f" (single code {single:.2f} dB)" if single is not None else ""
+        singles = [f"{row['layer']} {row['mean']:.2f} dB" for row in outcome.aggregates
+                   if row["generator"] == best["generator"] and row["task"] == best["task"]
+                   and row["layer_index"] == 0 and row["metric"] == "psnr"
+                   and row["mean"] is not None]
+        baseline = f" ({', '.join(singles)})" if singles else ""
         print(f"{best['generator']} {best['task']}: best layer {best['layer']} "
               f"N={best['codes']}, PSNR {best['psnr']:.2f} dB{baseline}")
     for warning in summary["warnings"]:
@@ -814,21 +820,6 @@ def _stop_on_signals() -> dict[int, Any]:
     signal.signal(signal.SIGTERM, interrupt)
     return previous
 
-
-def _pggan_config() -> type:
-    from training.gan import GANTrainConfig
-
-    return GANTrainConfig
-
-
-def _stylegan2_config() -> type:
-    from training.stylegan2 import StyleGAN2TrainConfig
-
-    return StyleGAN2TrainConfig
-
-
-TRAIN_CONFIGS: dict[str, Callable[[], type]] = {"pggan": _pggan_config,
-                                                "stylegan2": _stylegan2_config}
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "zoo": _zoo, "invert": _invert, "attribute": _attribute, "layers": _study,

@@ -62,6 +62,7 @@ class StudySpec:
     attribution_figures: int = 2
     latent_space: str = "z"
     truncation_psi: float | None = None
+    baselines: list[str] | None = None  # latent spaces of the single-code baselines (None: z)
 
     def validate(self) -> None:
         if not self.generators:
@@ -75,6 +76,10 @@ class StudySpec:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}",
                              field="batch_size")
+        if self.baselines is not None and (not self.baselines or
+                                           len(set(self.baselines)) != len(self.baselines)):
+            raise InputError(f"baselines must name latent spaces once each, got "
+                             f"{self.baselines}", field="baselines")
 
 
 @dataclass
@@ -150,7 +155,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         raise InputError("two generators share a name; give each once")
     cells = expand_grid({label: g.generator.in_space(spec.latent_space).layers
                          for label, g in loaded.items()}, spec.tasks,
-                        spec.layers, spec.codes, spec.single_code)
+                        spec.layers, spec.codes, spec.single_code, spec.latent_space,
+                        {label: _baselines(g, spec) for label, g in loaded.items()})
     by_resolution: dict[int, list[LoadedImage]] = {}
     for g in loaded.values():
         resolution = g.generator.resolution
@@ -229,10 +235,22 @@ def _attribute_cell(study: StudyDirectory, spec: StudySpec, cell: StudyCell,
                       log=lambda _message: None)
 
 
+def _baselines(loaded: LoadedGenerator, spec: StudySpec) -> list[tuple[str, Any]]:
+    """(latent space, layer 0 in it) of each single-code baseline this generator has."""
+    spaces = spec.baselines or [spec.latent_space]
+    generator = loaded.generator
+    missing = [space for space in spaces if space not in generator.latent_spaces]
+    if spec.baselines and missing:
+        raise InputError(f"baselines {', '.join(missing)}: not a latent space of this "
+                         f"{generator.family} generator; spaces: "
+                         f"{', '.join(generator.latent_spaces)}", field="baselines")
+    return [(space, generator.in_space(space).layers[0]) for space in spaces]
+
+
 def _recipe(spec: StudySpec, cell: StudyCell):
     return get_recipe(spec.recipe, cell.task).with_overrides(
         codes=cell.codes, layer=cell.layer.index, iterations=spec.iterations,
-        latent_space=spec.latent_space)
+        latent_space=cell.latent_space)
 
 
 def _write_figures(study: StudyDirectory, spec: StudySpec, cells: list[StudyCell], rows: list[dict],

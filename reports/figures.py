@@ -179,9 +179,24 @@ def metric_vs_layer(rows: list[dict], metric: str = "psnr", hue: str = "task") -
     if data.empty:
         return figure
     several_codes = data.loc[data["layer_index"] > 0, "codes"].nunique() > 1
-    sns.lineplot(data=data, x="layer_index", y="value", hue=hue, marker="o",
+    baselines = data[data["layer_index"] == 0]
+    several_baselines = baselines["layer"].nunique() > 1
+    if several_baselines:  # single codes in several latent spaces: one level line each
+        data = data[data["layer_index"] > 0]
+    hues = list(dict.fromkeys(data[hue])) + [h for h in dict.fromkeys(baselines[hue])
+                                              if h not in set(data[hue])]
+    palette = dict(zip(hues, sns.color_palette(n_colors=len(hues)), strict=True))
+    sns.lineplot(data=data, x="layer_index", y="value", hue=hue, marker="o", palette=palette,
                  errorbar="sd", err_style="band", ax=ax,
                  style="codes" if several_codes else None)
+    if several_baselines:
+        styles = dict(zip(dict.fromkeys(baselines["layer"]), ("--", ":", "-.", (0, (5, 1))),
+                          strict=False))
+        for (group, label), values in baselines.groupby([hue, "layer"], sort=False):
+            ax.axhline(values["value"].mean(), color=palette[group],
+                       linestyle=styles.get(label, "--"), linewidth=1.2,
+                       label=f"{group} {label}")
+        ax.legend(fontsize=7)
     ticks = data.drop_duplicates("layer_index").sort_values("layer_index")
     if data["generator"].nunique() == 1:
         ax.set_xticks(ticks["layer_index"], [f"{i}\n{name}" for i, name in
@@ -189,7 +204,9 @@ def metric_vs_layer(rows: list[dict], metric: str = "psnr", hue: str = "task") -
                                                  strict=True)], fontsize=7)
     else:
         ax.set_xticks(ticks["layer_index"])
-    ax.set_xlabel("composing layer (0 = single code, plain z optimisation)")
+    ax.set_xlabel("composing layer (lines: single codes in each latent space)" if
+                  several_baselines else "composing layer (0 = single code, plain z "
+                  "optimisation)")
     ax.set_title(f"{_metric_name(metric)} by composing layer (mean ± sd over "
                  f"{data['image'].nunique()} images)", fontsize=10)
     return figure

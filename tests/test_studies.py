@@ -20,7 +20,7 @@ from analysis.studies import (
     tidy_rows,
 )
 from core.errors import InputError
-from helpers import make_tiny_pggan
+from helpers import make_tiny_pggan, make_tiny_stylegan2
 from inversion.generators import PGGANGenerator, save_generator
 from mganprior.cli import main
 from mganprior.studies import StudySpec, run_study
@@ -78,6 +78,49 @@ def test_tidy_rows_and_aggregates_known_answer(tiny_pggan):
                        [{"image": "a", "status": "ok", "psnr": 40.0, "ssim": 0.9}], 16)
     best = best_cells(aggregate(rows + single))
     assert best[("p", "inversion")]["layer"] == "layer2"  # the baseline is never "best layer"
+
+
+def test_baselines_in_several_latent_spaces_are_cells_of_their_own():
+    generator = make_tiny_stylegan2()
+    baselines = {"s": [(space, generator.in_space(space).layers[0])
+                       for space in ("z", "w", "w+")]}
+    cells = expand_grid({"s": generator.layers}, ["inversion"], "b8", [3], baselines=baselines)
+    assert [(c.label, c.latent_space, c.layer.shape[0], c.codes) for c in cells] == [
+        (SINGLE_CODE, "z", 8, 1), (f"{SINGLE_CODE} w", "w", 8, 1),
+        (f"{SINGLE_CODE} w+", "w+", 8 * generator.num_ws, 1), ("b8", "z", 8, 3)]
+    assert [c.key for c in cells] == ["s/inversion/00-z-n1", "s/inversion/00-w-n1",
+                                      "s/inversion/00-wplus-n1", "s/inversion/03-b8-n3"]
+    assert all(StudyCell.from_dict(c.to_dict()) == c for c in cells)
+    in_w = expand_grid({"s": generator.in_space("w").layers}, ["inversion"], "b8", [3],
+                       latent_space="w")
+    assert [c.key for c in in_w] == ["s/inversion/00-w-n1", "s/inversion/03-b8-w-n3"]
+
+
+def test_a_stylegan2_study_with_z_w_and_w_plus_baselines(tmp_path):
+    from helpers import write_png
+
+    generator = make_tiny_stylegan2()
+    checkpoint = str(save_generator(generator, tmp_path / "sg2.safetensors"))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(generator.sample(2, seed=3).clamp(-1, 1)):
+        write_png(folder / f"im{i}.png", ((image.permute(1, 2, 0) + 1) * 127.5).round()
+                  .byte().numpy())
+    spec = spec_for(checkpoint, tasks=["inversion"], layers="b8", baselines=["z", "w", "w+"])
+    outcome = run_study(spec, [folder], tmp_path / "study", progress=False, log=lambda _: None)
+    spaces = {c.label: json.loads((tmp_path / "study" / "cells" / c.key / "config.json")
+                                  .read_text())["recipe"]["latent_space"] for c in outcome.cells}
+    assert spaces == {SINGLE_CODE: "z", f"{SINGLE_CODE} w": "w", f"{SINGLE_CODE} w+": "w+",
+                      "b8": "z"}
+    with (tmp_path / "study" / "layers.csv").open() as handle:
+        labels = {row["layer"] for row in csv.DictReader(handle)}
+    assert labels == set(spaces)
+    assert (tmp_path / "study" / "figures" / "psnr_vs_layer.png").stat().st_size > 1000
+    with pytest.raises(InputError, match=r"baselines w: not a latent space of this pggan "
+                                         r"generator; spaces: z"):
+        run_study(spec_for(str(save_generator(make_tiny_pggan(), tmp_path / "p.safetensors")),
+                           baselines=["z", "w"]), [folder], tmp_path / "other",
+                  progress=False, log=lambda _: None)
 
 
 # -- running a study ---------------------------------------------------------------------------

@@ -295,3 +295,14 @@ def test_interrupted_stylegan2_training_resumes_to_the_same_weights(tmp_path):
     for (name, a), b in zip(straight.generator.state_dict().items(),
                             resumed.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_training_records_give_their_config_back():
+    from training.gan import GANTrainConfig, train_config_from_dict
+
+    for config in (GANTrainConfig(resolution=16, channels=[8, 8, 8]), tiny_stylegan2_config()):
+        assert train_config_from_dict(config.to_dict()) == config
+    legacy = {k: v for k, v in GANTrainConfig().to_dict().items() if k != "architecture"}
+    assert train_config_from_dict(legacy) == GANTrainConfig()  # records before StyleGAN2
+    with pytest.raises(InputError, match="unknown architecture 'vqgan'; known: pggan, stylegan2"):
+        train_config_from_dict({"architecture": "vqgan"})

@@ -134,6 +134,30 @@ class GANTrainConfig:
         return None
 
 
+ARCHITECTURES = ("pggan", "stylegan2")
+
+
+def train_config_class(architecture: str) -> type:
+    """The training config class of ``architecture`` (one of :data:`ARCHITECTURES`)."""
+    if architecture == "pggan":
+        return GANTrainConfig
+    if architecture == "stylegan2":
+        from training.stylegan2 import StyleGAN2TrainConfig
+
+        return StyleGAN2TrainConfig
+    raise InputError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}",
+                     field="architecture")
+
+
+def train_config_from_dict(settings: dict[str, Any]) -> Any:
+    """The config a ``training.json`` (or a published model's ``training`` record) stores;
+    records without ``architecture`` are PGGAN's."""
+    fields = {k: v for k, v in settings.items() if k != "architecture"}
+    if "betas" in fields:
+        fields["betas"] = tuple(fields["betas"])
+    return train_config_class(settings.get("architecture", "pggan"))(**fields)
+
+
 def check_common(config: Any) -> None:
     """The settings every GAN config shares, each in range (errors name the field)."""
     positive_ints = {"iterations": config.iterations, "batch": config.batch,
