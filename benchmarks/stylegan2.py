@@ -5,7 +5,8 @@ seconds per iteration at every layer, all measured side by side in one run.
     python benchmarks/stylegan2.py --checkpoint GENERATOR --parts rules --layers b8,b16
 
 Targets are the generator's own samples (exactly representable, so a rule that cannot reach them
-shows it). Every arm runs the same images, seeds and iterations; PSNR is the mean over images.
+shows it), or with ``--renders DOMAIN`` held-out scene-world renders (what a trained scene prior
+is inverted on). Every arm runs the same images, seeds and iterations; PSNR is the mean over images.
 """
 
 from __future__ import annotations
@@ -98,11 +99,20 @@ def main() -> None:
     parser.add_argument("--layers", default=None, help="default: every layer")
     parser.add_argument("--parts", default="rules,spaces,speed")
     parser.add_argument("--lrs", default="0.01,0.03,0.1")
+    parser.add_argument("--renders", help="targets: held-out renders of this scene domain")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     generator = load_generator(checkpoint=args.checkpoint, device=args.device).generator
-    targets = generator.sample(args.images, seed=2026)
+    if args.renders:
+        from core.pixels import from_uint8
+        from scenes.datasets import HELD_OUT_SEED, render_many
+
+        images, _ = render_many(args.renders, range(HELD_OUT_SEED, HELD_OUT_SEED + args.images),
+                                generator.resolution, progress=False)
+        targets = from_uint8(images).to(generator.device)
+    else:
+        targets = generator.sample(args.images, seed=2026)
     print(f"{args.checkpoint}: {generator.family} {generator.resolution} px, torch "
           f"{torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads")

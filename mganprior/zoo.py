@@ -63,10 +63,11 @@ def _scene_weights(name: str) -> Callable[[], Path]:
     return locate
 
 
-def _scene_generator(name: str, domain: str) -> GeneratorEntry:
+def _scene_generator(name: str, domain: str, architecture: str = "PGGAN architecture, 64x64, "
+                     "z 128") -> GeneratorEntry:
     return GeneratorEntry(
-        name, f"PGGAN architecture trained by this project on rendered {domain} scenes, 64x64, "
-        "z 128 (docs/models.md)", _scene_weights(name), load_generator_file, domain)
+        name, f"{architecture}, trained by this project on rendered {domain} scenes "
+        "(docs/models.md)", _scene_weights(name), load_generator_file, domain)
 
 
 GENERATORS: dict[str, GeneratorEntry] = {
@@ -79,6 +80,8 @@ GENERATORS: dict[str, GeneratorEntry] = {
         _scene_generator("bedroom-pggan64", "bedroom"),
         _scene_generator("conference-pggan64", "conference_room"),
         _scene_generator("church-pggan64", "church_outdoor"),
+        _scene_generator("bedroom-stylegan2-64", "bedroom", "StyleGAN2 (skip generator, our "
+                         "implementation), 64x64, z and w 64, 4 mapping layers"),
     ]
 }
 

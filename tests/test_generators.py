@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core.errors import InputError
+from helpers import make_tiny_stylegan2
 from inversion.generators import PGGANGenerator
 from inversion.generators.base import capture_outputs
 
@@ -89,11 +90,12 @@ def test_resolution_must_be_a_power_of_two():
         PGGANGenerator(resolution=16, channels=[8, 8])
 
 
-@pytest.mark.parametrize("fixture", ["tiny_pggan", "tiny_dcgan"])
+@pytest.mark.parametrize("fixture", ["tiny_pggan", "tiny_dcgan", "stylegan2"])
 def test_the_fast_paths_equal_the_plain_ones_at_every_layer(fixture, request):
-    """PGGAN's fused upsample-conv and the DCGAN's folded BatchNorm change no result beyond
-    fp32 rounding, at every cut, forward and backward."""
-    generator = request.getfixturevalue(fixture)
+    """PGGAN's fused upsample-conv, the DCGAN's folded BatchNorm and StyleGAN2's styles on
+    activations change no result beyond fp32 rounding, at every cut, forward and backward."""
+    generator = make_tiny_stylegan2() if fixture == "stylegan2" else \
+        request.getfixturevalue(fixture)
     z = torch.randn(4, generator.z_dim)
     for layer in generator.layers:
         outputs = {}

@@ -18,7 +18,10 @@ from segmentation.vocabularies import SCENE_WORLD
 
 CORE = {"bedroom-pggan64": ("wall", "floor", "bed"),
         "conference-pggan64": ("wall", "floor", "table", "chair"),
-        "church-pggan64": ("sky", "grass", "building")}
+        "church-pggan64": ("sky", "grass", "building"),
+        "bedroom-stylegan2-64": ("wall", "floor", "bed")}
+ARCHITECTURE = {"pggan": (128, ["layer9", "layer10"]),
+                "stylegan2": (64, ["b64.conv0", "b64"])}
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +38,12 @@ def test_committed_weights_stay_under_the_size_budget():
 def test_scene_generator_samples_are_in_range_and_show_the_domain(name, segmenter):
     loaded = zoo.load_generator(name, device="cpu")
     generator = loaded.generator
-    assert (generator.resolution, generator.z_dim, generator.family) == (64, 128, "pggan")
-    assert [layer.name for layer in generator.layers][-2:] == ["layer9", "layer10"]
+    z_dim, deepest = ARCHITECTURE[generator.family]
+    assert (generator.resolution, generator.z_dim) == (64, z_dim)
+    assert [layer.name for layer in generator.layers][-2:] == deepest
     images = generator.sample(16, seed=0)
     assert images.shape == (16, 3, 64, 64)
-    assert (images.abs() <= 1.05).float().mean() > 0.99  # unclamped output, as PGGAN's is
+    assert (images.abs() <= 1.05).float().mean() > 0.99  # unclamped output
     maps = segmenter.segment(images.clamp(-1, 1))
     fractions = torch.bincount(maps.flatten(), minlength=len(SCENE_WORLD)) / maps.numel()
     for cls in CORE[name]:
@@ -83,3 +87,24 @@ def test_corrupt_or_missing_weights_fail_with_one_line_naming_the_file(tmp_path,
     (damaged / "scenes-segmenter64" / "model.safetensors").unlink()
     with pytest.raises(InputError, match=r"model\.safetensors is missing"):
         zoo.load_segmenter("scenes-segmenter64")
+
+
+def test_the_stylegan2_prior_runs_a_layer_study_with_attribution(tmp_path, capsys):
+    import csv
+
+    from mganprior.cli import main
+
+    assert main(["zoo"]) == 0
+    assert "bedroom-stylegan2-64" in capsys.readouterr().out
+    out = tmp_path / "study"
+    assert main(["layers", "--generator", "bedroom-stylegan2-64", "--count", "1",
+                 "--layers", "b16", "--codes", "4", "--iterations", "3", "--baselines", "z,w+",
+                 "--segmenter", "scenes-segmenter64", "--perceptual", "none", "--quiet",
+                 "--out", str(out)]) == 0
+    with (out / "layers.csv").open() as handle:
+        layers = {row["layer"] for row in csv.DictReader(handle)}
+    assert layers == {"single-code", "single-code w+", "b16"}
+    with (out / "attribution.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["layer"] for row in rows} == {"b16"}
+    assert sum(int(row["codes_assigned"]) for row in rows) == 4  # every code counted once

@@ -113,7 +113,16 @@ class MappingNetwork(nn.Module):
 
 class ModulatedConv(nn.Module):
     """Modulated, demodulated 3x3 convolution (optionally 2x up), constant noise, bias, leaky
-    ReLU x sqrt 2 and an optional clamp."""
+    ReLU x sqrt 2 and an optional clamp.
+
+    ``per_sample_weights`` False (the default): the style scales the input channels, one shared
+    convolution runs over the batch, and demodulation scales the output channels by
+    ``rsqrt(sum_i s_i^2 sum_k w_oik^2)``, the same product of linear maps as convolving with
+    each sample's modulated and demodulated weight (StyleGAN2, section 2.2), equal within fp32
+    rounding and much cheaper when many codes share a batch. True: the per-sample weights as a
+    grouped convolution, the reference path."""
+
+    per_sample_weights = False
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
                  up: bool = False, conv_clamp: float | None = None) -> None:
@@ -127,8 +136,25 @@ class ModulatedConv(nn.Module):
         self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        batch, in_channels, height, width = x.shape
         styles = self.affine(w)
+        if self.per_sample_weights:
+            x = self._per_sample(x, styles, kernel)
+        else:
+            demod = torch.rsqrt(styles.square() @ self.weight.square().sum(dim=(2, 3)).T + 1e-8)
+            x = x * styles[:, :, None, None]
+            if self.up:
+                x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
+                x = _fir(x, kernel * 4, (1, 1))
+            else:
+                x = F.conv2d(x, self.weight, padding=1)
+            x = x * demod[:, :, None, None]
+        x = x + self.noise_const * self.noise_strength
+        x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
+        return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
+
+    def _per_sample(self, x: torch.Tensor, styles: torch.Tensor,
+                    kernel: torch.Tensor) -> torch.Tensor:
+        batch, in_channels, height, width = x.shape
         weight = self.weight[None] * styles[:, None, :, None, None]  # [B, out, in, 3, 3]
         weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)[
             ..., None, None, None]
@@ -137,17 +163,17 @@ class ModulatedConv(nn.Module):
         if self.up:
             weight = weight.transpose(1, 2).reshape(batch * in_channels, out_channels, 3, 3)
             x = F.conv_transpose2d(x, weight, stride=2, groups=batch)
-            x = _fir(x.reshape(batch, out_channels, *x.shape[2:]), kernel * 4, (1, 1))
-        else:
-            x = F.conv2d(x, weight.reshape(batch * out_channels, in_channels, 3, 3), padding=1,
-                         groups=batch).reshape(batch, out_channels, height, width)
-        x = x + self.noise_const * self.noise_strength
-        x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
-        return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
+            return _fir(x.reshape(batch, out_channels, *x.shape[2:]), kernel * 4, (1, 1))
+        return F.conv2d(x, weight.reshape(batch * out_channels, in_channels, 3, 3), padding=1,
+                        groups=batch).reshape(batch, out_channels, height, width)
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated convolution to RGB, not demodulated, with a bias (and optional clamp)."""
+    """1x1 modulated convolution to RGB, not demodulated, with a bias (and optional clamp);
+    the style scales the input channels of one shared convolution (or, with
+    ``per_sample_weights``, each sample's weight)."""
+
+    per_sample_weights = False
 
     def __init__(self, in_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
         super().__init__()
@@ -160,10 +186,14 @@ class ToRGB(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         batch, in_channels, height, width = x.shape
         styles = self.affine(w) * self.weight_gain
-        weight = (self.weight[None] * styles[:, None, :, None, None]).reshape(
-            batch * 3, in_channels, 1, 1)
-        x = F.conv2d(x.reshape(1, batch * in_channels, height, width), weight, groups=batch)
-        x = x.reshape(batch, 3, height, width) + self.bias[None, :, None, None]
+        if self.per_sample_weights:
+            weight = (self.weight[None] * styles[:, None, :, None, None]).reshape(
+                batch * 3, in_channels, 1, 1)
+            x = F.conv2d(x.reshape(1, batch * in_channels, height, width), weight,
+                         groups=batch).reshape(batch, 3, height, width)
+        else:
+            x = F.conv2d(x * styles[:, :, None, None], self.weight)
+        x = x + self.bias[None, :, None, None]
         return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
 
 
@@ -289,6 +319,13 @@ class StyleGAN2Generator(LayeredGenerator):
         view.latent_space = space
         view._layers = None
         return view
+
+    def use_fast_paths(self, enabled: bool = True) -> StyleGAN2Generator:
+        """Styles applied to activations (the default) or per-sample modulated weights."""
+        for module in self.modules():
+            if isinstance(module, (ModulatedConv, ToRGB)):
+                module.per_sample_weights = not enabled
+        return self
 
     def with_truncation(self, psi: float) -> StyleGAN2Generator:
         """This generator with ``w`` pulled toward ``w_avg`` by ``psi`` (shares every weight)."""
