@@ -32,12 +32,10 @@ from inversion.losses import PERCEPTUAL_BACKENDS, VGG_LAYERS
 from inversion.recipes import ALPHA_MODES, INITS, OPTIMIZERS, RECIPES
 from inversion.runs import RunSettings
 from inversion.tasks import TASKS, Denoising, Inpainting, SuperResolution
+from mganprior.studies import CROSS_DOMAIN_PRIORS, LAYER_STUDY_TASKS
 from training.gan import ARCHITECTURES, train_config_class
 
 # The paper's cross-domain experiment: bedrooms through face, church, conference and bedroom priors.
-CROSS_DOMAIN_DEFAULT = ("digiface-dcgan64", "church-pggan64", "conference-pggan64",
-                        "bedroom-pggan64")
-DEFAULT_TASKS = ("inversion", "colorization", "inpainting")
 DEFAULT_DEMO_OUT = "runs/demo"
 # Library fields whose flag is not ``--`` + the field name with dashes.
 FLAGS = {"ema_half_life_images": "--ema-half-life", "generator_override": "--generator",
@@ -225,7 +223,7 @@ def _build_parser() -> argparse.ArgumentParser:
     layer_source = layers.add_mutually_exclusive_group(required=True)
     layer_source.add_argument("--generator", help="a named generator (see `mganprior zoo`)")
     layer_source.add_argument("--checkpoint", help="a generator file")
-    layers.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+    layers.add_argument("--tasks", default=",".join(LAYER_STUDY_TASKS),
                         help="comma-separated tasks (default: %(default)s)")
     _add_study_options(layers, StudySpec, default_images="renders of a scene generator's "
                        "domain, or samples of the generator")
@@ -237,7 +235,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "generator at each composing layer, plus each generator's single-code "
                     "baseline. Images are resized to each generator's resolution (the summary "
                     "says so). Resumable like `layers`.")
-    cross.add_argument("--generators", default=",".join(CROSS_DOMAIN_DEFAULT),
+    cross.add_argument("--generators", default=",".join(CROSS_DOMAIN_PRIORS),
                        help="comma-separated zoo names or generator files (default: "
                        "%(default)s)")
     cross.add_argument("--task", default="inversion", choices=list(TASKS))

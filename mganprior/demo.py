@@ -1,10 +1,11 @@
 """``mganprior demo``: the whole mission on a fresh machine (no network, CPU is enough).
 
 1. DigiFace faces (samples of the real DCGAN prior): multi-code vs single-code inversion.
-2. Rendered bedrooms inverted with ``bedroom-pggan64``, codes attributed to classes with
-   ``scenes-segmenter64``.
+2. Rendered bedrooms inverted with ``bedroom-pggan64`` and with ``bedroom-stylegan2-64``, codes
+   attributed to classes with ``scenes-segmenter64``.
 3. A small layer-wise study (inversion, colorization, inpainting) on the bedroom prior.
-4. The cross-domain experiment: bedrooms through the face, church, conference and bedroom priors.
+4. The cross-domain experiment: bedrooms through the face, church, conference and bedroom priors
+   (the bedroom PGGAN and the bedroom StyleGAN2).
 5. Semantic edits: the DigiFace DCGAN's first SeFa direction applied to the inverted faces, and an
    InterFaceGAN boundary for "more bed" (trained on the bedroom PGGAN, scored by the scene
    segmenter) applied to the inverted bedrooms, all codes together and one code at a time.
@@ -30,7 +31,7 @@ from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
 from mganprior.attribution import SegmentationChoice, attribute_run
 from mganprior.editing import edit_run, find_directions
-from mganprior.studies import StudySpec, default_images, run_study
+from mganprior.studies import CROSS_DOMAIN_PRIORS, StudySpec, default_images, run_study
 from mganprior.zoo import load_generator, load_segmenter
 from reports.html import write_report
 
@@ -64,16 +65,19 @@ FULL = """full-quality versions of each part (GPU recommended):
   mganprior invert --generator digiface-dcgan64 --images FACES --out runs/faces
   mganprior invert --generator bedroom-pggan64 --images BEDROOMS --out runs/bed && \\
     mganprior attribute runs/bed --segmenter scenes-segmenter64
+  mganprior invert --generator bedroom-stylegan2-64 --images BEDROOMS --out runs/bed-sg2 && \\
+    mganprior attribute runs/bed-sg2 --segmenter scenes-segmenter64
   mganprior layers --generator bedroom-pggan64 --count 8 --segmenter scenes-segmenter64 \\
     --out runs/layers
   mganprior cross-domain --count 8 --out runs/cross-domain
-  mganprior directions sefa --generator digiface-dcgan64 --out dirs/faces && \
+  mganprior directions sefa --generator digiface-dcgan64 --out dirs/faces && \\
     mganprior edit runs/faces --direction dirs/faces/sefa_00.npy
-  mganprior directions interfacegan --generator bedroom-pggan64 --attribute class:bed \
-    --segmenter scenes-segmenter64 --out dirs/bed && \
-    mganprior edit runs/bed --direction dirs/bed/class_bed.npy --segmenter scenes-segmenter64 \
+  mganprior directions interfacegan --generator bedroom-pggan64 --attribute class:bed \\
+    --segmenter scenes-segmenter64 --out dirs/bed && \\
+    mganprior edit runs/bed --direction dirs/bed/class_bed.npy --segmenter scenes-segmenter64 \\
     --target bed
-  mganprior report runs/faces runs/bed runs/layers runs/cross-domain --out report.html"""
+  mganprior report runs/faces runs/bed runs/bed-sg2 runs/layers runs/cross-domain \\
+    --out report.html"""
 
 
 def _say(message: str) -> None:
@@ -109,15 +113,18 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     bedroom = load_generator("bedroom-pggan64", device=device)
     bedroom_folder, _ = default_images("bedroom-pggan64", bedroom, scale.bedrooms,
                                        out / "inputs" / "bedrooms")
-    _say(f"demo 2/6: {scale.bedrooms} bedrooms with bedroom-pggan64, then attribution")
     recipe = get_recipe("adam", "inversion").with_overrides(iterations=scale.bedroom_iterations)
-    settings = RunSettings(bedroom.generator, bedroom.info, Inversion(), recipe, perceptual,
-                           seed=0, batch_size=scale.bedrooms, progress=progress)
-    run_inversion(settings, load_images([bedroom_folder], bedroom.generator.resolution),
-                  out / "bedrooms", config_extra={"command": "mganprior demo"},
-                  log=lambda _m: None)
-    attribute_run(out / "bedrooms", SegmentationChoice(segmenter="scenes-segmenter64"),
-                  device=device, progress=progress, log=lambda _m: None)
+    for folder, name in (("bedrooms", "bedroom-pggan64"),
+                         ("bedrooms-stylegan2", "bedroom-stylegan2-64")):
+        _say(f"demo 2/6: {scale.bedrooms} bedrooms with {name}, then attribution")
+        prior = bedroom if name == "bedroom-pggan64" else load_generator(name, device=device)
+        settings = RunSettings(prior.generator, prior.info, Inversion(), recipe, perceptual,
+                               seed=0, batch_size=scale.bedrooms, progress=progress)
+        run_inversion(settings, load_images([bedroom_folder], prior.generator.resolution),
+                      out / folder, config_extra={"command": "mganprior demo"},
+                      log=lambda _m: None)
+        attribute_run(out / folder, SegmentationChoice(segmenter="scenes-segmenter64"),
+                      device=device, progress=progress, log=lambda _m: None)
 
     # 3. layer-wise study, 4. cross-domain
     _say(f"demo 3/6: layer study (layers {scale.study_layers}, 3 tasks)")
@@ -128,10 +135,9 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                         segmenter="scenes-segmenter64", attribution_figures=1),
               study_images, out / "layers", device=device, progress=progress,
               log=lambda _m: None)
-    _say("demo 4/6: cross-domain, bedrooms through four priors at every layer")
+    _say("demo 4/6: cross-domain, bedrooms through five priors at every layer")
     run_study(StudySpec(kind="cross-domain",
-                        generators=["digiface-dcgan64", "church-pggan64", "conference-pggan64",
-                                    "bedroom-pggan64"],
+                        generators=list(CROSS_DOMAIN_PRIORS),
                         codes=[scale.cross_codes], iterations=scale.cross_iterations),
               study_images, out / "cross-domain", device=device, progress=progress,
               log=lambda _m: None)
@@ -156,7 +162,8 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
 
     _say("demo 6/6: report")
     report = write_report([out / name for name in ("faces-multi-code", "faces-single-code",
-                                                   "bedrooms", "layers", "cross-domain")],
+                                                   "bedrooms", "bedrooms-stylegan2", "layers",
+                                                   "cross-domain")],
                           out / "report.html", title="mganprior demo report")
     minutes = (time.perf_counter() - started) / 60
     print(f"\ndemo finished in {minutes:.1f} min (reduced settings).")

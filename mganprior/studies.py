@@ -40,6 +40,10 @@ from reports.figures import (
 )
 
 GRID_IMAGES = 4  # images shown in reconstruction grids
+LAYER_STUDY_TASKS = ("inversion", "colorization", "inpainting")  # the paper's layer-wise tasks
+# The paper's bedroom figure: priors of other domains and of the same one (PGGAN and StyleGAN2)
+CROSS_DOMAIN_PRIORS = ("digiface-dcgan64", "church-pggan64", "conference-pggan64",
+                       "bedroom-pggan64", "bedroom-stylegan2-64")
 
 
 @dataclass

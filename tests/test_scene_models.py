@@ -98,7 +98,8 @@ def test_the_stylegan2_prior_runs_a_layer_study_with_attribution(tmp_path, capsy
     assert "bedroom-stylegan2-64" in capsys.readouterr().out
     out = tmp_path / "study"
     assert main(["layers", "--generator", "bedroom-stylegan2-64", "--count", "1",
-                 "--layers", "b16", "--codes", "4", "--iterations", "3", "--baselines", "z,w+",
+                 "--tasks", "inversion", "--layers", "b16", "--codes", "4", "--iterations", "3",
+                 "--baselines", "z,w+",
                  "--segmenter", "scenes-segmenter64", "--perceptual", "none", "--quiet",
                  "--out", str(out)]) == 0
     with (out / "layers.csv").open() as handle:
