@@ -37,6 +37,9 @@ benchmarks: setup
 	$(PY) benchmarks/recipes.py
 	$(PY) benchmarks/attribution.py
 	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/threads.py --contention
+	$(PY) benchmarks/gpu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
