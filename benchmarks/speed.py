@@ -8,10 +8,12 @@ ahead of the official recipe the ``adam`` one is.
   as achieved GFLOP/s against this machine's fp32 matmul rate (a 2048^3 matmul).
 
 - ``rewrites``: seconds per iteration with the fast paths (PGGAN's fused upsample-conv, the
-  DCGAN's folded BatchNorm and the multiply-and-sum fuse) against the plain ones, per family and
-  layer (B = 4 images, N = 20 codes), and the largest difference of the codes after 20 iterations.
+  DCGAN's folded BatchNorm and the multiply-and-sum fuse, StyleGAN2's shared convolution with
+  styles on activations) against the plain ones, per family and layer (B = 4 images, N = 20
+  codes), and the largest difference of the codes after 20 iterations.
 - ``bf16``: speed and quality of ``--bf16`` against fp32 at equal iterations (300) on the demo's
-  images (4 DigiFace samples; 4 held-out bedroom renders with the bedroom PGGAN).
+  images (4 DigiFace samples; 4 held-out bedroom renders with the bedroom PGGAN and with the
+  bedroom StyleGAN2).
 - ``converge``: wall time to come within 0.1 dB of the 300-iteration PSNR, with and without the
   convergence stop (window 20, tolerance 1e-3).
 - ``quality``: iterations and wall time the ``adam`` recipe needs to reach the PSNR the official
@@ -45,6 +47,9 @@ from inversion.tasks import Inversion
 from mganprior.zoo import load_generator
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-images"
+# StyleGAN2's plain path (one modulated weight per sample) costs over a second an iteration at
+# B x N = 80; three cuts show the trend (docs/stylegan2.md has every cut).
+REWRITE_LAYERS = {"stylegan2": ["b8", "b16", "b32"]}
 
 
 def cpu() -> str:
@@ -139,7 +144,8 @@ def rewrites(priors) -> None:
     print("| prior | layer | plain s/it | fast s/it | speed-up | max code difference |")
     print("|---|---|---|---|---|---|")
     for name, generator, targets in priors:
-        for layer in [layer.name for layer in generator.layers[1:]]:
+        for layer in REWRITE_LAYERS.get(generator.family,
+                                        [layer.name for layer in generator.layers[1:]]):
             recipe = get_recipe("adam", "inversion").with_overrides(iterations=20, codes=20,
                                                                      layer=layer)
             timings, codes = {}, {}
@@ -225,8 +231,10 @@ def main() -> None:
     print(f"machine: {cpu()}; torch {torch.__version__}")
     digiface = load_generator("digiface-dcgan64", device=args.device).generator
     bedroom = load_generator("bedroom-pggan64", device=args.device).generator
+    stylegan2 = load_generator("bedroom-stylegan2-64", device=args.device).generator
     priors = [("digiface-dcgan64", digiface, digiface.sample(4, seed=2026)),
-              ("bedroom-pggan64", bedroom, scene_targets(bedroom, 4))]
+              ("bedroom-pggan64", bedroom, scene_targets(bedroom, 4)),
+              ("bedroom-stylegan2-64", stylegan2, scene_targets(stylegan2, 4))]
     parts = args.parts.split(",")
     if "split" in parts:
         split(priors)

@@ -8,7 +8,8 @@ denoising, which has no official script, takes the inversion settings). Their co
 are PGGAN indices (6: 16x16 features, 4: 8x8); a recipe stores the feature side instead, so the
 same rule picks layer 6 / layer 4 on any PGGAN and the matching block on other generators.
 
-``adam``: Adam (lr 0.01; for StyleGAN2 0.03, or 0.1 for a W+ code: ``ADAM_LR_BY_SPACE``), the
+``adam``: Adam (lr 0.01; for StyleGAN2 0.03 for composed codes in Z or W, 0.1 for a single code
+or W+ codes: ``ADAM_LR_BY_SPACE``), the
 ``sum`` fusion, 20 codes, 300 iterations, and the official scripts' composing layers and
 perceptual weights. Tuned on the DigiFace DCGAN against DigiFace samples and
 real bedroom and church photos (``benchmarks/recipes.py``, table in ``docs/benchmarks.md``): lr 0.01
@@ -119,11 +120,12 @@ class Recipe:
         return self.alphas == "train"
 
     def resolve_lr(self, generator: LayeredGenerator) -> float:
-        """The learning rate: the recipe's, or the one measured for the generator's family and
-        latent space (:data:`ADAM_LR_BY_SPACE`), else :data:`ADAM_LR`."""
+        """The learning rate: the recipe's, or the one measured for the generator's family,
+        latent space and code count (:data:`ADAM_LR_BY_SPACE`), else :data:`ADAM_LR`."""
         if self.lr is not None:
             return self.lr
-        return ADAM_LR_BY_SPACE.get((generator.family, self.latent_space), ADAM_LR)
+        setting = "single" if self.codes == 1 else "composed"
+        return ADAM_LR_BY_SPACE.get((generator.family, self.latent_space, setting), ADAM_LR)
 
     def for_run(self, generator: LayeredGenerator, perceptual_used: bool) -> Recipe:
         """The recipe as it actually runs: the layer, learning rate and alpha mode resolved,
@@ -162,10 +164,12 @@ _ADAM = {
     "denoising": (20, 16, 300, 1.0),
 }
 ADAM_LR = 0.01
-# Measured per family and latent space where ADAM_LR is not the best (docs/stylegan2.md): codes of a
-# StyleGAN2 in Z or W converge faster at 0.03, a single W+ code at 0.1.
-ADAM_LR_BY_SPACE = {("stylegan2", "z"): 0.03, ("stylegan2", "w"): 0.03,
-                    ("stylegan2", "w+"): 0.1}
+# Measured where ADAM_LR is not the best (docs/stylegan2.md, on the fixture and the trained
+# bedroom-stylegan2-64): composed StyleGAN2 codes in Z or W do best at 0.03; a single StyleGAN2
+# code (any space) and W+ codes at 0.1. Keys: (family, latent space, "single" or "composed").
+ADAM_LR_BY_SPACE = {("stylegan2", "z", "composed"): 0.03, ("stylegan2", "w", "composed"): 0.03,
+                    ("stylegan2", "w+", "composed"): 0.1, ("stylegan2", "z", "single"): 0.1,
+                    ("stylegan2", "w", "single"): 0.1, ("stylegan2", "w+", "single"): 0.1}
 
 
 def get_recipe(name: str, task: str) -> Recipe:

@@ -84,9 +84,26 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class _StepClock:
+    """Announces each step and keeps when it began, for the timing table printed at the end."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+
+    def __call__(self, message: str) -> None:
+        self.marks.append((message, time.perf_counter()))
+        _say(message)
+
+    def table(self, finished: float) -> str:
+        ends = [start for _, start in self.marks[1:]] + [finished]
+        return "\n".join(f"  {end - start:6.1f} s  {message}"
+                         for (message, start), end in zip(self.marks, ends, strict=True))
+
+
 def run_demo(out: Path, device: str | None = None, progress: bool = True,
              scale: DemoScale = DEFAULT) -> Path:
     started = time.perf_counter()
+    step = _StepClock()
     out.mkdir(parents=True, exist_ok=True)
     perceptual = load_perceptual("vgg16")
     if perceptual.note:
@@ -103,7 +120,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     runs = {"faces-multi-code": multi,
             "faces-single-code": multi.with_overrides(codes=1, layer=0)}
     for folder, recipe in runs.items():
-        _say(f"demo 1/6: {folder} ({recipe.codes} codes, {recipe.iterations} iterations)")
+        step(f"demo 1/6: {folder} ({recipe.codes} codes, {recipe.iterations} iterations)")
         settings = RunSettings(faces.generator, faces.info, Inversion(), recipe, perceptual,
                                seed=0, batch_size=scale.faces, progress=progress)
         run_inversion(settings, face_images, out / folder,
@@ -116,7 +133,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     recipe = get_recipe("adam", "inversion").with_overrides(iterations=scale.bedroom_iterations)
     for folder, name in (("bedrooms", "bedroom-pggan64"),
                          ("bedrooms-stylegan2", "bedroom-stylegan2-64")):
-        _say(f"demo 2/6: {scale.bedrooms} bedrooms with {name}, then attribution")
+        step(f"demo 2/6: {scale.bedrooms} bedrooms with {name}, then attribution")
         prior = bedroom if name == "bedroom-pggan64" else load_generator(name, device=device)
         settings = RunSettings(prior.generator, prior.info, Inversion(), recipe, perceptual,
                                seed=0, batch_size=scale.bedrooms, progress=progress)
@@ -127,7 +144,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                       device=device, progress=progress, log=lambda _m: None)
 
     # 3. layer-wise study, 4. cross-domain
-    _say(f"demo 3/6: layer study (layers {scale.study_layers}, 3 tasks)")
+    step(f"demo 3/6: layer study (layers {scale.study_layers}, 3 tasks)")
     study_images = sorted(bedroom_folder.glob("*.png"))[:scale.study_images]
     run_study(StudySpec(kind="layers", generators=["bedroom-pggan64"],
                         tasks=["inversion", "colorization", "inpainting"],
@@ -135,14 +152,14 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                         segmenter="scenes-segmenter64", attribution_figures=1),
               study_images, out / "layers", device=device, progress=progress,
               log=lambda _m: None)
-    _say("demo 4/6: cross-domain, bedrooms through five priors at every layer")
+    step("demo 4/6: cross-domain, bedrooms through five priors at every layer")
     run_study(StudySpec(kind="cross-domain",
                         generators=list(CROSS_DOMAIN_PRIORS),
                         codes=[scale.cross_codes], iterations=scale.cross_iterations),
               study_images, out / "cross-domain", device=device, progress=progress,
               log=lambda _m: None)
 
-    _say("demo 5/6: edits along a SeFa direction (faces) and a trained boundary (bedrooms)")
+    step("demo 5/6: edits along a SeFa direction (faces) and a trained boundary (bedrooms)")
     settings = EditSettings(steps=scale.edit_steps, code_sets=scale.edit_code_sets)
     face_direction = out / "directions" / "faces" / "sefa_00.npy"
     if not face_direction.is_file():
@@ -160,13 +177,14 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
         edit_run(out / "bedrooms", bed_direction, settings, segmenter="scenes-segmenter64",
                  target="bed", device=device, progress=progress, log=lambda _m: None)
 
-    _say("demo 6/6: report")
+    step("demo 6/6: report")
     report = write_report([out / name for name in ("faces-multi-code", "faces-single-code",
                                                    "bedrooms", "bedrooms-stylegan2", "layers",
                                                    "cross-domain")],
                           out / "report.html", title="mganprior demo report")
-    minutes = (time.perf_counter() - started) / 60
-    print(f"\ndemo finished in {minutes:.1f} min (reduced settings).")
+    finished = time.perf_counter()
+    print(f"\ndemo finished in {(finished - started) / 60:.1f} min (reduced settings):")
+    print(step.table(finished))
     print(FULL)
     print(f"\nreport: {report.resolve()}")
     return report

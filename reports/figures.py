@@ -196,7 +196,8 @@ def metric_vs_layer(rows: list[dict], metric: str = "psnr", hue: str = "task") -
             ax.axhline(values["value"].mean(), color=palette[group],
                        linestyle=styles.get(label, "--"), linewidth=1.2,
                        label=f"{group} {label}")
-        ax.legend(fontsize=7)
+        # beside the axes: one entry per task and baseline would cover the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ticks = data.drop_duplicates("layer_index").sort_values("layer_index")
     if data["generator"].nunique() == 1:
         ax.set_xticks(ticks["layer_index"], [f"{i}\n{name}" for i, name in
@@ -322,20 +323,23 @@ def edit_strip(result, index: int, max_sets: int = 8) -> Figure:
 
 
 def edit_curves(result, target: str) -> Figure:
-    """The target class's share of pixels against t, per code set (mean ± sd over images)."""
+    """The target class's share of pixels against t, per code set (mean over images; ± sd
+    bands while there are few enough sets for the bands to stay readable)."""
     import pandas as pd
 
     k = result.vocabulary.index(target)
     rows = [{"t": t, "code set": label, "fraction": float(result.fractions[b, s, i, k])}
             for b in range(len(result.names)) for s, label in enumerate(result.code_sets)
             for i, t in enumerate(result.ts.tolist())]
+    bands = len(result.code_sets) <= 4
     figure = Figure(figsize=(6.0, 3.6), layout="constrained")
     ax = figure.subplots()
     sns.lineplot(data=pd.DataFrame(rows), x="t", y="fraction", hue="code set", marker="o",
-                 errorbar="sd", ax=ax, legend=len(result.code_sets) <= 12)
+                 errorbar="sd" if bands else None, ax=ax, legend=len(result.code_sets) <= 12)
     ax.set_ylabel(f"share of {target} pixels")
     ax.set_xlabel(f"t along {result.direction.name}")
-    ax.set_title(f"{target} under the edit (mean ± sd over {len(result.names)} images)",
+    spread = "mean ± sd" if bands else "mean"
+    ax.set_title(f"{target} under the edit ({spread} over {len(result.names)} images)",
                  fontsize=10)
     return figure
 

@@ -12,6 +12,7 @@ from core.errors import InputError
 from helpers import (
     SHARED,
     GeneratorContract,
+    make_tiny_pggan,
     make_tiny_stylegan2,
     nvidia_pickle,
 )
@@ -166,6 +167,19 @@ def test_codes_in_w_and_w_plus_render_the_same_images_as_z():
         assert in_w.layers[0].shape == (8, 1, 1) and in_w_plus.layers[0].shape == (48, 1, 1)
     with pytest.raises(InputError, match="latent_space 'q' is not one of z, w, w\\+"):
         generator.in_space("q")
+
+
+def test_the_adam_learning_rate_follows_the_space_and_the_code_count():
+    from inversion import get_recipe
+
+    adam = get_recipe("adam", "inversion")
+    stylegan2, pggan = make_tiny_stylegan2(), make_tiny_pggan()
+    chosen = {(space, codes): adam.with_overrides(latent_space=space, codes=codes)
+              .resolve_lr(stylegan2) for space in ("z", "w", "w+") for codes in (1, 20)}
+    assert chosen == {("z", 1): 0.1, ("w", 1): 0.1, ("w+", 1): 0.1,
+                      ("z", 20): 0.03, ("w", 20): 0.03, ("w+", 20): 0.1}
+    assert adam.with_overrides(codes=1).resolve_lr(pggan) == adam.resolve_lr(pggan) == 0.01
+    assert adam.with_overrides(lr=0.5, codes=1).resolve_lr(stylegan2) == 0.5
 
 
 def test_layers_are_block_features_and_up_convolutions():
