@@ -1,7 +1,7 @@
 """Alpha ablation of N codes for B images: one batched tail pass vs N full generator forwards per
 image (the obvious loop: zero alpha_n's large entries, call the whole generator, repeat).
 
-    python benchmarks/attribution.py [--generators bedroom-pggan64,digiface-dcgan64] [--images 4]
+    python benchmarks/attribution.py [--generators NAME,NAME,...] [--images 4]
                                      [--codes 20] [--repeats 3] [--device cpu]
 
 Both arms render the same ablations from the same codes and alphas (checked equal). The batched
@@ -24,7 +24,7 @@ import torch
 
 from analysis.attribution import ablated_renders, ablation_mask
 from core.devices import timed
-from inversion.composition import code_cuts, render
+from inversion.composition import code_cuts, fuse, latent_carry, resolve_carry
 from inversion.recipes import get_recipe
 from mganprior.zoo import load_generator
 
@@ -46,22 +46,35 @@ def measure(name: str, images: int, codes: int, repeats: int, device: str | None
     zeroed = ablation_mask(alphas, 0.2)
 
     cached = code_cuts(generator, z, layer)
+    # the family's carry rules, and the extra latents they need (StyleGAN2's W+ tail) at their
+    # starting values: the same ones for every arm
+    rules = resolve_carry(generator, layer)
+    extras = generator.extra_latents(layer, rules, cached) if "latent" in rules.values() else None
 
     def batched_cached():
-        return ablated_renders(generator, cached, alphas, zeroed, layer, "sum")[1]
+        return ablated_renders(generator, cached, alphas, zeroed, layer, "sum", rules=rules,
+                               extras=extras)[1]
 
     def batched_with_head():
         features = code_cuts(generator, z, layer)
-        return ablated_renders(generator, features, alphas, zeroed, layer, "sum")[1]
+        return ablated_renders(generator, features, alphas, zeroed, layer, "sum", rules=rules,
+                               extras=extras)[1]
 
     def naive():
+        # per ablation: the head of all N codes, the fusion, the tail. As in attribution, the
+        # ablation edits the features only; carried tensors keep the inversion's fusion
         out = torch.empty(images, codes, 3, generator.resolution, generator.resolution,
                           device=device_)
         for b in range(images):
+            own = {name: value[b:b + 1] for name, value in (extras or {}).items()}
+            carried = latent_carry(generator, layer, rules, own or None)
             for n in range(codes):
-                cut = alphas[b:b + 1].clone()
-                cut[0, n] = torch.where(zeroed[b, n], 0.0, alphas[b, n])
-                out[b, n] = render(generator, z[b:b + 1], cut, layer, "sum")[0].clamp(-1, 1)
+                cut = code_cuts(generator, z[b:b + 1], layer)
+                ablated = alphas[b:b + 1].clone()
+                ablated[0, n] = torch.where(zeroed[b, n], 0.0, alphas[b, n])
+                features = fuse(cut, ablated, "sum", rules, carried).features
+                carry = fuse(cut, alphas[b:b + 1], "sum", rules, carried).carry
+                out[b, n] = generator.tail(type(cut)(features, carry), layer)[0].clamp(-1, 1)
         return out
 
     fast, fast_s = median_seconds(batched_cached, device_, repeats)
@@ -74,7 +87,8 @@ def measure(name: str, images: int, codes: int, repeats: int, device: str | None
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--generators", default="bedroom-pggan64,digiface-dcgan64")
+    parser.add_argument("--generators",
+                        default="bedroom-pggan64,digiface-dcgan64,bedroom-stylegan2-64")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--codes", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # the CLI's wait policy (mganprior/entry.py)
+from mganprior.entry import apply_wait_policy
+
+apply_wait_policy(os.environ)  # the CLI's OpenMP wait policy
 
 import pytest
 import torch

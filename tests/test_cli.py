@@ -228,3 +228,13 @@ def test_index_rebuilds_a_run_from_its_image_folders(capsys, tmp_path, checkpoin
     assert json.loads((out / "summary.json").read_text())["ok"] == 3
     assert main(["index", str(tmp_path)]) == 2
     assert "is neither a run" in error_line(capsys)
+
+
+def test_the_wait_policy_yields_to_any_policy_the_user_set():
+    from mganprior.entry import WAIT_POLICY, apply_wait_policy
+
+    for before, after in [({}, WAIT_POLICY), ({"GOMP_SPINCOUNT": "0"}, {"GOMP_SPINCOUNT": "0"}),
+                          ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"})]:
+        environ = dict(before)
+        apply_wait_policy(environ)
+        assert environ == after
