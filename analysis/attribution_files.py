@@ -23,9 +23,7 @@ attribution of any number of images holds one part in memory at a time.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from analysis.attribution import AttributionAggregate, AttributionResult, AttributionSettings
 from core.errors import InputError
-from core.files import atomic_path, building_dir
+from core.files import WholeDirectory, atomic_path
 from core.jsonio import append_csv, read_csv, read_json, write_csv, write_json
 from core.pixels import from_uint8, to_uint8
 from inversion.generators.base import Layer
@@ -56,25 +54,10 @@ def vocabulary_from_record(record: dict[str, Any]) -> Vocabulary:
                       tuple(tuple(int(v) for v in c) for c in record["colors"]))
 
 
-class AttributionDirectory:
+class AttributionDirectory(WholeDirectory):
     """The owner of the attribution layout."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def exists(self) -> bool:
-        return (self.path / META).is_file()
-
-    @classmethod
-    @contextlib.contextmanager
-    def building(cls, path: str | Path) -> Iterator[AttributionDirectory]:
-        """A fresh directory that replaces ``path`` whole when the block succeeds."""
-        path = Path(path)
-        if path.is_dir() and any(path.iterdir()) and not cls(path).exists():
-            raise InputError(f"{path} is not empty and holds no attribution ({META}); choose "
-                             "another output directory", field="out")
-        with building_dir(path) as partial:
-            yield cls(partial)
+    MARKER, HOLDS = META, "attribution"
 
     # -- files -----------------------------------------------------------------------------------
     def figure(self, name: str) -> Path:

@@ -19,9 +19,7 @@ It is built beside its final name and swapped in whole, like an attribution dire
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from analysis.attribution_files import vocabulary_from_record, vocabulary_record
 from analysis.directions import Direction
 from analysis.editing import EditResult, EditSettings
 from core.errors import InputError
-from core.files import atomic_path, building_dir
+from core.files import WholeDirectory, atomic_path
 from core.jsonio import read_json, write_csv, write_json
 from core.pixels import from_uint8, to_uint8
 
@@ -48,24 +46,10 @@ def pixel_grid(frames: np.ndarray) -> np.ndarray:
     return frames.transpose(0, 2, 1, 3, 4).reshape(rows * h, columns * w, 3)
 
 
-class EditDirectory:
+class EditDirectory(WholeDirectory):
     """The owner of the edit layout."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def exists(self) -> bool:
-        return (self.path / META).is_file()
-
-    @classmethod
-    @contextlib.contextmanager
-    def building(cls, path: str | Path) -> Iterator[EditDirectory]:
-        path = Path(path)
-        if path.is_dir() and any(path.iterdir()) and not cls(path).exists():
-            raise InputError(f"{path} is not empty and holds no edits ({META}); choose another "
-                             "output directory", field="out")
-        with building_dir(path) as partial:
-            yield cls(partial)
+    MARKER, HOLDS = META, "edits"
 
     def strip(self, image: str) -> Path:
         return self.path / "strips" / f"{image}.png"

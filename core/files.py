@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 from core.errors import InputError
 
@@ -150,3 +151,40 @@ def _remove_if_abandoned(partial: Path) -> None:
     finally:
         os.close(fd)
     shutil.rmtree(partial, ignore_errors=True)
+
+
+_Owned = TypeVar("_Owned", bound="WholeDirectory")
+
+
+class WholeDirectory:
+    """An output directory marked by one file (``MARKER``) and only ever built whole: beside its
+    final name, then swapped in (:func:`building_dir`). Subclasses own a layout inside it."""
+
+    MARKER: ClassVar[str]
+    HOLDS: ClassVar[str]  # what the directory holds, as messages name it
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return (self.path / self.MARKER).is_file()
+
+    @classmethod
+    def check_target(cls, path: str | Path) -> Path:
+        """``path`` if a build may replace it; a file, or a non-empty directory that holds
+        something else, is refused in one line. Callers check before long work; building
+        checks again."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"out {path} exists and is not a directory", field="out")
+        if path.is_dir() and any(path.iterdir()) and not cls(path).exists():
+            raise InputError(f"out {path} is not empty and holds no {cls.HOLDS} ({cls.MARKER}); "
+                             "choose another directory", field="out")
+        return path
+
+    @classmethod
+    @contextlib.contextmanager
+    def building(cls: type[_Owned], path: str | Path) -> Iterator[_Owned]:
+        """A fresh directory that replaces ``path`` whole when the block succeeds."""
+        with building_dir(cls.check_target(path)) as partial:
+            yield cls(partial)

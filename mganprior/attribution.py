@@ -105,13 +105,8 @@ def _targets(run: RunDirectory, names: list[str]) -> torch.Tensor | None:
 
 
 def _out_dir(run: RunDirectory, out: str | Path | None) -> Path:
-    out = Path(out) if out is not None else run.path / "attribution"
-    if out.exists() and not out.is_dir():
-        raise InputError(f"out {out} exists and is not a directory", field="out")
-    if out.is_dir() and any(out.iterdir()) and not AttributionDirectory(out).exists():
-        raise InputError(f"out {out} is not empty and holds no attribution; choose another "
-                         "directory", field="out")
-    return out
+    return AttributionDirectory.check_target(out if out is not None else
+                                             run.path / "attribution")
 
 
 PART_IMAGES = 64  # images per part: what one process holds in memory at a time

@@ -98,9 +98,8 @@ def edit_run(run_dir: str | Path, direction_path: str | Path, settings: EditSett
             raise InputError("target needs a segmenter (--segmenter or --segmenter-dir)",
                              field="target")
         seg.vocabulary.index(target)
-    out = Path(out) if out is not None else run.path / "edits" / direction.name
-    if out.exists() and not out.is_dir():
-        raise InputError(f"out {out} exists and is not a directory", field="out")
+    out = EditDirectory.check_target(out if out is not None else
+                                     run.path / "edits" / direction.name)
     result = edit(loaded.generator, inversion, direction, settings, segmenter=seg,
                   progress=progress)
     error = check_zero_frame(result, inversion.reconstructions)

@@ -239,8 +239,14 @@ def test_bad_edit_input_gets_one_line_and_writes_nothing(capsys, tmp_path, tiny_
     assert main(["invert", "--checkpoint", checkpoint, "--images", str(face_pngs), "--out",
                  str(run), "--iterations", "2", "--codes", "2", "--quiet"]) == 0
     np.save(tmp_path / "wrong.npy", np.ones((1, 3)))
+    np.save(tmp_path / "good.npy", np.eye(1, tiny_pggan.z_dim))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("keep")
     capsys.readouterr()
     cases = [
+        (["edit", str(run), "--direction", str(tmp_path / "good.npy"), "--out", str(busy)],
+         f"--out {busy} is not empty and holds no edits"),
         (["edit", str(run), "--direction", str(tmp_path / "wrong.npy")], "has 3 numbers"),
         (["edit", str(run), "--direction", str(tmp_path / "missing.npy")], "does not exist"),
         (["edit", str(tmp_path), "--direction", str(tmp_path / "wrong.npy")], "holds no run"),
@@ -253,3 +259,4 @@ def test_bad_edit_input_gets_one_line_and_writes_nothing(capsys, tmp_path, tiny_
         assert main(args) == 2, args
         assert message in capsys.readouterr().err
     assert not (run / "edits").exists() and not (tmp_path / "d").exists()
+    assert [f.name for f in busy.iterdir()] == ["notes.txt"]
