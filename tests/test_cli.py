@@ -195,7 +195,8 @@ def test_training_stopped_by_a_signal_checkpoints_and_says_how_to_resume(tmp_pat
     import signal
     import time
 
-    import torch
+    from training.gan import CHECKPOINT, CHECKPOINT_KEYS
+    from training.loop import load_state
 
     out = tmp_path / "g"
     command = [sys.executable, "-m", "mganprior", "train-generator", "--domain", "bedroom",
@@ -206,13 +207,13 @@ def test_training_stopped_by_a_signal_checkpoints_and_says_how_to_resume(tmp_pat
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     deadline = time.monotonic() + 60
-    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+    while not (out / CHECKPOINT).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     process.send_signal(getattr(signal, signum))
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted; rerun the same command to resume" in err
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = load_state(out / CHECKPOINT, CHECKPOINT_KEYS)  # the trainer's own reader
     assert state["step"] >= 5  # the run resumes from here (test_training checks the step)
 
 
