@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,8 +201,9 @@ def test_a_direction_in_another_space_than_the_codes_is_refused():
 
 
 # -- files and commands ---------------------------------------------------------------------------
-def test_directions_edit_and_report_from_the_command_line(capsys, tmp_path, tiny_pggan,
-                                                          face_pngs):
+@pytest.fixture
+def tiny_run(tmp_path, tiny_pggan, face_pngs) -> tuple[str, Path]:
+    """A saved tiny PGGAN and a 2-code run of it on the face PNGs: (checkpoint, run dir)."""
     from inversion.generators import save_generator
     from mganprior.cli import main
 
@@ -209,6 +211,13 @@ def test_directions_edit_and_report_from_the_command_line(capsys, tmp_path, tiny
     run = tmp_path / "run"
     assert main(["invert", "--checkpoint", checkpoint, "--images", str(face_pngs), "--out",
                  str(run), "--iterations", "3", "--codes", "2", "--quiet"]) == 0
+    return checkpoint, run
+
+
+def test_directions_edit_and_report_from_the_command_line(capsys, tmp_path, tiny_run):
+    from mganprior.cli import main
+
+    checkpoint, run = tiny_run
     assert main(["directions", "sefa", "--checkpoint", checkpoint, "--count", "2", "--out",
                  str(tmp_path / "dirs")]) == 0
     assert "sefa_00.npy (sefa, space z, eigenvalue" in capsys.readouterr().out
@@ -230,14 +239,10 @@ def test_directions_edit_and_report_from_the_command_line(capsys, tmp_path, tiny
 
 
 def test_bad_edit_input_gets_one_line_and_writes_nothing(capsys, tmp_path, tiny_pggan,
-                                                         face_pngs):
-    from inversion.generators import save_generator
+                                                         tiny_run):
     from mganprior.cli import main
 
-    checkpoint = str(save_generator(tiny_pggan, tmp_path / "tiny.safetensors"))
-    run = tmp_path / "run"
-    assert main(["invert", "--checkpoint", checkpoint, "--images", str(face_pngs), "--out",
-                 str(run), "--iterations", "2", "--codes", "2", "--quiet"]) == 0
+    checkpoint, run = tiny_run
     np.save(tmp_path / "wrong.npy", np.ones((1, 3)))
     np.save(tmp_path / "good.npy", np.eye(1, tiny_pggan.z_dim))
     busy = tmp_path / "busy"
