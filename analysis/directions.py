@@ -3,13 +3,15 @@
 - **InterFaceGAN boundary files** (Shen et al. 2020): a ``.npy`` array of shape (1, d), float64,
   unit norm; named ``{gan}_{dataset}_{attribute}[_w]_boundary.npy`` (``_w``: the boundary lives in
   W, else in Z). :func:`load_boundary` checks size and space against the generator.
-- **Trained boundaries**, the InterFaceGAN way (:func:`train_boundary`): sample latents, score
-  each with an attribute function, keep the top and bottom fraction (2% by default), fit a linear
-  SVM (scikit-learn), keep its unit normal and report held-out accuracy; optionally project out up
-  to two other boundaries (conditioning).
+- **Trained boundaries**, as InterFaceGAN's ``train_boundary`` (:func:`train_boundary`): sample
+  latents, score each with an attribute function, keep the top and bottom fraction (2% by
+  default), split each side 70/30 on its own, fit ``SVC(kernel="linear")`` (scikit-learn), keep
+  its unit normal and report held-out accuracy; optionally project out up to two other
+  boundaries (conditioning).
 - **SeFa** (Shen & Zhou 2021), closed form and data free (:func:`sefa_directions`): the
-  eigenvectors of ``A^T A`` for ``A`` the weight of the first layer acting on the latent (columns
-  normalised), sorted by eigenvalue (largest first); the eigenvalues are reported as importance.
+  eigenvectors of ``A^T A`` for ``A`` the weight of the layers acting on the latent, each output
+  unit's weight vector normalised (genforce/sefa's ``factorize_weight``), sorted by eigenvalue
+  (largest first); the eigenvalues are reported as importance.
 
 Every direction is saved as the official ``.npy`` plus a JSON sidecar (source, generator sha256,
 latent space, accuracy or eigenvalue): :class:`Direction`.
@@ -128,10 +130,13 @@ def load_boundary(path: str | Path, generator: LayeredGenerator, space: str | No
 # -- SeFa -----------------------------------------------------------------------------------------
 def sefa(weight: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvectors ``[count, d]`` (rows, unit norm) and eigenvalues ``[count]`` of ``A^T A``,
-    largest first, for ``A`` = ``weight`` ``[out, d]`` with unit-norm columns."""
+    largest first, for ``A`` = ``weight`` ``[out, d]`` with each output unit's row scaled to unit
+    norm, as genforce/sefa's ``factorize_weight`` does (its ``[d, out]`` weight normalised over
+    axis 0). The eigenvalues therefore sum to the number of output units. The released code keeps
+    ``np.linalg.eig``'s unsorted order; this sorts by eigenvalue."""
     a = weight.detach().double().cpu().numpy()
-    norms = np.linalg.norm(a, axis=0, keepdims=True)
-    a = a / np.where(norms > 0, norms, 1.0)  # a latent dimension the layer ignores stays 0
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    a = a / np.where(norms > 0, norms, 1.0)  # an output unit with no weight stays 0
     values, vectors = np.linalg.eigh(a.T @ a)  # ascending; A^T A is symmetric
     order = np.argsort(values)[::-1][:count]
     return vectors[:, order].T, values[order]
@@ -140,9 +145,11 @@ def sefa(weight: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
 def sefa_directions(generator: LayeredGenerator, count: int = 5, layers: str = "all",
                     generator_sha256: str | None = None) -> list[Direction]:
     """The ``count`` most important SeFa directions of ``generator``."""
-    if count < 1:
-        raise InputError(f"count must be at least 1, got {count}", field="count")
     weight, space = generator.latent_weight(layers)
+    if isinstance(count, bool) or not isinstance(count, int) or \
+            not 1 <= count <= weight.shape[1]:
+        raise InputError(f"count must be an integer in [1, {weight.shape[1]}] (the size of the "
+                         f"{space} space SeFa factorises), got {count}", field="count")
     vectors, values = sefa(weight, count)
     return [Direction(f"sefa_{i:02d}", vector, space, "sefa",
                       {"eigenvalue": float(value), "rank": i, "layers": layers,
@@ -173,16 +180,26 @@ def project_out(direction: np.ndarray, conditions: Sequence[np.ndarray]) -> np.n
 class BoundaryFit:
     normal: np.ndarray  # [d], unit norm
     accuracy: float  # on the held-out part of the chosen samples
-    samples: int  # latents scored
+    samples: int  # latents scored (valid ones)
     chosen: int  # positives + negatives kept
+    # indices into the latents given: each side's training and validation samples
+    train_positive: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    validation_positive: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    train_negative: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    validation_negative: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
 
 def train_boundary(latents: np.ndarray, scores: np.ndarray, fraction: float = 0.02,
-                   validation: float = 0.3, seed: int = 0,
-                   conditions: Sequence[np.ndarray] = ()) -> BoundaryFit:
-    """Fit a linear SVM between the top and bottom ``fraction`` of ``latents`` ``[K, d]`` by
-    ``scores`` ``[K]``; its unit normal points toward high scores."""
-    from sklearn.svm import LinearSVC
+                   split_ratio: float = 0.7, seed: int = 0,
+                   conditions: Sequence[np.ndarray] = (),
+                   invalid_value: float | None = None) -> BoundaryFit:
+    """InterFaceGAN's ``train_boundary`` on ``latents`` ``[K, d]`` and ``scores`` ``[K]``: the
+    top and bottom ``int(K * fraction)`` samples by score are the positives and negatives; each
+    side is shuffled (seeded) and split on its own, ``int(chosen * split_ratio)`` for training, so
+    training and validation are balanced; ``sklearn.svm.SVC(kernel="linear")`` (C = 1) is fit
+    and its unit normal, pointing toward high scores, is the boundary (the intercept is dropped).
+    Samples whose score equals ``invalid_value`` are left out first."""
+    from sklearn.svm import SVC
 
     latents = np.asarray(latents, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -191,28 +208,35 @@ def train_boundary(latents: np.ndarray, scores: np.ndarray, fraction: float = 0.
                          f"vs {list(scores.shape)}", field="samples")
     if not 0 < fraction <= 0.5:
         raise InputError(f"fraction must be in (0, 0.5], got {fraction}", field="fraction")
-    side = int(len(scores) * fraction)
+    if not 0 < split_ratio < 1:
+        raise InputError(f"split_ratio must be in (0, 1), got {split_ratio}", field="split_ratio")
+    valid = np.flatnonzero(scores != invalid_value) if invalid_value is not None \
+        else np.arange(len(scores))
+    side = min(int(len(valid) * fraction), len(valid) // 2)
     if side < MIN_SAMPLES_PER_SIDE:
-        raise InputError(f"samples: {len(scores)} samples at fraction {fraction:g} give {side} "
+        raise InputError(f"samples: {len(valid)} samples at fraction {fraction:g} give {side} "
                          f"per side; a boundary needs at least {MIN_SAMPLES_PER_SIDE} "
                          f"({math.ceil(MIN_SAMPLES_PER_SIDE / fraction)} samples)",
                          field="samples")
-    if np.ptp(scores) == 0:
+    if np.ptp(scores[valid]) == 0:
         raise InputError("samples: every sample has the same score; the attribute does not vary",
                          field="samples")
-    order = np.argsort(scores)
-    chosen = np.concatenate([order[-side:], order[:side]])
-    labels = np.concatenate([np.ones(side), np.zeros(side)])
+    order = valid[np.argsort(scores[valid], kind="stable")[::-1]]  # highest score first
     rng = np.random.default_rng(seed)
-    shuffle = rng.permutation(len(chosen))
-    chosen, labels = chosen[shuffle], labels[shuffle]
-    held = max(1, int(len(chosen) * validation))
-    classifier = LinearSVC(C=1.0, max_iter=20000, random_state=seed)
-    classifier.fit(latents[chosen[held:]], labels[held:])
-    accuracy = float(classifier.score(latents[chosen[:held]], labels[:held]))
+    train_num = int(side * split_ratio)
+    positive, negative = rng.permutation(order[:side]), rng.permutation(order[-side:])
+    train = np.concatenate([positive[:train_num], negative[:train_num]])
+    held = np.concatenate([positive[train_num:], negative[train_num:]])
+    labels = np.concatenate([np.ones(train_num, int), np.zeros(train_num, int)])
+    held_labels = np.concatenate([np.ones(side - train_num, int),
+                                  np.zeros(side - train_num, int)])
+    classifier = SVC(kernel="linear").fit(latents[train], labels)
+    accuracy = float(classifier.score(latents[held], held_labels))
     normal = classifier.coef_.reshape(-1)
     normal = project_out(normal, conditions) if conditions else normal / np.linalg.norm(normal)
-    return BoundaryFit(normal, accuracy, len(scores), len(chosen))
+    return BoundaryFit(normal, accuracy, len(valid), 2 * side,
+                       positive[:train_num], positive[train_num:],
+                       negative[:train_num], negative[train_num:])
 
 
 # -- attribute functions --------------------------------------------------------------------------

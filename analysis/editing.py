@@ -4,8 +4,11 @@
   the inversion, alphas and any extra latents fixed, for ``t`` in ``[-range, range]``.
 - **One code at a time** (the multi-code edit): only code n moves, so the frames show which part
   of the image code n controls under the direction. A chosen subset works the same way.
-- ``mode="absolute"`` (InterFaceGAN's single-code edit): each moving code is placed at signed
-  distance ``t`` from the boundary, ``z' = z + (t - z.d) d``.
+- ``mode="absolute"`` (InterFaceGAN's ``linear_interpolate`` for Z and W codes): each moving code
+  is placed at signed distance ``t`` from the boundary, ``z' = z + (t - z.d) d``. For W+ codes
+  InterFaceGAN's offsets are relative, and so are ours: ``absolute`` acts as ``offset`` there.
+- ``t`` runs from ``start`` to ``end`` (InterFaceGAN's start and end distances, -3 and 3 by
+  default), or over ``[-range, range]``.
 
 For every frame: the image, optionally its segmentation and class fractions (any segmenter). From
 those, per edit: the target class's fraction against ``t`` (is it monotone?), how much every other
@@ -19,6 +22,7 @@ inversion did (same batch, same ops), so it is the reconstruction.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,8 +42,10 @@ MODES = ("offset", "absolute")
 @dataclass(frozen=True)
 class EditSettings:
     steps: int = 7
-    range: float = 3.0
+    range: float = 3.0  # the symmetric shorthand for start = -range, end = range
     mode: str = "offset"
+    start: float | None = None  # InterFaceGAN's start_distance (with end: an asymmetric sweep)
+    end: float | None = None
     code_sets: str = "all,each"  # "all", "each" (one code at a time) and/or "n1+n2" subsets
     change_threshold: float = 0.05  # a pixel changed when its channel-mean |diff| exceeds this
 
@@ -50,6 +56,17 @@ class EditSettings:
         if not 0 < self.range < float("inf"):
             raise InputError(f"range must be a finite number above 0, got {self.range}",
                              field="range")
+        if (self.start is None) != (self.end is None):
+            raise InputError(f"start and end must be given together, got start {self.start} "
+                             f"and end {self.end}", field="start")
+        if self.start is not None:
+            for name, value in (("start", self.start), ("end", self.end)):
+                if not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise InputError(f"{name} must be a finite number, got {value!r}",
+                                     field=name)
+            if self.start == self.end:
+                raise InputError(f"start and end must differ, got {self.start} for both",
+                                 field="start")
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}",
                              field="mode")
@@ -58,8 +75,17 @@ class EditSettings:
                              field="change_threshold")
 
     def ts(self) -> torch.Tensor:
-        """The steps, symmetric around 0 (0 included when ``steps`` is odd)."""
+        """The steps from ``start`` to ``end`` (InterFaceGAN's ``linspace``), or symmetric
+        around 0 for ``range`` (0 included when ``steps`` is odd)."""
+        if self.start is not None:
+            return torch.linspace(self.start, self.end, self.steps, dtype=torch.float64).float()
         return torch.linspace(-self.range, self.range, self.steps)
+
+    def describe(self) -> str:
+        """``7 steps in [-3, 3]``."""
+        low, high = (self.start, self.end) if self.start is not None else (-self.range,
+                                                                            self.range)
+        return f"{self.steps} steps in [{low:g}, {high:g}]"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,13 +244,13 @@ def edit(generator: LayeredGenerator, inversion: InversionResult, direction: Dir
     codes, alphas = inversion.codes.to(device), inversion.alphas.to(device)
     extras = {k: v.to(device) for k, v in inversion.extras.items()} or None
     ts = settings.ts()
+    mode = "offset" if space == "w+" else settings.mode  # InterFaceGAN: W+ offsets are relative
     frames = torch.empty(inversion.batch, len(sets), len(ts), 3, generator.resolution,
                          generator.resolution)
     work = [(s, i) for s in range(len(sets)) for i in range(len(ts))]
     with frozen(generator):
         for s, i in tqdm(work, desc="editing", unit="frame", disable=not progress, leave=False):
-            edited = moved_codes(codes, vector, float(ts[i]), moving[s].to(device),
-                                 settings.mode)
+            edited = moved_codes(codes, vector, float(ts[i]), moving[s].to(device), mode)
             frames[:, s, i] = render(generator, edited, alphas, layer, inversion.fusion, rules,
                                      extras).float().clamp(-1, 1).cpu()
     reference = frames[:, :, int(ts.abs().argmin())]  # t = 0 (or the step nearest it)

@@ -53,6 +53,7 @@ class SegmentationChoice:
 
     segmenter: str | None = None
     segmenter_dir: str | Path | None = None
+    scales: str | None = None  # multi-scale inference of a CSAIL segmenter folder
     labels_dir: str | Path | None = None
     label_names: str | None = None  # vocabulary name or JSON list (labels, or an smp dir)
     segment: str = "reconstruction"
@@ -62,7 +63,8 @@ class SegmentationChoice:
         if self.labels_dir is not None:
             return f"label maps in {self.labels_dir}"
         model = self.segmenter or self.segmenter_dir
-        return f"segmenter {model} on the {self.segment}s"
+        scales = f" at scales {self.scales}" if self.scales not in (None, "", "1") else ""
+        return f"segmenter {model}{scales} on the {self.segment}s"
 
 
 def _stderr(message: str) -> None:
@@ -155,7 +157,8 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
         segmenter = None
     else:
         segmenter = load_segmenter(choice.segmenter, choice.segmenter_dir,
-                                   labels=choice.label_names, device=loaded.generator.device)
+                                   labels=choice.label_names, device=loaded.generator.device,
+                                   scales=choice.scales)
     perceptual = None
     if settings.difference == "perceptual":
         status = load_perceptual("vgg16", vgg_weights)

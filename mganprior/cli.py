@@ -38,6 +38,9 @@ from training.gan import ARCHITECTURES, train_config_class
 # The paper's cross-domain experiment: bedrooms through face, church, conference and bedroom priors.
 DEFAULT_DEMO_OUT = "runs/demo"
 # Library fields whose flag is not ``--`` + the field name with dashes.
+SCALES_HELP = ("CSAIL segmenters: multi-scale inference as CSAIL's evaluation runs it: csail "
+               "(the folder's test scales, else 300,375,450,525,600), or short sides such as "
+               "300,450 (default: one pass at the image's size)")
 FLAGS = {"ema_half_life_images": "--ema-half-life", "generator_override": "--generator",
          "labels_dir": "--labels", "label_names": "--label-names"}
 
@@ -179,6 +182,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       "that does not name its classes: a name (scene-world, ade20k-150, "
                       "celebamask-hq-19) or a JSON list of class names (default for --labels: "
                       "scene-world)")
+    attr.add_argument("--segmenter-scales", help=SCALES_HELP)
     attr.add_argument("--segment", default="reconstruction", choices=SEGMENT_SOURCES,
                       help="which image the segmenter sees (default: %(default)s)")
     attr.add_argument("--resize-labels", action="store_true",
@@ -265,6 +269,7 @@ def _build_parser() -> argparse.ArgumentParser:
     directions.add_argument("--segmenter-dir", help="... or a segmenter folder")
     directions.add_argument("--label-names", help="class names of a --segmenter-dir that does "
                             "not name them")
+    directions.add_argument("--segmenter-scales", help=SCALES_HELP)
     directions.add_argument("--samples", type=int, default=5000,
                             help="interfacegan: latents to score (default %(default)s)")
     directions.add_argument("--fraction", type=float, default=0.02,
@@ -288,18 +293,24 @@ def _build_parser() -> argparse.ArgumentParser:
                       "directions`, or an InterFaceGAN boundary)")
     edit_defaults = EditSettings()
     edit.add_argument("--steps", type=int, default=edit_defaults.steps,
-                      help="steps from -range to +range (default %(default)s)")
+                      help="steps from start to end (default %(default)s)")
     edit.add_argument("--range", type=float, default=edit_defaults.range,
-                      help="largest |t| (default %(default)s)")
+                      help="symmetric sweep: t from -range to +range (default %(default)s)")
+    edit.add_argument("--start", type=float, help="first t (with --end; InterFaceGAN's "
+                      "start_distance); overrides --range")
+    edit.add_argument("--end", type=float, help="last t (with --start; InterFaceGAN's "
+                      "end_distance)")
     edit.add_argument("--mode", default=edit_defaults.mode, choices=EDIT_MODES,
-                      help="offset: codes + t d; absolute: codes at signed distance t from "
-                      "the boundary (InterFaceGAN)")
+                      help="offset: codes + t d; absolute: Z/W codes at signed distance t from "
+                      "the boundary (InterFaceGAN's linear_interpolate; W+ codes move by t d "
+                      "there too)")
     edit.add_argument("--codes", default=edit_defaults.code_sets,
                       help="code sets: all, each (one at a time), or indices joined by + "
                       "(default %(default)s)")
     edit.add_argument("--segmenter", help="a named segmenter for class shares per frame")
     edit.add_argument("--segmenter-dir", help="... or a segmenter folder")
     edit.add_argument("--label-names", help="class names of a --segmenter-dir")
+    edit.add_argument("--segmenter-scales", help=SCALES_HELP)
     edit.add_argument("--target", help="the class the edit is meant to change (curves, "
                       "monotonicity)")
     edit.add_argument("--generator", dest="generator_override",
@@ -634,6 +645,7 @@ def _attribute(args: argparse.Namespace) -> int:
                                    binarize=args.binarize, difference=args.difference,
                                    min_iou=args.min_iou, min_difference=args.min_difference)
     choice = SegmentationChoice(segmenter=args.segmenter, segmenter_dir=args.segmenter_dir,
+                                scales=args.segmenter_scales,
                                 labels_dir=args.labels, label_names=args.label_names,
                                 segment=args.segment, resize_labels=args.resize_labels)
     result, out = attribute_run(
@@ -736,7 +748,7 @@ def _directions(args: argparse.Namespace) -> int:
     segmenter = None
     if args.segmenter or args.segmenter_dir:
         segmenter = load_segmenter(args.segmenter, args.segmenter_dir, labels=args.label_names,
-                                   device=loaded.generator.device)
+                                   device=loaded.generator.device, scales=args.segmenter_scales)
     paths = find_directions(args.method, loaded, args.out, count=args.count,
                             layers=args.layers, attribute=args.attribute, segmenter=segmenter,
                             samples=args.samples, fraction=args.fraction, space=args.space,
@@ -754,9 +766,10 @@ def _edit(args: argparse.Namespace) -> int:
     from mganprior.editing import edit_run
 
     settings = EditSettings(steps=args.steps, range=args.range, mode=args.mode,
-                            code_sets=args.codes)
+                            start=args.start, end=args.end, code_sets=args.codes)
     result, out = edit_run(args.run_dir, args.direction, settings, segmenter=args.segmenter,
                            segmenter_dir=args.segmenter_dir, label_names=args.label_names,
+                           segmenter_scales=args.segmenter_scales,
                            target=args.target, out=args.out,
                            generator=args.generator_override, checkpoint=args.checkpoint,
                            device=args.device, progress=not args.quiet)

@@ -71,8 +71,9 @@ def find_directions(method: str, loaded: LoadedGenerator, out: str | Path, *, co
 
 def edit_run(run_dir: str | Path, direction_path: str | Path, settings: EditSettings, *,
              segmenter: str | None = None, segmenter_dir: str | Path | None = None,
-             label_names: str | None = None, target: str | None = None,
-             out: str | Path | None = None, generator: str | None = None,
+             label_names: str | None = None, segmenter_scales: str | None = None,
+             target: str | None = None, out: str | Path | None = None,
+             generator: str | None = None,
              checkpoint: str | Path | None = None, device: str | None = None,
              progress: bool = True, log: Callable[[str], None] = _stderr,
              ) -> tuple[EditResult, Path]:
@@ -92,7 +93,7 @@ def edit_run(run_dir: str | Path, direction_path: str | Path, settings: EditSett
     seg = None
     if segmenter is not None or segmenter_dir is not None:
         seg = load_segmenter(segmenter, segmenter_dir, labels=label_names,
-                             device=loaded.generator.device)
+                             device=loaded.generator.device, scales=segmenter_scales)
     if target is not None:
         if seg is None:
             raise InputError("target needs a segmenter (--segmenter or --segmenter-dir)",

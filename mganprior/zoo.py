@@ -127,11 +127,11 @@ def load_generator(name: str | None = None, checkpoint: str | Path | None = None
 
 def load_segmenter(name: str | None = None, directory: str | Path | None = None, *,
                    labels: str | list[str] | None = None, device: str | torch.device | None = None,
-                   ) -> Segmenter:
+                   scales: str | None = None) -> Segmenter:
     """A named zoo segmenter or a segmenter folder of any known format, on ``device``.
 
     ``labels`` (a vocabulary name, a JSON list file or a list) names a user model's classes when
-    its folder does not.
+    its folder does not. ``scales`` asks a CSAIL folder for multi-scale inference.
     """
     if (name is None) == (directory is None):
         raise InputError("give exactly one of a segmenter name (--segmenter) or a segmenter "
@@ -145,4 +145,5 @@ def load_segmenter(name: str | None = None, directory: str | Path | None = None,
             raise InputError(f"{name}: weights file {directory / 'model.safetensors'} is missing; "
                              "it is committed with the repository (retrain with "
                              "scenes/train_models.sh and python -m scenes.publish)")
-    return load_segmenter_dir(directory, labels=labels, device=resolve_device(device))
+    return load_segmenter_dir(directory, labels=labels, device=resolve_device(device),
+                              scales=scales)

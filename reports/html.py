@@ -22,6 +22,7 @@ from PIL import Image
 
 from analysis.attribution_files import AttributionDirectory
 from analysis.edit_files import EditDirectory
+from analysis.editing import EditSettings
 from analysis.study_files import StudyDirectory
 from core.errors import InputError
 from core.files import atomic_write_bytes
@@ -265,6 +266,15 @@ def animation_uri(path: Path, alt: str) -> Picture:
     return Picture(alt, uri=_data_uri(path.read_bytes(), "image/gif"))
 
 
+
+def sweep(settings: dict[str, Any]) -> str:
+    """``7 steps in [-3, 3]`` from an edit's stored settings."""
+    try:
+        return EditSettings(**settings).describe()
+    except (InputError, TypeError):
+        return f"{settings.get('steps')} steps"
+
+
 def edit_blocks(directory: EditDirectory, problems: list[str], images: int) -> list[Block]:
     """The Edits section: provenance, summary table, curves, strips, animations, changes."""
     try:
@@ -285,8 +295,7 @@ def edit_blocks(directory: EditDirectory, problems: list[str], images: int) -> l
         f"attribute {facts['attribute']}" if facts.get("attribute") else None,
         f"generator sha256 {str(facts.get('generator_sha256'))[:12]}"
         if facts.get("generator_sha256") else None,
-        f"{settings.get('steps')} steps in [-{settings.get('range')}, {settings.get('range')}], "
-        f"mode {settings.get('mode')}",
+        f"{sweep(settings)}, mode {settings.get('mode')}",
         f"target {meta['target']}" if meta.get("target") else None,
         f"segmentation: {meta['segmentation_source']}" if meta.get("segmentation_source")
         else None]))

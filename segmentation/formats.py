@@ -61,14 +61,26 @@ def known_formats() -> str:
     return "; ".join(f"{f.name} ({f.description})" for f in SEGMENTER_FORMATS)
 
 
+MULTISCALE_FORMATS = ("csail",)  # formats whose loader takes scales=
+
+
 def load_segmenter_dir(directory: str | Path, *, labels: str | list[str] | None = None,
-                       device: str | torch.device | None = None) -> Segmenter:
-    """Load a segmenter folder of any registered format on ``device``."""
+                       device: str | torch.device | None = None,
+                       scales: str | None = None) -> Segmenter:
+    """Load a segmenter folder of any registered format on ``device``; ``scales`` (CSAIL
+    folders: ``csail``, ``1`` or short sides such as ``300,450``) asks for multi-scale
+    inference."""
     directory = resolve_hub(str(directory)) or Path(directory)
     if not directory.is_dir():
         raise InputError(f"segmenter directory {directory} does not exist")
     for fmt in SEGMENTER_FORMATS:
         if fmt.sniff(directory):
+            if fmt.name in MULTISCALE_FORMATS:
+                return fmt.load(directory, labels=labels, device=device, scales=scales)
+            if scales is not None and str(scales).strip() not in ("", "1"):
+                raise InputError(f"segmenter_scales {scales} applies to "
+                                 f"{', '.join(MULTISCALE_FORMATS)} segmenters; {directory} is "
+                                 f"a {fmt.name} folder", field="segmenter_scales")
             return fmt.load(directory, labels=labels, device=device)
     raise InputError(f"{directory} is not a segmenter folder in a known format. Known formats: "
                      f"{known_formats()}")

@@ -1,20 +1,24 @@
 """Hugging Face transformers semantic-segmentation models as Segmenters, always offline.
 
 A folder written by ``save_pretrained`` (``config.json`` with ``model_type``, the weights,
-``preprocessor_config.json``) or a hub cache entry named by its repo id
-(``nvidia/segformer-b0-finetuned-ade-512-512``) is loaded with ``local_files_only=True``: nothing
-is ever fetched, and a missing file gets one line naming it and the command that would fetch it
-on a machine with network.
+``preprocessor_config.json``; OneFormer also its tokenizer) or a hub cache entry named by its repo
+id (``nvidia/segformer-b0-finetuned-ade-512-512``) is loaded with ``local_files_only=True``:
+nothing is ever fetched, and a missing file gets one line naming it and the command that would
+fetch it on a machine with network.
 
-- **Per-pixel models** (SegFormer, UPerNet with ConvNeXt or Swin backbones, BEiT, DPT, ...):
-  ``AutoModelForSemanticSegmentation``; their logits are upsampled to the image and argmaxed.
-- **Universal models** (Mask2Former, MaskFormer, OneFormer): ``AutoModelForUniversalSegmentation``;
-  the semantic map is each class's probability (softmax over the classes of every query, the
-  "no object" class dropped) times each query's mask probability, summed over queries.
+Every map is the one transformers' own ``image-segmentation`` pipeline gives with
+``subtask="semantic"``: the images go to the folder's own image processor as 8-bit pixels (what
+the pipeline hands it after ``load_image``), the model runs on the processor's output, and the
+processor's ``post_process_semantic_segmentation`` turns the outputs into label maps at the
+images' size. That covers the per-pixel models (SegFormer, UPerNet with ConvNeXt or Swin
+backbones, BEiT, DPT, ...: logits upsampled, then argmax) and the universal ones (Mask2Former,
+MaskFormer: mask logits upsampled before they meet the class probabilities; OneFormer, given the
+``semantic`` task input through its tokenizer, as the pipeline does). Only where a per-pixel
+model's processor has no post-processing are its logits upsampled (bilinear) and argmaxed here.
 
 Class names come from ``config.id2label`` (by index: ADE20K checkpoints on the hub number the 150
-classes from 0 = wall, which is this project's ``ade20k-150`` order); preprocessing (size, rescale,
-mean, std) from the preprocessor config, applied in torch on the model's device, batched.
+classes from 0 = wall, which is this project's ``ade20k-150`` order), stripped of the spaces hub
+configs leave in them (``"bed "``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
+from core.pixels import to_uint8
 from segmentation.segmenters import check_images
 from segmentation.vocabularies import ADE20K_150, Vocabulary, spread_colors
 
@@ -60,30 +67,40 @@ def resolve_hub(name: str) -> Path | None:
                          "the cache, or pass the folder it was saved to") from None
 
 
-def vocabulary_of(config: Any, name: str) -> Vocabulary:
-    """Class names in index order from ``id2label``; the ADE20K-150 colours when they are its
-    classes."""
-    labels = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+def vocabulary_of(config: Any, name: str, source: str) -> Vocabulary:
+    """Class names in index order from ``id2label``, stripped of surrounding spaces (hub ADE20K
+    configs write ``"bed "``); the ADE20K-150 colours when they are its classes."""
+    where = f"{source}/config.json"
+    raw = config.id2label or {}
+    try:
+        labels = {int(k): str(v).strip() for k, v in dict(raw).items()}
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: id2label must map class ids to names, got "
+                         f"{str(raw)[:60]}", field="id2label") from None
     if sorted(labels) != list(range(len(labels))) or not labels:
-        raise InputError(f"{name}: config.id2label must number the classes 0..K-1, got "
-                         f"{sorted(labels)[:5]}...")
+        raise InputError(f"{where}: id2label must number the classes 0..K-1, got "
+                         f"{sorted(labels)[:5]}...", field="id2label")
     names = tuple(labels[i] for i in range(len(labels)))
-    if len(names) == len(ADE20K_150) and names[0] == ADE20K_150.names[0]:
-        return Vocabulary(ADE20K_150.name, names, ADE20K_150.colors)
-    return Vocabulary(name, names, spread_colors(len(names)))
+    try:
+        if len(names) == len(ADE20K_150) and names[0] == ADE20K_150.names[0]:
+            return Vocabulary(ADE20K_150.name, names, ADE20K_150.colors)
+        return Vocabulary(name, names, spread_colors(len(names)))
+    except InputError as err:
+        raise InputError(f"{where}: id2label: {err}; rename one of them there, or pass "
+                         "labels= (--label-names) with distinct names", field="id2label") \
+            from None
 
 
 class HFSegmenter:
-    """A transformers segmentation model as a Segmenter (see the module docstring)."""
+    """A transformers segmentation model and its processor as a Segmenter (see the module
+    docstring)."""
 
-    def __init__(self, model: torch.nn.Module, vocabulary: Vocabulary, *, size: tuple[int, int],
-                 mean: tuple[float, ...], std: tuple[float, ...], rescale: float,
-                 normalize: bool, universal: bool, source: str, batch_size: int = 16) -> None:
+    def __init__(self, model: torch.nn.Module, vocabulary: Vocabulary, *, processor: Any,
+                 universal: bool, source: str, tokenizer: Any = None,
+                 batch_size: int = 16) -> None:
         self.model = model.eval()
-        self.vocabulary = vocabulary
-        self.size, self.mean, self.std = size, mean, std
-        self.rescale, self.normalize, self.universal = rescale, normalize, universal
-        self.source, self.batch_size = source, batch_size
+        self.vocabulary, self.processor, self.tokenizer = vocabulary, processor, tokenizer
+        self.universal, self.source, self.batch_size = universal, source, batch_size
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -93,48 +110,81 @@ class HFSegmenter:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.to(self.device, torch.float32) + 1) * 127.5 * self.rescale  # as 0-255 bytes
-        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False,
-                          antialias=True)
-        if self.normalize:
-            mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-            x = (x - mean) / std
-        return x
+    def inputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's inputs for images ``[B, 3, H, W]`` in [-1, 1], made by the folder's
+        processor from their 8-bit pixels, on the model's device."""
+        pixels = torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2)  # [B, 3, H, W] uint8
+        kwargs = {"task_inputs": ["semantic"] * len(pixels)} if self.tokenizer is not None else {}
+        batch = self.processor(images=list(pixels), return_tensors="pt", **kwargs)
+        inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        if self.tokenizer is not None:
+            inputs["task_inputs"] = self.tokenizer(
+                batch["task_inputs"], padding="max_length",
+                max_length=self.model.config.task_seq_len, return_tensors="pt")["input_ids"]
+        return {k: v.to(self.device) for k, v in inputs.items()}
 
-    def scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-class scores ``[B, K, H, W]`` at the images' size."""
-        check_images(images)
-        outputs = self.model(pixel_values=self._prepare(images))
-        if self.universal:
-            classes = outputs.class_queries_logits.softmax(dim=-1)[..., :-1]  # [B, Q, K]
-            masks = outputs.masks_queries_logits.sigmoid()  # [B, Q, h, w]
-            scores = torch.einsum("bqk,bqhw->bkhw", classes, masks)
-        else:
-            scores = outputs.logits
-        if scores.shape[1] != len(self.vocabulary):
-            raise InputError(f"{self.source} predicts {scores.shape[1]} classes but names "
-                             f"{len(self.vocabulary)} (config.id2label)")
-        return F.interpolate(scores, size=images.shape[-2:], mode="bilinear",
-                             align_corners=False)
+    def _maps(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(**self.inputs(images))
+        size = tuple(images.shape[-2:])
+        post = getattr(self.processor, "post_process_semantic_segmentation", None)
+        if post is None:  # a per-pixel model whose processor cannot post-process
+            return F.interpolate(outputs.logits, size=size, mode="bilinear",
+                                 align_corners=False).argmax(dim=1)
+        return torch.stack(post(outputs, target_sizes=[size] * len(images)))
 
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
-        maps = [self.scores(chunk).argmax(dim=1).cpu() for chunk in images.split(self.batch_size)]
-        return torch.cat(maps) if maps else torch.zeros((0, *images.shape[-2:]), dtype=torch.long)
+        maps = [self._maps(chunk).long().cpu() for chunk in images.split(self.batch_size)]
+        labels = torch.cat(maps) if maps else torch.zeros((0, *images.shape[-2:]),
+                                                         dtype=torch.long)
+        if labels.numel() and int(labels.max()) >= len(self.vocabulary):
+            raise InputError(f"{self.source} predicts class {int(labels.max())} but names "
+                             f"{len(self.vocabulary)} (config.id2label)")
+        return labels
 
 
-def _size(processor: dict[str, Any], source: str) -> tuple[int, int]:
-    size = processor.get("size") or {}
-    if isinstance(size, int):
-        return size, size
-    if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if "shortest_edge" in size:
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
-    raise InputError(f"{source}: {PREPROCESSOR} gives no usable size ({size!r})")
+MAX_SIDE = 4096  # a processor size beyond this would allocate gigabytes per image
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def check_preprocessor(path: Path) -> dict[str, Any]:
+    """The preprocessor config as plain values, checked before transformers builds anything from
+    it: a JSON object, sizes positive and at most ``MAX_SIDE``, numbers where numbers belong,
+    three non-zero standard deviations."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path} is not JSON ({err})", field="preprocessor") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} must hold a JSON object, got {type(config).__name__}",
+                         field="preprocessor")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value)
+
+    size = config.get("size")
+    sides = list(size.values()) if isinstance(size, dict) else [size] if size is not None else []
+    for side in sides:
+        if side is not None and (not number(side) or not 0 < side <= MAX_SIDE):
+            raise InputError(f"{path}: size must give sides in [1, {MAX_SIDE}], got {size!r}",
+                             field="size")
+    if "rescale_factor" in config and not number(config["rescale_factor"]):
+        raise InputError(f"{path}: rescale_factor must be a number, got "
+                         f"{config['rescale_factor']!r}", field="rescale_factor")
+    for name in ("image_mean", "image_std"):
+        value = config.get(name)
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if len(values) not in (1, 3) or not all(number(v) for v in values):
+            raise InputError(f"{path}: {name} must be one or three numbers, got {value!r}",
+                             field=name)
+        if name == "image_std" and any(v == 0 for v in values):
+            raise InputError(f"{path}: image_std must not be 0, got {value!r} (every pixel "
+                             "would divide by zero)", field=name)
+    return config
 
 
 def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
@@ -163,24 +213,20 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
     if missing:
         raise InputError(f"{source} lacks {', '.join(missing)}; save the model and its image "
                          "processor there with save_pretrained")
+    check_preprocessor(directory / PREPROCESSOR)
+    quiet = (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
+             contextlib.redirect_stderr(io.StringIO()))
     try:
-        config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
-        processor = json.loads((directory / PREPROCESSOR).read_text())
-    except (OSError, ValueError, json.JSONDecodeError) as err:
-        raise InputError(f"{source} has a config transformers cannot read ({err})") from None
-    universal = config.model_type in UNIVERSAL
-    kind = (transformers.AutoModelForUniversalSegmentation if universal
-            else transformers.AutoModelForSemanticSegmentation)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+        with quiet[0], quiet[1], quiet[2]:
             warnings.simplefilter("ignore")
-            model = kind.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+            config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
+            processor = transformers.AutoImageProcessor.from_pretrained(source,
+                                                                        local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"{source} holds no weights transformers can load for a "
-                         f"{config.model_type} segmenter ({reason})") from None
-    vocabulary = vocabulary_of(config, directory.name)
+        raise InputError(f"{source} has a config or {PREPROCESSOR} transformers cannot read "
+                         f"({reason})") from None
+    vocabulary = vocabulary_of(config, directory.name, source)
     if labels is not None:
         from segmentation.segmenters import vocabulary_from
 
@@ -189,11 +235,38 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
             raise InputError(f"labels name {len(given)} classes but {source} predicts "
                              f"{len(vocabulary)}", field="labels")
         vocabulary = given
-    rescale = float(processor.get("rescale_factor", 1 / 255)) if processor.get(
-        "do_rescale", True) else 1.0
+    universal = config.model_type in UNIVERSAL
+    tokenizer = load_task_tokenizer(directory, transformers) \
+        if config.model_type == "oneformer" else None
+    kind = (transformers.AutoModelForUniversalSegmentation if universal
+            else transformers.AutoModelForSemanticSegmentation)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            model = kind.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, EOFError,
+            pickle.UnpicklingError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{source} holds no weights transformers can load for a "
+                         f"{config.model_type} segmenter ({reason})") from None
     return HFSegmenter(model.float().to(resolve_device(device)), vocabulary,
-                       size=_size(processor, source),
-                       mean=tuple(processor.get("image_mean", (0.485, 0.456, 0.406))),
-                       std=tuple(processor.get("image_std", (0.229, 0.224, 0.225))),
-                       rescale=rescale, normalize=bool(processor.get("do_normalize", True)),
-                       universal=universal, source=source)
+                       processor=processor, tokenizer=tokenizer, universal=universal,
+                       source=source)
+
+
+def load_task_tokenizer(directory: Path, transformers: Any) -> Any:
+    """OneFormer's tokenizer, which turns the ``semantic`` task input into tokens."""
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(f"{directory} is a OneFormer folder without its task tokenizer "
+                         f"(none of {', '.join(TOKENIZER_FILES)}); save the OneFormerProcessor "
+                         "(or its tokenizer) there with save_pretrained", field="tokenizer")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return transformers.AutoTokenizer.from_pretrained(str(directory),
+                                                              local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{directory}: OneFormer's task tokenizer cannot be read ({reason})",
+                         field="tokenizer") from None

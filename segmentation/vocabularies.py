@@ -14,6 +14,11 @@ import numpy as np
 from core.errors import InputError
 
 
+def class_key(name: str) -> str:
+    """How class names are compared: case and surrounding spaces do not count."""
+    return name.strip().casefold()
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Class names (label ``k`` is ``names[k]``) and one RGB colour per class for figures."""
@@ -26,17 +31,26 @@ class Vocabulary:
         if len(self.names) != len(self.colors):
             raise InputError(f"vocabulary {self.name}: {len(self.names)} names but "
                              f"{len(self.colors)} colours")
-        if len(set(self.names)) != len(self.names):
-            raise InputError(f"vocabulary {self.name} repeats a class name")
+        seen: dict[str, int] = {}
+        for k, name in enumerate(self.names):
+            first = seen.setdefault(class_key(name), k)
+            if first != k:
+                raise InputError(f"vocabulary {self.name} repeats class {name.strip()!r} (ids "
+                                 f"{first} and {k}, compared without case and surrounding "
+                                 "spaces)")
 
     def __len__(self) -> int:
         return len(self.names)
 
     def index(self, name: str) -> int:
-        if name not in self.names:
-            raise InputError(f"class {name!r} is not in vocabulary {self.name}; classes: "
-                             f"{', '.join(self.names)}")
-        return self.names.index(name)
+        """The id of class ``name``, matched without regard to case and surrounding spaces
+        (hub configs name ADE20K's classes ``"bed "``)."""
+        key = class_key(name)
+        for k, candidate in enumerate(self.names):
+            if class_key(candidate) == key:
+                return k
+        raise InputError(f"class {name!r} is not in vocabulary {self.name}; classes: "
+                         f"{', '.join(self.names)}")
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """Label map [H, W] (ints) -> RGB uint8 [H, W, 3] in the vocabulary's colours."""

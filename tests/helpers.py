@@ -26,7 +26,7 @@ from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
 from inversion.recipes import get_recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Inversion
-from segmentation.vocabularies import Vocabulary, spread_colors
+from segmentation.vocabularies import ADE20K_150, Vocabulary, spread_colors
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -526,3 +526,90 @@ def nvidia_pickle(generator: StyleGAN2Generator, path: Path, module_src: str = "
         path.write_bytes(pickle.dumps({"G": network, "D": None, "G_ema": network,
                                        "augment_pipe": None}, protocol=4))
     return path
+
+
+# -- tiny transformers segmenter folders ----------------------------------------------------------
+def tiny_swin():
+    import transformers
+
+    return transformers.SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1] * 4,
+                                   num_heads=[1] * 4, window_size=2,
+                                   out_features=["stage1", "stage2", "stage3", "stage4"])
+
+
+def task_tokenizer():
+    """A word-level tokenizer that knows OneFormer's task sentences ("the task is semantic")."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "[UNK]", "the", "task", "is", "semantic", "instance", "panoptic"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
+                                                unk_token="[UNK]")
+
+
+def tiny_hf_folder(kind: str, side: int, directory: Path, labels: dict[int, str] | None = None
+                   ) -> Path:
+    """A random-initialised transformers segmenter of ``kind`` (segformer, upernet, mask2former,
+    oneformer) saved with its processor (and OneFormer's tokenizer); the processor resizes to
+    ``side`` x ``side``. ``labels`` (id2label) defaults to ADE20K-150."""
+    import transformers
+
+    labels = labels if labels is not None else dict(enumerate(ADE20K_150.names))
+    ids = {"id2label": labels, "label2id": {v: k for k, v in labels.items()},
+           "num_labels": len(labels)}
+    size = {"height": side, "width": side}
+    with torch.random.fork_rng():
+        torch.manual_seed(side)
+        if kind == "segformer":
+            model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(
+                num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1],
+                mlp_ratios=[2, 2], decoder_hidden_size=16, **ids))
+            processor = transformers.SegformerImageProcessor(size=size)
+        elif kind == "upernet":
+            model = transformers.UperNetForSemanticSegmentation(transformers.UperNetConfig(
+                backbone_config=transformers.ConvNextConfig(
+                    hidden_sizes=[8, 8, 16, 16], depths=[1, 1, 1, 1],
+                    out_features=["stage1", "stage2", "stage3", "stage4"]),
+                hidden_size=16, auxiliary_in_channels=16, auxiliary_channels=8,
+                pool_scales=[1, 2], **ids))
+            processor = transformers.SegformerImageProcessor(size=size)
+        elif kind == "mask2former":
+            model = transformers.Mask2FormerForUniversalSegmentation(
+                transformers.Mask2FormerConfig(
+                    backbone_config=tiny_swin(), feature_size=32, mask_feature_size=32,
+                    hidden_dim=32, encoder_feedforward_dim=32, dim_feedforward=32,
+                    encoder_layers=1, decoder_layers=2, num_attention_heads=2, num_queries=5,
+                    common_stride=4, **ids))
+            processor = transformers.Mask2FormerImageProcessor(size=size)
+        else:
+            config = transformers.OneFormerConfig(
+                backbone_config=tiny_swin(), hidden_dim=32, mask_dim=32, conv_dim=32,
+                encoder_feedforward_dim=32, dim_feedforward=32, encoder_layers=1,
+                decoder_layers=2, num_attention_heads=2, num_queries=6, text_encoder_width=32,
+                text_encoder_num_layers=1, text_encoder_context_length=8,
+                text_encoder_proj_layers=1, text_encoder_vocab_size=8, task_seq_len=8,
+                max_seq_len=8, text_encoder_n_ctx=2, common_stride=4, is_training=False, **ids)
+            model = transformers.OneFormerForUniversalSegmentation(config)
+            processor = transformers.OneFormerImageProcessor(size=size, num_labels=len(labels),
+                                                             class_info_file=None)
+            task_tokenizer().save_pretrained(str(directory))
+        if kind in ("mask2former", "oneformer"):
+            sharpen_queries(model, len(labels))
+    model.eval().save_pretrained(str(directory))
+    processor.save_pretrained(str(directory))
+    return directory
+
+
+@torch.no_grad()
+def sharpen_queries(model: torch.nn.Module, classes: int) -> None:
+    """At random init every query says "about every class, everywhere" and the semantic map is
+    one class; larger class and mask heads make queries disagree, so maps say something."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module.out_features == classes + 1:
+            module.weight.mul_(40)
+        if name.endswith(("mask_embedder", "mask_embed")):
+            for parameter in module.parameters():
+                parameter.mul_(4)

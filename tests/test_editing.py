@@ -40,11 +40,13 @@ def angle(a, b) -> float:
 
 # -- SeFa -----------------------------------------------------------------------------------------
 def test_sefa_returns_the_known_eigenvectors_in_order():
-    # A with unit columns whose Gram matrix is GRAM, then columns rescaled: SeFa normalises them
-    weight = torch.from_numpy(np.linalg.cholesky(GRAM).T * np.array([2.0, 5.0, 0.3]))
+    # four output units (rows), each rescaled: SeFa normalises every unit's weight vector, so
+    # A^T A = e1e1' + 2 e2e2' + (e1+e3)(e1+e3)'/2 with eigenvalues 2, 1 +- 1/sqrt(2)
+    weight = torch.tensor([[2.0, 0, 0], [0, 5.0, 0], [0, 0.3, 0], [7.0, 0, 7.0]])
     vectors, values = sefa(weight, 3)
-    np.testing.assert_allclose(values, [1.5, 1.0, 0.5], atol=1e-9)
-    expected = [[1, 1, 0], [0, 0, 1], [1, -1, 0]]
+    np.testing.assert_allclose(values, [2.0, 1 + 0.5 ** 0.5, 1 - 0.5 ** 0.5], atol=1e-9)
+    assert values.sum() == pytest.approx(4)  # one per output unit
+    expected = [[0, 1, 0], [1 + 2 ** 0.5, 0, 1], [1 - 2 ** 0.5, 0, 1]]
     for vector, truth in zip(vectors, expected, strict=True):
         assert angle(vector, truth) < 1e-6
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from core.errors import InputError
+from helpers import tiny_hf_folder
 from segmentation.formats import load_segmenter_dir
 from segmentation.vocabularies import ADE20K_150
 
@@ -19,32 +19,14 @@ transformers = pytest.importorskip("transformers", reason="the hf extra is not i
 LABELS = dict(enumerate(ADE20K_150.names))
 
 
-def save_hf(model, directory: Path, processor) -> Path:
-    model.save_pretrained(str(directory))
-    processor.save_pretrained(str(directory))
-    return directory
-
-
 @pytest.fixture(scope="module")
 def segformer(tmp_path_factory) -> Path:
-    config = transformers.SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-        patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2],
-        decoder_hidden_size=16, num_labels=150, id2label=LABELS,
-        label2id={v: k for k, v in LABELS.items()})
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = transformers.SegformerForSemanticSegmentation(config)
-    processor = transformers.SegformerImageProcessor(size={"height": 48, "width": 48},
-                                                     image_mean=[0.5, 0.4, 0.3],
-                                                     image_std=[0.2, 0.3, 0.4])
-    return save_hf(model, tmp_path_factory.mktemp("segformer") / "model", processor)
+    return tiny_hf_folder("segformer", 48, tmp_path_factory.mktemp("segformer") / "model")
 
 
-def test_a_segformer_folder_loads_offline_with_its_preprocessing(segformer):
+def test_a_segformer_folder_loads_offline_and_segments_batches(segformer):
     segmenter = load_segmenter_dir(segformer, device="cpu")
     assert segmenter.vocabulary.name == "ade20k-150" and segmenter.labels[0] == "wall"
-    assert segmenter.size == (48, 48) and segmenter.mean == (0.5, 0.4, 0.3)
     images = torch.rand(3, 3, 32, 32) * 2 - 1
     maps = segmenter.segment(images)
     assert maps.shape == (3, 32, 32) and maps.dtype == torch.int64
@@ -52,56 +34,56 @@ def test_a_segformer_folder_loads_offline_with_its_preprocessing(segformer):
     assert torch.equal(maps, one_by_one)
 
 
-def test_upernet_and_mask2former_folders_load(tmp_path):
-    backbone = transformers.ConvNextConfig(hidden_sizes=[8, 8, 16, 16], depths=[1, 1, 1, 1],
-                                           out_features=["stage1", "stage2", "stage3", "stage4"])
-    upernet = transformers.UperNetForSemanticSegmentation(transformers.UperNetConfig(
-        backbone_config=backbone, hidden_size=16, auxiliary_in_channels=16,
-        auxiliary_channels=8, pool_scales=[1, 2], num_labels=150, id2label=LABELS,
-        label2id={v: k for k, v in LABELS.items()}))
-    processor = transformers.SegformerImageProcessor(size={"height": 64, "width": 64})
-    loaded = load_segmenter_dir(save_hf(upernet, tmp_path / "upernet", processor), device="cpu")
-    assert loaded.segment(torch.zeros(2, 3, 32, 32)).shape == (2, 32, 32)
-    swin = transformers.SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1] * 4,
-                                   num_heads=[1] * 4, window_size=2,
-                                   out_features=["stage1", "stage2", "stage3", "stage4"])
-    mask2former = transformers.Mask2FormerForUniversalSegmentation(transformers.Mask2FormerConfig(
-        backbone_config=swin, feature_size=32, mask_feature_size=32, hidden_dim=32,
-        encoder_feedforward_dim=32, dim_feedforward=32, encoder_layers=1, decoder_layers=2,
-        num_attention_heads=2, num_queries=5, num_labels=150, id2label=LABELS,
-        label2id={v: k for k, v in LABELS.items()}, common_stride=4))
-    loaded = load_segmenter_dir(save_hf(mask2former, tmp_path / "m2f",
-                                        transformers.Mask2FormerImageProcessor(
-                                            size={"height": 64, "width": 64})), device="cpu")
-    assert loaded.universal and loaded.segment(torch.zeros(1, 3, 32, 32)).shape == (1, 32, 32)
+# -- equal to transformers' own pipeline ----------------------------------------------------------
+def pipeline_maps(folder: Path, pixels: np.ndarray) -> torch.Tensor:
+    """Label maps from transformers' ``image-segmentation`` pipeline (semantic subtask), one PIL
+    image at a time, as a user of the library would call it."""
+    from PIL import Image
+
+    pipe = transformers.pipeline("image-segmentation", model=str(folder), device="cpu")
+    ids = {name: int(k) for k, name in pipe.model.config.id2label.items()}
+    maps = torch.full((len(pixels), *pixels.shape[1:3]), -1, dtype=torch.long)
+    for b, image in enumerate(pixels):
+        for segment in pipe(Image.fromarray(image), subtask="semantic"):
+            maps[b][torch.from_numpy(np.array(segment["mask"]) == 255)] = ids[segment["label"]]
+    assert maps.min() >= 0
+    return maps
 
 
-class Queries(nn.Module):
-    """A universal model's outputs by hand: query 0 says class 1 over the left half, query 1
-    says class 0 over the right half (the last logit is "no object")."""
+@pytest.mark.parametrize("kind", ["segformer", "upernet", "mask2former", "oneformer"])
+def test_label_maps_equal_the_transformers_pipeline(kind, tmp_path):
+    from core.pixels import from_uint8
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(1))
+    rng = np.random.default_rng(0)
+    for side in (48, 64):  # two processor sizes
+        folder = tiny_hf_folder(kind, side, tmp_path / f"{kind}-{side}")
+        segmenter = load_segmenter_dir(folder, device="cpu")
+        for height, width in ((40, 52), (64, 64)):  # two image sizes
+            pixels = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+            ours = segmenter.segment(from_uint8(pixels))
+            reference = pipeline_maps(folder, pixels)
+            assert (ours == reference).float().mean() == 1.0, (kind, side, height, width)
+            assert reference.unique().numel() > 1  # a map that says something
 
-    def forward(self, pixel_values):
-        batch = pixel_values.shape[0]
-        classes = torch.tensor([[-9.0, 9.0, -9.0], [9.0, -9.0, -9.0]]).expand(batch, 2, 3)
-        masks = torch.full((batch, 2, 4, 4), -9.0)
-        masks[:, 0, :, :2] = 9.0
-        masks[:, 1, :, 2:] = 9.0
-        return SimpleNamespace(class_queries_logits=classes, masks_queries_logits=masks)
+
+def test_a_oneformer_folder_without_its_tokenizer_gets_one_line(tmp_path):
+    folder = tiny_hf_folder("oneformer", 48, tmp_path / "oneformer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(InputError, match=r"OneFormer folder without its task tokenizer .*"
+                                         r"tokenizer\.json.*save_pretrained"):
+        load_segmenter_dir(folder)
 
 
-def test_the_semantic_map_of_a_universal_model_by_hand():
-    from segmentation.hf import HFSegmenter
-    from segmentation.vocabularies import Vocabulary
-
-    vocabulary = Vocabulary("two", ("a", "b"), ((0, 0, 0), (1, 1, 1)))
-    segmenter = HFSegmenter(Queries(), vocabulary, size=(4, 4), mean=(0, 0, 0), std=(1, 1, 1),
-                            rescale=1 / 255, normalize=True, universal=True, source="by hand")
-    labels = segmenter.segment(torch.zeros(1, 3, 4, 4))
-    assert labels[0, :, :2].eq(1).all() and labels[0, :, 2:].eq(0).all()
+def test_hub_names_with_spaces_match_classes(tmp_path):
+    spaced = {k: (f"{v} " if k % 2 else v) for k, v in LABELS.items()}  # "bed " as on the hub
+    segmenter = load_segmenter_dir(tiny_hf_folder("segformer", 48, tmp_path / "s", spaced))
+    assert segmenter.vocabulary.name == "ade20k-150"
+    assert segmenter.vocabulary.index("bed") == 7 == segmenter.vocabulary.index(" Bed ")
+    clash = dict(LABELS) | {12: "Bed "}
+    with pytest.raises(InputError, match=r"config\.json: id2label: .*repeats class 'Bed' "
+                                         r"\(ids 7 and 12"):
+        load_segmenter_dir(tiny_hf_folder("segformer", 48, tmp_path / "c", clash))
 
 
 def test_a_hub_repo_id_is_read_from_the_cache_only(segformer, tmp_path, monkeypatch):
@@ -154,3 +136,26 @@ def test_attribute_a_run_with_a_tiny_segformer(tmp_path, capsys, segformer, face
     assert attribution.vocabulary().name == "ade20k-150"
     assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
     assert "Attribution: codes per class" in (tmp_path / "r.html").read_text()
+
+
+def test_hub_names_with_spaces_drive_directions_and_edits(tmp_path, capsys, tiny_pggan,
+                                                          face_pngs):
+    from inversion.generators import save_generator
+    from mganprior.cli import main
+
+    folder = tiny_hf_folder("segformer", 48, tmp_path / "spaced", {0: "wall ", 1: "bed "})
+    checkpoint = str(save_generator(tiny_pggan, tmp_path / "tiny.safetensors"))
+    assert main(["directions", "interfacegan", "--checkpoint", checkpoint, "--attribute",
+                 "class:bed", "--segmenter-dir", str(folder), "--samples", "200",
+                 "--fraction", "0.1", "--out", str(tmp_path / "dirs")]) == 0
+    assert "class_bed.npy (interfacegan" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["invert", "--checkpoint", checkpoint, "--images", str(face_pngs), "--out",
+                 str(run), "--iterations", "2", "--codes", "2", "--quiet"]) == 0
+    assert main(["edit", str(run), "--direction", str(tmp_path / "dirs" / "class_bed.npy"),
+                 "--segmenter-dir", str(folder), "--target", "bed", "--steps", "3",
+                 "--start", "-1", "--end", "2", "--quiet"]) == 0
+    from analysis.edit_files import EditDirectory
+
+    meta = EditDirectory(run / "edits" / "class_bed").meta()
+    assert meta["target"] == "bed" and meta["settings"]["start"] == -1.0

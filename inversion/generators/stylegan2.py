@@ -343,21 +343,31 @@ class StyleGAN2Generator(LayeredGenerator):
             names.append(f"b{4 << k}.{kind}")
         return names
 
+    def sefa_layers(self) -> list[str]:
+        """The style layers in SeFa's numbering (genforce/sefa ``factorize_weight``): every
+        modulated convolution in order, then the last ToRGB. Index ``i`` is genforce's
+        ``synthesis.layer{i}``; the last index is its ``output`` layer."""
+        convs = [name for name in self.style_layers() if not name.endswith(".torgb")]
+        return [*convs, self.style_layers()[-1]]
+
     def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
-        """The style affines of ``layers`` (``all``, or comma-separated indices into
-        :meth:`style_layers` or names like ``b8.conv0``) stacked as ``[sum of widths, w_dim]``,
-        with their gains: they act on w."""
-        names = self.style_layers()
+        """The style affines of ``layers`` stacked as ``[sum of widths, w_dim]``: ``all`` (SeFa's
+        default: every convolution plus the last ToRGB), or comma-separated indices into
+        :meth:`sefa_layers` or names from :meth:`style_layers` (``b8.conv0``, ``b8.torgb``).
+        They act on w."""
+        numbered, names = self.sefa_layers(), self.style_layers()
         if layers == "all":
-            chosen = names
+            chosen = numbered
         else:
             chosen = []
             for part in filter(None, (p.strip() for p in layers.split(","))):
-                name = names[int(part)] if part.lstrip("-").isdigit() and \
-                    -len(names) <= int(part) < len(names) else part
+                name = numbered[int(part)] if part.lstrip("-").isdigit() and \
+                    -len(numbered) <= int(part) < len(numbered) else part
                 if name not in names:
                     raise InputError(f"layers {part!r} is not a style layer; style layers: "
-                                     f"{', '.join(f'{i} {n}' for i, n in enumerate(names))}",
+                                     f"{', '.join(f'{i} {n}' for i, n in enumerate(numbered))}"
+                                     f" (also by name: "
+                                     f"{', '.join(n for n in names if n not in numbered)})",
                                      field="layers")
                 chosen.append(name)
         weights = []
