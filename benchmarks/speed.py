@@ -48,7 +48,7 @@ from mganprior.zoo import load_generator
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-images"
 # StyleGAN2's plain path (one modulated weight per sample) costs over a second an iteration at
-# B x N = 80; three cuts show the trend (docs/stylegan2.md has every cut).
+# B x N = 80; three cuts show the trend (docs/stylegan.md has every cut).
 REWRITE_LAYERS = {"stylegan2": ["b8", "b16", "b32"]}
 
 

@@ -66,6 +66,17 @@ def check_state_dict(expected: dict[str, tuple[int, ...]], state_dict: dict[str,
                  source)
 
 
+def check_backed(state_dict: dict[str, Any], source: str) -> None:
+    """Every tensor holds the bytes its shape declares: a stride-0 view of one element declared
+    as ``(10**10, 4, 4)`` would make a module builder allocate what the file never held."""
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.numel() * value.element_size() > \
+                value.untyped_storage().nbytes():
+            raise InputError(f"{source}: {key} declares shape {list(value.shape)} "
+                             f"({value.numel()} numbers) over {value.untyped_storage().nbytes()} "
+                             "bytes of storage; the file is damaged or hostile")
+
+
 def module_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in module.state_dict().items()}
 

@@ -164,7 +164,7 @@ _ADAM = {
     "denoising": (20, 16, 300, 1.0),
 }
 ADAM_LR = 0.01
-# Measured where ADAM_LR is not the best (docs/stylegan2.md, on the fixture and the trained
+# Measured where ADAM_LR is not the best (docs/stylegan.md, on the fixture and the trained
 # bedroom-stylegan2-64): composed StyleGAN2 codes in Z or W do best at 0.03; a single StyleGAN2
 # code (any space) and W+ codes at 0.1. Keys: (family, latent space, "single" or "composed").
 ADAM_LR_BY_SPACE = {("stylegan2", "z", "composed"): 0.03, ("stylegan2", "w", "composed"): 0.03,

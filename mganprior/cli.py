@@ -564,6 +564,7 @@ def _zoo(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {description}")
         return 0
     generator = load_generator(args.name, args.checkpoint, device="cpu").generator
+    print(generator.describe())
     for layer in generator.layers:
         specs = generator.carry_specs(layer)
         carried = "; carries " + ", ".join(

@@ -144,6 +144,7 @@ class HFSegmenter:
         return labels
 
 
+POSTPROCESS_BYTES = 256 << 20
 MAX_SIDE = 4096  # a processor size beyond this would allocate gigabytes per image
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
@@ -250,9 +251,12 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"{source} holds no weights transformers can load for a "
                          f"{config.model_type} segmenter ({reason})") from None
+    # universal post-processing holds [B, K, 384, 384] class scores: batch within a budget
+    batch = max(1, min(16, POSTPROCESS_BYTES // (len(vocabulary) * 384 * 384 * 4))) \
+        if universal else 16
     return HFSegmenter(model.float().to(resolve_device(device)), vocabulary,
                        processor=processor, tokenizer=tokenizer, universal=universal,
-                       source=source)
+                       source=source, batch_size=batch)
 
 
 def load_task_tokenizer(directory: Path, transformers: Any) -> Any:

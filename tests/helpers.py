@@ -22,6 +22,7 @@ from inversion.engine import InversionResult, invert
 from inversion.generators import CarrySpec, DCGANGenerator, PGGANGenerator, StagedGenerator
 from inversion.generators.formats import load_generator_file
 from inversion.generators.saving import save_generator
+from inversion.generators.stylegan1 import StyleGAN1Generator
 from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
 from inversion.recipes import get_recipe
 from inversion.rundir import ImageRecord, RunDirectory
@@ -83,6 +84,20 @@ def make_tiny_stylegan2(seed: int = 0, resolution: int = 16) -> StyleGAN2Generat
                     tensor.add_(torch.randn_like(tensor) * 0.1)
             for k in range(blocks):
                 getattr(generator.synthesis, f"b{4 << k}").torgb.weight.mul_(0.3)
+    return generator.eval()
+
+
+def make_tiny_stylegan1(seed: int = 0, fused: tuple[int, ...] = ()) -> StyleGAN1Generator:
+    """A StyleGAN (v1) built by our code (16 px, widths 8 and 4), every parameter and buffer
+    perturbed (the level of detail ``synthesis.lod`` stays 0); ``fused`` up-sampling layers."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = StyleGAN1Generator(resolution=16, z_dim=8, w_dim=8, channels=[8, 8, 4],
+                                       mapping_layers=2, mapping_width=8, fused=list(fused))
+        with torch.no_grad():
+            for name, tensor in generator.state_dict(keep_vars=True).items():
+                if name != "synthesis.lod" and not name.endswith("blur.kernel"):
+                    tensor.add_(torch.randn_like(tensor) * 0.3)
     return generator.eval()
 
 

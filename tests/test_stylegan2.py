@@ -242,9 +242,11 @@ def test_zoo_lists_the_layers_and_what_crosses_each_cut(capsys, stylegan2_pickle
 
     assert main(["zoo", "--checkpoint", str(stylegan2_pickle)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "0 z 8x1x1"
-    assert lines[3].startswith("3 b8 8x8x8; carries img (alpha/mean/drop, default alpha")
-    assert "styles (latent/mean/alpha, default latent" in lines[3]
+    assert lines[0].startswith("stylegan2, 16 px, latent spaces z, w, w+") and \
+        "truncation psi 1 on every layer" in lines[0]
+    assert lines[1] == "0 z 8x1x1"
+    assert lines[4].startswith("3 b8 8x8x8; carries img (alpha/mean/drop, default alpha")
+    assert "styles (latent/mean/alpha, default latent" in lines[4]
 
 
 @pytest.mark.parametrize("task", ["inversion", "colorization", "super-resolution", "inpainting",

@@ -243,6 +243,11 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
         return torch.randn(n, self.z_dim, generator=rng)
 
     # -- shared --------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """One line: the family, the resolution and the latent spaces."""
+        return (f"{self.family}, {self.resolution} px, latent spaces "
+                f"{', '.join(self.latent_spaces)}")
+
     @property
     def device(self) -> torch.device:
         for tensor in self.parameters():

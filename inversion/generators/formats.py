@@ -29,11 +29,14 @@ from core.weights import (
 from inversion.generators.base import LayeredGenerator
 from inversion.generators.dcgan import DCGANGenerator
 from inversion.generators.pggan import PGGANGenerator, detect_layout
+from inversion.generators.stylegan1 import StyleGAN1Generator
+from inversion.generators.stylegan1_files import from_genforce, is_genforce_stylegan
 from inversion.generators.stylegan2 import StyleGAN2Generator
 from inversion.generators.stylegan2_files import from_rosinality, is_rosinality, read_nvidia_pickle
 
 # Families that can be rebuilt from ``config()`` + weights (``"family"`` in the config).
 FAMILIES: dict[str, type[LayeredGenerator]] = {"pggan": PGGANGenerator, "dcgan": DCGANGenerator,
+                                               "stylegan1": StyleGAN1Generator,
                                                "stylegan2": StyleGAN2Generator}
 
 
@@ -154,6 +157,11 @@ def _sniff_nvidia(peek: Peek) -> bool:
         return b"torch_utils.persistence" in handle.read(1 << 16)
 
 
+def _sniff_genforce_stylegan(peek: Peek) -> bool:
+    state = peek.torch_state()
+    return state is not None and is_genforce_stylegan(state)
+
+
 def _sniff_rosinality(peek: Peek) -> bool:
     state = peek.torch_state()
     return state is not None and is_rosinality(state)
@@ -168,6 +176,10 @@ FORMATS: list[GeneratorFormat] = [
     GeneratorFormat("stylegan2-rosinality", "rosinality StyleGAN2 .pt (g_ema + args, or a bare "
                     "state dict; pSp, e4e, ReStyle)", _sniff_rosinality,
                     lambda peek: from_rosinality(peek.torch_state() or {}, str(peek.path))),
+    GeneratorFormat("stylegan1-genforce", "StyleGAN (v1) .pth in the genforce / official "
+                    "mGANprior layout (mapping.dense*, synthesis.layer*, truncation.w_avg)",
+                    _sniff_genforce_stylegan,
+                    lambda peek: from_genforce(peek.torch_state() or {}, str(peek.path))),
     GeneratorFormat("pggan-genforce", "PGGAN .pth in the genforce / official mGANprior layout",
                     _sniff_pggan("genforce"), _load_pggan),
     GeneratorFormat("pggan-gandissect", "PGGAN .pth in the GAN Dissection (netdissect) layout",

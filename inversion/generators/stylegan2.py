@@ -22,24 +22,21 @@ features, two things cross a cut (``carry_specs``):
 - ``img``: the running RGB image so far (blocks r > 4), at the previous block's resolution. Rules:
   ``alpha`` (the codes' images weighted by their mean alpha), ``mean``, or ``drop`` (the RGB
   restarts at the cut: only blocks after it paint);
-- ``styles``: the ``w`` of every layer after the cut, ``[B, L, w_dim]``. Rules: ``latent`` (a
-  separate W+ tail optimised beside the codes, starting at the codes' mean), ``mean`` or ``alpha``.
+- ``styles``: the ``w`` of every layer after the cut, ``[B, L, w_dim]``, shared with StyleGAN v1
+  (``stylebased``): ``latent`` (the default), ``mean`` or ``alpha``.
 
 Nothing normalises the fused features before the next modulated convolution (demodulation acts on
 the weights, the input scale passes through), so, as for the DCGAN, the global scale of alpha
 matters: the ``sum`` fusion with alphas starting at 1/N starts from the mean feature, and the
 attribution threshold 0.2 means "more than 4x the initial weight" at N = 20.
 
-**Latent spaces** (``in_space``): ``z`` (through the mapping, the default), ``w`` (one w for every
-layer) and ``w+`` (one w per layer, ``num_ws * w_dim``). Initial codes in ``w``/``w+`` are the
-mapping of seeded z: random points of W, i.e. ``w_avg`` plus W's own spread.
+**Latent spaces** and **truncation** (all rows, NVIDIA's default) are those of every style-based
+family (``stylebased``).
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -47,9 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import InputError
-from inversion.generators.base import CarrySpec, Cut, Layer, LayeredGenerator
+from inversion.generators.base import CarrySpec, Cut, Layer
+from inversion.generators.stylebased import STYLES, StyleBasedGenerator, check_truncation
 
-LATENT_SPACES = ("z", "w", "w+")
 SQRT2 = math.sqrt(2.0)
 FIR = (1.0, 3.0, 3.0, 1.0)
 
@@ -237,7 +234,7 @@ def synthesis_steps(blocks: int) -> list[Step]:
     return steps
 
 
-class StyleGAN2Generator(LayeredGenerator):
+class StyleGAN2Generator(StyleBasedGenerator):
     """StyleGAN2 generator (skip architecture), any resolution and widths.
 
     ``channels[k]`` is the width of block ``b{4 * 2**k}``; ``truncation_psi`` pulls every ``w``
@@ -245,7 +242,6 @@ class StyleGAN2Generator(LayeredGenerator):
     """
 
     family: ClassVar[str] = "stylegan2"
-    latent_spaces: ClassVar[tuple[str, ...]] = LATENT_SPACES
 
     def __init__(self, resolution: int = 256, z_dim: int = 512, w_dim: int = 512,
                  channels: list[int] | None = None, mapping_layers: int = 8,
@@ -261,9 +257,7 @@ class StyleGAN2Generator(LayeredGenerator):
         if len(channels) != blocks:
             raise InputError(f"channels: a StyleGAN2 at {resolution} px needs {blocks} widths "
                              f"(4 px to {resolution} px), got {len(channels)}", field="channels")
-        if not 0 <= truncation_psi <= 1 or not math.isfinite(truncation_psi):
-            raise InputError(f"truncation_psi must be in [0, 1], got {truncation_psi}",
-                             field="truncation_psi")
+        check_truncation(truncation_psi)
         self.resolution = resolution
         self.mapping_z_dim = z_dim
         self.w_dim = w_dim
@@ -272,6 +266,7 @@ class StyleGAN2Generator(LayeredGenerator):
         self.lr_multiplier = lr_multiplier
         self.conv_clamp = conv_clamp
         self.truncation_psi = float(truncation_psi)
+        self.truncation_layers: int | None = None
         self.latent_space = "z"
         self.num_ws = 2 * blocks
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, lr_multiplier)
@@ -280,10 +275,12 @@ class StyleGAN2Generator(LayeredGenerator):
         self._steps = synthesis_steps(blocks)
 
     # -- what the contract asks for --------------------------------------------------------------
+    def map(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mapping(z)
+
     @property
-    def z_dim(self) -> int:  # the size of one code in the current latent space
-        return {"z": self.mapping_z_dim, "w": self.w_dim,
-                "w+": self.num_ws * self.w_dim}[self.latent_space]
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg
 
     def config(self) -> dict[str, Any]:
         return {"family": self.family, "resolution": self.resolution, "z_dim": self.mapping_z_dim,
@@ -308,33 +305,12 @@ class StyleGAN2Generator(LayeredGenerator):
 
         return from_native_state_dict(state_dict, source)
 
-    def in_space(self, space: str) -> StyleGAN2Generator:
-        """This generator with codes in another latent space (shares every weight)."""
-        if space not in LATENT_SPACES:
-            raise InputError(f"latent_space {space!r} is not one of {', '.join(LATENT_SPACES)}",
-                             field="latent_space")
-        if space == self.latent_space:
-            return self
-        view = copy.copy(self)
-        view.latent_space = space
-        view._layers = None
-        return view
-
     def use_fast_paths(self, enabled: bool = True) -> StyleGAN2Generator:
         """Styles applied to activations (the default) or per-sample modulated weights."""
         for module in self.modules():
             if isinstance(module, (ModulatedConv, ToRGB)):
                 module.per_sample_weights = not enabled
         return self
-
-    def with_truncation(self, psi: float) -> StyleGAN2Generator:
-        """This generator with ``w`` pulled toward ``w_avg`` by ``psi`` (shares every weight)."""
-        if not 0 <= psi <= 1 or not math.isfinite(psi):
-            raise InputError(f"truncation_psi must be in [0, 1], got {psi}",
-                             field="truncation_psi")
-        view = copy.copy(self)
-        view.truncation_psi = float(psi)
-        return view
 
     def style_layers(self) -> list[str]:
         """The modules whose affine turns w into a style, in ``ws`` order."""
@@ -376,30 +352,6 @@ class StyleGAN2Generator(LayeredGenerator):
             affine = getattr(getattr(self.synthesis, block), kind).affine
             weights.append(affine.weight.detach() * affine.weight_gain)
         return torch.cat(weights), "w"
-
-    # -- latents ---------------------------------------------------------------------------------
-    def ws(self, latents: torch.Tensor) -> torch.Tensor:
-        """Codes of the current latent space ``[B, z_dim]`` to per-layer styles
-        ``[B, num_ws, w_dim]``."""
-        latents = self._check_latents(latents)
-        if self.latent_space == "w+":
-            return latents.reshape(-1, self.num_ws, self.w_dim)
-        w = self.mapping(latents) if self.latent_space == "z" else latents
-        if self.latent_space == "z" and self.truncation_psi != 1:
-            w = self.mapping.w_avg.lerp(w, self.truncation_psi)
-        return w[:, None].expand(-1, self.num_ws, -1)
-
-    def initial_latents(self, n: int, rng: torch.Generator) -> torch.Tensor:
-        """``n`` starting codes: standard normal z, or their mapping for codes in W or W+."""
-        z = torch.randn(n, self.mapping_z_dim, generator=rng)
-        if self.latent_space == "z":
-            return z
-        with torch.no_grad():
-            w = self.mapping(z.to(self.device)).cpu()
-        return w if self.latent_space == "w" else w.repeat(1, self.num_ws)
-
-    def sample_latents(self, n: int, seed: int) -> torch.Tensor:
-        return self.initial_latents(n, torch.Generator().manual_seed(int(seed))).to(self.device)
 
     # -- synthesis -------------------------------------------------------------------------------
     def _block(self, k: int) -> SynthesisBlock:
@@ -473,8 +425,7 @@ class StyleGAN2Generator(LayeredGenerator):
         if self._carries_image(layer):
             specs.append(CarrySpec("img", ("alpha", "mean", "drop"), "alpha",
                                    "the RGB image of the blocks before the cut"))
-        specs.append(CarrySpec("styles", ("latent", "mean", "alpha"), "latent",
-                               "the w of every layer after the cut"))
+        specs.append(STYLES)
         return tuple(specs)
 
     def head(self, z: torch.Tensor, layer: str | int | Layer) -> Cut:
@@ -498,13 +449,3 @@ class StyleGAN2Generator(LayeredGenerator):
         _, img = self._run(cut.features, cut.carry.get("img"), styles, done, len(self._steps),
                            w_offset=self._steps[done][2])
         return img
-
-    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut
-                      ) -> dict[str, torch.Tensor]:
-        if rules.get("styles") != "latent":
-            return {}
-        return {"styles": cut.carry["styles"].mean(dim=1)}
-
-    def carry_from_latents(self, layer: Layer, rules: Mapping[str, str],
-                           extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"styles": extras["styles"]} if rules.get("styles") == "latent" else {}

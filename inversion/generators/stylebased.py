@@ -1,0 +1,147 @@
+"""What the style-based families (StyleGAN v1, StyleGAN2) share, written once.
+
+A mapping network turns ``z`` into ``w``; every synthesis layer takes its own style (one of
+``num_ws`` rows of ``w_dim``); truncation pulls the rows toward the stored ``w_avg``; codes can
+live in three latent spaces; and at a cut the styles of the layers after it cross the cut beside
+the features (the ``styles`` carry, with the rules below). A family provides the mapping, the
+synthesis and its layer names; this class provides the latents, truncation and the style carry.
+
+**Latent spaces** (``in_space``): ``z`` (through the mapping, the default), ``w`` (one w for every
+layer) and ``w+`` (one w per layer, ``num_ws * w_dim``). Initial codes in ``w``/``w+`` are the
+mapping of seeded z: random points of W, i.e. ``w_avg`` plus W's own spread.
+
+**Truncation** (``with_truncation(psi, layers)``): for codes in Z, ``w_avg + (w - w_avg) * psi``
+on the first ``layers`` rows (all rows when ``layers`` is None, NVIDIA's default; the first 8 in
+the official StyleGAN v1 models).
+
+**The styles carry**: ``[B, L, w_dim]``, the rows of the layers after the cut. Rules: ``latent``
+(a separate W+ tail optimised beside the codes, starting at the codes' mean; the default),
+``mean`` (the codes' mean rows) or ``alpha``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from core.errors import InputError
+from inversion.generators.base import CarrySpec, Cut, Layer, LayeredGenerator
+
+LATENT_SPACES = ("z", "w", "w+")
+STYLES = CarrySpec("styles", ("latent", "mean", "alpha"), "latent",
+                   "the w of every layer after the cut")
+
+
+def check_truncation(psi: Any, layers: Any = None) -> None:
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi) \
+            or not 0 <= psi <= 1:
+        raise InputError(f"truncation_psi must be in [0, 1], got {psi!r}", field="truncation_psi")
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int)
+                               or layers < 0):
+        raise InputError(f"truncation_layers must be a count of layers (0 or more) or None, got "
+                         f"{layers!r}", field="truncation_layers")
+
+
+class StyleBasedGenerator(LayeredGenerator):
+    """A generator whose synthesis layers each take a style row of ``w`` (see the module
+    docstring). Subclasses set ``mapping_z_dim``, ``w_dim``, ``num_ws``, ``truncation_psi`` and
+    ``truncation_layers`` in ``__init__`` and provide :meth:`map` and :attr:`w_avg`."""
+
+    latent_spaces: ClassVar[tuple[str, ...]] = LATENT_SPACES
+    latent_space: str = "z"
+    mapping_z_dim: int
+    w_dim: int
+    num_ws: int
+    truncation_psi: float = 1.0
+    truncation_layers: int | None = None  # None: every row
+
+    @abstractmethod
+    def map(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` ``[B, mapping_z_dim]`` to ``w`` ``[B, w_dim]`` (no truncation)."""
+
+    @property
+    @abstractmethod
+    def w_avg(self) -> torch.Tensor:
+        """The stored mean of ``w`` that truncation pulls toward ``[w_dim]``."""
+
+    @property
+    def z_dim(self) -> int:  # the size of one code in the current latent space
+        return {"z": self.mapping_z_dim, "w": self.w_dim,
+                "w+": self.num_ws * self.w_dim}[self.latent_space]
+
+    def in_space(self, space: str) -> StyleBasedGenerator:
+        """This generator with codes in another latent space (shares every weight)."""
+        if space not in LATENT_SPACES:
+            raise InputError(f"latent_space {space!r} is not one of {', '.join(LATENT_SPACES)}",
+                             field="latent_space")
+        if space == self.latent_space:
+            return self
+        view = copy.copy(self)
+        view.latent_space = space
+        view._layers = None
+        return view
+
+    def with_truncation(self, psi: float, layers: int | str | None = "keep"
+                        ) -> StyleBasedGenerator:
+        """This generator with ``w`` pulled toward ``w_avg`` by ``psi`` on the first ``layers``
+        rows (``keep``: the generator's own cut-off), sharing every weight."""
+        layers = self.truncation_layers if layers == "keep" else layers
+        check_truncation(psi, layers)
+        view = copy.copy(self)
+        view.truncation_psi, view.truncation_layers = float(psi), layers
+        return view
+
+    def ws(self, latents: torch.Tensor) -> torch.Tensor:
+        """Codes of the current latent space ``[B, z_dim]`` to per-layer styles
+        ``[B, num_ws, w_dim]``."""
+        latents = self._check_latents(latents)
+        if self.latent_space == "w+":
+            return latents.reshape(-1, self.num_ws, self.w_dim)
+        w = self.map(latents) if self.latent_space == "z" else latents
+        truncated = self.latent_space == "z" and self.truncation_psi != 1
+        if truncated and self.truncation_layers is None:
+            w = self.w_avg.lerp(w, self.truncation_psi)
+        rows = w[:, None].expand(-1, self.num_ws, -1)
+        if truncated and self.truncation_layers is not None:
+            keep = torch.arange(self.num_ws, device=w.device) >= self.truncation_layers
+            coefficients = torch.where(keep, 1.0, self.truncation_psi).to(w)[None, :, None]
+            rows = self.w_avg + (rows - self.w_avg) * coefficients
+        return rows
+
+    def initial_latents(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """``n`` starting codes: standard normal z, or their mapping for codes in W or W+."""
+        z = torch.randn(n, self.mapping_z_dim, generator=rng)
+        if self.latent_space == "z":
+            return z
+        with torch.no_grad():
+            w = self.map(z.to(self.device)).cpu()
+        return w if self.latent_space == "w" else w.repeat(1, self.num_ws)
+
+    def sample_latents(self, n: int, seed: int) -> torch.Tensor:
+        return self.initial_latents(n, torch.Generator().manual_seed(int(seed))).to(self.device)
+
+    def describe(self) -> str:
+        rows = "every layer" if self.truncation_layers is None else \
+            f"the first {self.truncation_layers} layers"
+        return (f"{super().describe()}; {self.num_ws} style rows of {self.w_dim}; truncation "
+                f"psi {self.truncation_psi:g} on {rows} (with_truncation, --truncation-psi)")
+
+    def truncation_config(self) -> dict[str, Any]:
+        return {"truncation_psi": self.truncation_psi,
+                "truncation_layers": self.truncation_layers}
+
+    # -- the styles that cross a cut ---------------------------------------------------------
+    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut
+                      ) -> dict[str, torch.Tensor]:
+        if rules.get("styles") != "latent":
+            return {}
+        return {"styles": cut.carry["styles"].mean(dim=1)}
+
+    def carry_from_latents(self, layer: Layer, rules: Mapping[str, str],
+                           extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"styles": extras["styles"]} if rules.get("styles") == "latent" else {}
