@@ -39,6 +39,8 @@ benchmarks: setup
 	$(PY) benchmarks/scaling.py
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/threads.py --contention
+	$(PY) benchmarks/segmenters.py
+	$(PY) benchmarks/stylegan1.py
 	$(PY) benchmarks/gpu.py
 
 clean:

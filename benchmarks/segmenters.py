@@ -6,9 +6,10 @@
    as the tests build them): seconds per image of ``segment`` now (the folder's image processor
    on 8-bit pixels and its ``post_process_semantic_segmentation``, equal to the pipeline) against
    the previous path (resize and normalise in torch on floats, our own combination of a universal
-   model's masks and classes), batched, side by side in one run; then one attribution of a tiny
-   PGGAN run per arm, per image.
-2. CSAIL multi-scale inference: seconds per image for one pass at the image's size and for each
+   model's masks and classes), batched, side by side in one run; then one attribution (4 renders
+   of the committed bedroom-pggan64 inverted with N = 20 codes) per arm, per image.
+2. The library's Mask2Former post-processing beside a full-size forward (random weights).
+3. CSAIL multi-scale inference: seconds per image for one pass at the image's size and for each
    of CSAIL's test scales (300 to 600 px short side) on a random MobileNetV2 + C1 pair.
 """
 
@@ -32,10 +33,11 @@ import torch.nn.functional as F
 
 from analysis.attribution import attribute
 from core.devices import timed
-from helpers import make_tiny_pggan, tiny_hf_folder
+from helpers import tiny_hf_folder
 from inversion.engine import invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
+from mganprior.zoo import load_generator
 from segmentation.formats import load_segmenter_dir
 
 KINDS = ("segformer", "upernet", "mask2former", "oneformer")
@@ -84,9 +86,9 @@ def per_image(fn, images: int, repeats: int) -> float:
 def transformers_rows(folder: Path, images: int, side: int, repeats: int) -> list[str]:
     torch.manual_seed(0)
     batch = torch.rand(images, 3, side, side) * 2 - 1
-    generator = make_tiny_pggan()
-    run = invert(generator, generator.sample(4, seed=3).clamp(-1, 1), Inversion(),
-                 get_recipe("adam", "inversion").with_overrides(iterations=2, codes=8),
+    generator = load_generator("bedroom-pggan64", device="cpu").generator
+    run = invert(generator, generator.sample(4, seed=3), Inversion(),
+                 get_recipe("adam", "inversion").with_overrides(iterations=2, codes=20),
                  seeds=[0, 1, 2, 3], progress=False)
     rows = []
     for kind in KINDS:
@@ -105,6 +107,25 @@ def transformers_rows(folder: Path, images: int, side: int, repeats: int) -> lis
                     f"{agree:.1%} | {attr_before * 1e3:.1f} | {attr_now * 1e3:.1f} | "
                     f"{attr_now / attr_before:.2f}x |")
     return rows
+
+
+def full_size_row(repeats: int) -> str:
+    """What the library's Mask2Former post-processing costs beside a full-size forward: the
+    transformers default configuration (Swin backbone, 100 queries), random weights, 150
+    classes, two 384 px images."""
+    import transformers
+
+    model = transformers.Mask2FormerForUniversalSegmentation(
+        transformers.Mask2FormerConfig(num_labels=150)).eval()
+    processor = transformers.Mask2FormerImageProcessor(size={"height": 384, "width": 384})
+    pixels = torch.rand(2, 3, 384, 384)
+    with torch.no_grad():
+        outputs = model(pixel_values=pixels)
+        forward = per_image(lambda: model(pixel_values=pixels), 2, repeats)
+        post = per_image(lambda: processor.post_process_semantic_segmentation(
+            outputs, target_sizes=[(256, 256)] * 2), 2, repeats)
+    return (f"| Mask2Former, transformers' default configuration | {forward * 1e3:.0f} | "
+            f"{post * 1e3:.0f} | {post / forward:.0%} |")
 
 
 def csail_rows(folder: Path, images: int, side: int, repeats: int) -> list[str]:
@@ -151,6 +172,10 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for row in transformers_rows(folder, args.images, args.side, args.repeats):
             print(row)
+        print("\nms per image, median of 3\n")
+        print("| model | forward at 384 px | post-processing to 256 px | post / forward |")
+        print("|---|---|---|---|")
+        print(full_size_row(3))
         print(f"\nCSAIL MobileNetV2-dilated + C1, {args.images} images of {args.side} px; "
               "ms per image\n")
         print("| scales | segment |")

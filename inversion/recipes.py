@@ -167,9 +167,12 @@ ADAM_LR = 0.01
 # Measured where ADAM_LR is not the best (docs/stylegan.md, on the fixture and the trained
 # bedroom-stylegan2-64): composed StyleGAN2 codes in Z or W do best at 0.03; a single StyleGAN2
 # code (any space) and W+ codes at 0.1. Keys: (family, latent space, "single" or "composed").
+# StyleGAN (v1), measured on the official-layout fixture (docs/stylegan.md): 0.1 everywhere.
 ADAM_LR_BY_SPACE = {("stylegan2", "z", "composed"): 0.03, ("stylegan2", "w", "composed"): 0.03,
                     ("stylegan2", "w+", "composed"): 0.1, ("stylegan2", "z", "single"): 0.1,
-                    ("stylegan2", "w", "single"): 0.1, ("stylegan2", "w+", "single"): 0.1}
+                    ("stylegan2", "w", "single"): 0.1, ("stylegan2", "w+", "single"): 0.1,
+                    **{("stylegan1", space, kind): 0.1 for space in ("z", "w", "w+")
+                       for kind in ("single", "composed")}}
 
 
 def get_recipe(name: str, task: str) -> Recipe:

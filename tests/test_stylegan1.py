@@ -230,3 +230,14 @@ def test_sefa_factorises_every_layer_s_style_affine():
     assert len(directions) == 3 and directions[0].vector.shape == (8,)
     with pytest.raises(InputError, match="layers 'layer9' is not a style layer"):
         generator.latent_weight("layer9")
+
+
+def test_the_adam_learning_rate_is_the_one_measured_for_stylegan1():
+    from inversion.recipes import ADAM_LR, get_recipe
+
+    adam = get_recipe("adam", "inversion")
+    generator = make_tiny_stylegan1()
+    for space in ("z", "w", "w+"):
+        assert adam.resolve_lr(generator.in_space(space)) == 0.1 != ADAM_LR
+        single = adam.with_overrides(codes=1, layer=0, latent_space=space)
+        assert single.resolve_lr(generator.in_space(space)) == 0.1
