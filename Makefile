@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint benchmarks clean
+.PHONY: setup demo test fuzz lint benchmarks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: setup
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 	$(VENV)/bin/ruff check .
+
+# The readers' fuzzing suite with many more examples than `make test` runs (tests/test_fuzz.py).
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_fuzz.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from core.errors import InputError
 from core.files import atomic_path
 from core.jsonio import write_json
 from inversion.generators.base import LayeredGenerator
+from inversion.images import safe_name
 
 SPACES = ("z", "w")
 MIN_SAMPLES_PER_SIDE = 10  # fewer positives or negatives than this cannot fit a boundary
@@ -50,6 +52,8 @@ class Direction:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # a name is a file name, sanitised as image names are: "../../x" cannot leave --out
+        self.name = safe_name(str(self.name))
         self.vector = np.asarray(self.vector, dtype=np.float64).reshape(-1)
         if self.space not in SPACES:
             raise InputError(f"space must be one of {', '.join(SPACES)}, got {self.space!r}",
@@ -86,6 +90,41 @@ def space_from_name(path: Path) -> str:
     return "w" if re.search(r"_w_boundary$", path.stem) else "z"
 
 
+MAX_DIRECTION_SIZE = 1 << 20  # numbers: far above any latent space (W+ of 18 x 512 is 9216)
+
+
+def read_boundary_array(path: Path) -> np.ndarray:
+    """A boundary ``.npy`` as numbers ``(1, d)`` or ``(d,)``: the header is read and checked
+    (dtype, shape, and the bytes it implies against the file's size) before the array is."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(handle, max_header_size=10000)
+            offset = handle.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TokenError, MemoryError,
+            RecursionError) as err:  # numpy parses the header as a Python literal
+        reason = " ".join(str(err).split())[:120]
+        raise InputError(f"direction {path} is not a .npy array ({reason})",
+                         field="direction") from None
+    if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape):
+        raise InputError(f"direction {path} declares shape {shape!r}", field="direction")
+    size = math.prod(shape)
+    if dtype.kind not in "fiu" or len(shape) not in (1, 2) or \
+            (len(shape) == 2 and shape[0] != 1) or not 0 < size <= MAX_DIRECTION_SIZE:
+        raise InputError(f"direction {path} holds a {dtype} array of shape {list(shape)}; a "
+                         "boundary is (1, d) numbers", field="direction")
+    if path.stat().st_size < offset + size * dtype.itemsize:
+        raise InputError(f"direction {path} is truncated: its header declares {size} numbers",
+                         field="direction")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"direction {path} is not a .npy array ({err})", field="direction") \
+            from None
+
+
 def load_boundary(path: str | Path, generator: LayeredGenerator, space: str | None = None,
                   notes: list[str] | None = None) -> Direction:
     """A boundary ``.npy`` checked against ``generator`` (size and space; a sidecar JSON's space
@@ -93,28 +132,29 @@ def load_boundary(path: str | Path, generator: LayeredGenerator, space: str | No
     path = Path(path)
     if not path.is_file():
         raise InputError(f"direction {path} does not exist", field="direction")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise InputError(f"direction {path} is not a .npy array ({err})", field="direction") \
-            from None
-    if array.dtype.kind not in "fiu" or array.ndim not in (1, 2) or \
-            (array.ndim == 2 and array.shape[0] != 1):
-        raise InputError(f"direction {path} holds a {array.dtype} array of shape "
-                         f"{list(array.shape)}; a boundary is (1, d) numbers", field="direction")
+    array = read_boundary_array(path)
     meta: dict[str, Any] = {}
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
         try:
             meta = json.loads(sidecar.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             meta = {}
+        if not isinstance(meta, dict):
+            raise InputError(f"direction sidecar {sidecar} must hold a JSON object, got "
+                             f"{type(meta).__name__}", field="direction")
+    if meta.get("space") is not None and meta.get("space") not in SPACES:
+        raise InputError(f"direction sidecar {sidecar}: space must be one of "
+                         f"{', '.join(SPACES)}, got {meta.get('space')!r}", field="direction")
     space = space or meta.get("space") or space_from_name(path)
     size = latent_size(generator, space)
     vector = array.reshape(-1).astype(np.float64)
     if vector.size != size:
         raise InputError(f"direction {path} has {vector.size} numbers but the generator's "
                          f"{space} has {size}", field="direction")
+    if not np.isfinite(vector).all() or np.abs(vector).max() > 1e150:
+        raise InputError(f"direction {path} holds numbers that are not finite or too large to "
+                         "normalise", field="direction")
     norm = float(np.linalg.norm(vector))
     if not math.isfinite(norm) or norm == 0:
         raise InputError(f"direction {path} is zero or not finite", field="direction")

@@ -37,6 +37,7 @@ from inversion.generators.base import LayeredGenerator
 from segmentation.vocabularies import Vocabulary
 
 MODES = ("offset", "absolute")
+MAX_STEPS = 1000  # frames of one edit; a sweep has no use for more
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ class EditSettings:
     change_threshold: float = 0.05  # a pixel changed when its channel-mean |diff| exceeds this
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 2:
-            raise InputError(f"steps must be an integer of at least 2, got {self.steps}",
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or \
+                not 2 <= self.steps <= MAX_STEPS:
+            raise InputError(f"steps must be an integer in [2, {MAX_STEPS}], got {self.steps}",
                              field="steps")
         if not 0 < self.range < float("inf"):
             raise InputError(f"range must be a finite number above 0, got {self.range}",
@@ -224,6 +226,21 @@ class EditResult:
         return rows
 
 
+def check_frame_memory(images: int, code_sets: int, steps: int, resolution: int) -> None:
+    """Refuse, before anything is allocated, an edit whose frames (kept in fp32 on the CPU,
+    with about as much again for their segmentation and changes) would not fit in memory."""
+    from inversion.memory import HEADROOM, available_bytes, gigabytes
+
+    needed = 2 * images * code_sets * steps * 3 * resolution * resolution * 4
+    available = available_bytes(torch.device("cpu"))
+    if available is not None and needed > HEADROOM * available:
+        raise InputError(f"steps: {images} images x {code_sets} code sets x {steps} steps of "
+                         f"{resolution} px frames need about {gigabytes(needed)}, more than the "
+                         f"{gigabytes(HEADROOM * available)} usable of {gigabytes(available)} "
+                         "free; use fewer steps, code sets (--codes all) or images",
+                         field="steps")
+
+
 @torch.no_grad()
 def edit(generator: LayeredGenerator, inversion: InversionResult, direction: Direction,
          settings: EditSettings | None = None, *, segmenter=None, progress: bool = True,
@@ -243,6 +260,7 @@ def edit(generator: LayeredGenerator, inversion: InversionResult, direction: Dir
     device = generator.device
     codes, alphas = inversion.codes.to(device), inversion.alphas.to(device)
     extras = {k: v.to(device) for k, v in inversion.extras.items()} or None
+    check_frame_memory(inversion.batch, len(sets), settings.steps, generator.resolution)
     ts = settings.ts()
     mode = "offset" if space == "w+" else settings.mode  # InterFaceGAN: W+ offsets are relative
     frames = torch.empty(inversion.batch, len(sets), len(ts), 3, generator.resolution,

@@ -70,18 +70,54 @@ def parse_shard(text: str) -> Shard:
     raise InputError(f"shard must be I/K (e.g. 0/4), got {text!r}", field="shard")
 
 
+MAX_SHARDS = 1 << 20
+
+
+def _variable(environ: Mapping[str, str], name: str, default: int | None = None) -> int:
+    """An integer environment variable, or one line naming it."""
+    text = environ.get(name)
+    if text is None and default is not None:
+        return default
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise InputError(f"environment variable {name} must be an integer, got {text!r}") \
+            from None
+    if not -MAX_SHARDS <= value <= MAX_SHARDS:
+        raise InputError(f"environment variable {name} is out of range: {value}")
+    return value
+
+
+def _shard_from(environ: Mapping[str, str], index: int, count: int, source: str,
+                names: str, local_rank: int = 0) -> Shard:
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"{names} give shard {index} of {count}; the index must be in "
+                         f"0..{count - 1}")
+    return Shard(index, count, source, local_rank)
+
+
 def current_shard(flag: str | None = None, environ: Mapping[str, str] | None = None) -> Shard:
-    """This process's shard: torchrun's ranks, ``--shard I/K``, a SLURM array, or everything."""
+    """This process's shard: torchrun's ranks, ``--shard I/K``, a SLURM array, or everything.
+    A malformed or inconsistent variable is one line naming it."""
     environ = os.environ if environ is None else environ
     if "WORLD_SIZE" in environ and "RANK" in environ:
-        return Shard(int(environ["RANK"]), int(environ["WORLD_SIZE"]), "torchrun",
-                     int(environ.get("LOCAL_RANK", 0)))
+        count = _variable(environ, "WORLD_SIZE")
+        if count > 1:
+            missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in environ]
+            if missing:
+                raise InputError(f"RANK and WORLD_SIZE are set but {' and '.join(missing)} "
+                                 "are not; start the processes with torchrun, or unset RANK "
+                                 "and WORLD_SIZE")
+        return _shard_from(environ, _variable(environ, "RANK"), count, "torchrun",
+                           "RANK and WORLD_SIZE", _variable(environ, "LOCAL_RANK", 0))
     if flag:
         return parse_shard(flag)
     if "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
-        first = int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
-        return Shard(int(environ["SLURM_ARRAY_TASK_ID"]) - first,
-                     int(environ["SLURM_ARRAY_TASK_COUNT"]), "slurm")
+        first = _variable(environ, "SLURM_ARRAY_TASK_MIN", 0)
+        return _shard_from(environ, _variable(environ, "SLURM_ARRAY_TASK_ID") - first,
+                           _variable(environ, "SLURM_ARRAY_TASK_COUNT"), "slurm",
+                           "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and "
+                           "SLURM_ARRAY_TASK_COUNT")
     return Shard(0, 1)
 
 

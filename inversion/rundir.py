@@ -167,7 +167,8 @@ class RunDirectory:
         return {p.parent.name for p in self.images_dir.glob(f"*/{IMAGE_FILES['record']}")}
 
     def folder_records(self, problems: list[str] | None = None) -> list[dict[str, Any]]:
-        """Every finished image's record, read from its folder, in finishing order."""
+        """Every finished image's record, read from its folder, in finishing order. Only
+        complete, valid folders count; each damaged one is skipped and named in ``problems``."""
         records = []
         for name in sorted(self.finished()):
             path = self.image_dir(name) / IMAGE_FILES["record"]
@@ -175,11 +176,36 @@ class RunDirectory:
                 record = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError, OSError):
                 record = None
-            if isinstance(record, dict):
+            problem = self._folder_problem(name, record)
+            if problem is None:
                 records.append(record)
             elif problems is not None:
-                problems.append(f"images/{name}/record.json is damaged and was skipped")
+                problems.append(f"images/{name}: {problem}; skipped")
         return sorted(records, key=lambda r: (str(r.get("finished", "")), str(r.get("image"))))
+
+    def _folder_problem(self, name: str, record: Any) -> str | None:
+        """Why an image folder does not count as finished, or None when it does."""
+        if self.image_dir(name).is_symlink():
+            return "is a link to another folder, not an image's own folder"
+        if not isinstance(record, dict):
+            return "record.json is damaged or not a JSON object"
+        if record.get("image") != name:
+            return f"record.json names image {record.get('image')!r}, not its folder"
+        if record.get("status") not in ("ok", "failed") or \
+                isinstance(record.get("seed"), bool) or not isinstance(record.get("seed"), int):
+            return "record.json lacks a status (ok or failed) or an integer seed"
+        if record["status"] == "failed":
+            return None
+        for kind in ("reconstruction", "latents"):
+            if not self.image_file(name, kind).is_file():
+                return f"{IMAGE_FILES[kind]} is missing"
+        try:
+            with safe_open(str(self.image_file(name, "latents")), framework="pt") as handle:
+                if not {"codes", "alphas"} <= set(handle.keys()):
+                    return "latents.safetensors lacks codes or alphas"
+        except (SafetensorError, OSError, ValueError) as err:
+            return f"latents.safetensors is damaged ({' '.join(str(err).split())[:80]})"
+        return None
 
     # -- the index -----------------------------------------------------------------------------
     def records(self, problems: list[str] | None = None) -> list[dict[str, Any]]:
@@ -209,11 +235,13 @@ class RunDirectory:
         names = [r.get("image") for r in lines]
         return not problems and len(names) == len(set(names)) and set(names) == self.finished()
 
-    def rebuild_index(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def rebuild_index(self, extra: dict[str, Any] | None = None,
+                      problems: list[str] | None = None) -> dict[str, Any]:
         """Recreate ``results.jsonl`` and ``summary.json`` from the image folders.
 
         Runs written before image folders held their record (where only ``results.jsonl`` did)
         are adopted: an index line whose folder has its latents becomes that folder's record.
+        Damaged or incomplete folders are left out and named in ``problems``.
         """
         with locked(self.locks / "index.lock"):
             for record in read_jsonl(self.results_path):
@@ -221,7 +249,7 @@ class RunDirectory:
                 if name == safe_name(name) and self.image_file(name, "latents").is_file() \
                         and not self.is_finished(name):
                     write_json(self.image_file(name, "record"), record)
-            records = self.folder_records()
+            records = self.folder_records(problems)
             atomic_write_bytes(self.results_path, "".join(json_line(r) for r in records).encode())
             return self._write_summary(extra)
 

@@ -42,7 +42,7 @@ SCALES_HELP = ("CSAIL segmenters: multi-scale inference as CSAIL's evaluation ru
                "(the folder's test scales, else 300,375,450,525,600), or short sides such as "
                "300,450 (default: one pass at the image's size)")
 FLAGS = {"ema_half_life_images": "--ema-half-life", "generator_override": "--generator",
-         "labels_dir": "--labels", "label_names": "--label-names"}
+         "labels_dir": "--labels", "label_names": "--label-names", "code_sets": "--codes"}
 
 
 def flag_for(field: str) -> str:
@@ -70,6 +70,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mganprior",
         description="Multi-code GAN prior inversion and interpretability.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error (a bug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     zoo = commands.add_parser("zoo", help="list named generators, or one generator's layers")
@@ -348,6 +350,7 @@ def _build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     scenes.add_argument("--size", type=int, default=64)
     scenes.add_argument("--out", required=True, help="folder for NAME.png and labels/NAME.png")
+    scenes.add_argument("--quiet", action="store_true", help="no progress bar")
 
     gan = commands.add_parser(
         "train-generator", help="train a PGGAN- or StyleGAN2-architecture generator on a scene "
@@ -477,22 +480,30 @@ def _int_list(text: str, field: str) -> list[int]:
 
 
 def _scenes(args: argparse.Namespace) -> int:
+    import itertools
+
+    from tqdm.auto import tqdm
+
     from inversion.images import save_png
-    from scenes.datasets import render_many
+    from scenes.datasets import iter_scenes
     from segmentation.vocabularies import SCENE_WORLD
 
     if args.count < 1:
         raise InputError(f"count must be at least 1, got {args.count}", field="count")
-    images, labels = render_many(args.domain, range(args.start, args.start + args.count),
-                                 args.size, progress=False)
+    seeds = range(args.start, args.start + args.count)
+    scenes = iter_scenes(args.domain, seeds, args.size)  # checked before anything is written
+    first = next(scenes)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        name = f"{args.domain}-{args.start + i:06d}"
+    written = 0
+    for seed, image, label in tqdm(itertools.chain([first], scenes), total=len(seeds),
+                                   disable=args.quiet, unit="scene", desc=args.domain):
+        name = f"{args.domain}-{seed:06d}"  # each scene is written before the next is rendered
         save_png(image, out / f"{name}.png")
         save_png(SCENE_WORLD.colorize(label), out / "labels" / f"{name}-color.png")
         save_png(label, out / "labels" / f"{name}.png")
-    print(f"wrote {len(images)} {args.domain} scenes and label maps to {out}")
+        written += 1
+    print(f"wrote {written} {args.domain} scenes and label maps to {out}")
     return 0
 
 
@@ -791,7 +802,10 @@ def _index(args: argparse.Namespace) -> int:
             print(f"{study.path}: {summary['done']}/{summary['total']} cells done, "
                   f"{len(tables.rows)} table rows")
         elif run.is_run():
-            summary = run.rebuild_index()
+            problems: list[str] = []
+            summary = run.rebuild_index(problems=problems)
+            for problem in problems:
+                print(f"mganprior: note: {run.path}/{problem}", file=sys.stderr)
             print(f"{run.path}: {_summary_line(summary)}")
         else:
             raise InputError(f"{raw} is neither a run (config.json) nor a study (study.json)",
@@ -866,6 +880,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if err.errno == errno.ENOSPC else "")
         print(f"mganprior: error: {where}{err.strerror or err}{hint}", file=sys.stderr)
         return 2
+    except Exception as err:  # anything else is a bug: one line, the traceback under --debug
+        if args.debug:
+            raise
+        reason = " ".join(str(err).split())[:300]
+        print(f"mganprior: internal error (a bug, please report it with this line): "
+              f"{type(err).__name__}: {reason} while running `mganprior {args.command}`; rerun "
+              "with --debug for the traceback", file=sys.stderr)
+        return 3
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

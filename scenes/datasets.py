@@ -7,6 +7,7 @@ from :data:`HELD_OUT_SEED` up, so no evaluation scene is ever a training scene.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -23,16 +24,29 @@ HELD_OUT_SEED = 1_000_000
 MIN_SIZE, MAX_SIZE = 8, 1024  # rendering is Python-level work: beyond 1024 px it takes hours
 
 
-def render_many(domain: str, seeds: range | list[int], size: int = 64, workers: int = 1,
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Scenes of one domain: (images uint8 [N, size, size, 3], labels uint8 [N, size, size])."""
+def check_scene_request(domain: str, size: int, first_seed: int) -> None:
     get_domain(domain)
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
         raise InputError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE} pixels, got "
                          f"{size}", field="size")
+    if first_seed < 0:
+        raise InputError(f"start must be >= 0 (the first seed), got {first_seed}", field="start")
+
+
+def iter_scenes(domain: str, seeds: range, size: int = 64
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(seed, image, label)`` one at a time, so a caller can write each before the next is
+    rendered (a count of a billion costs time, not memory)."""
+    check_scene_request(domain, size, min(seeds, default=0))
+    for seed in seeds:
+        yield (seed, *render(domain, seed, size=size))
+
+
+def render_many(domain: str, seeds: range | list[int], size: int = 64, workers: int = 1,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Scenes of one domain: (images uint8 [N, size, size, 3], labels uint8 [N, size, size])."""
     seeds = list(seeds)
-    if any(seed < 0 for seed in seeds):
-        raise InputError(f"start must be >= 0 (the first seed), got {min(seeds)}", field="start")
+    check_scene_request(domain, size, min(seeds, default=0))
     images = np.empty((len(seeds), size, size, 3), dtype=np.uint8)
     labels = np.empty((len(seeds), size, size), dtype=np.uint8)
     job = partial(render, domain, size=size)

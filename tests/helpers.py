@@ -493,9 +493,11 @@ class Persistent:
 
 
 def nvidia_pickle(generator: StyleGAN2Generator, path: Path, module_src: str = "pass",
-                  top: dict | None = None, class_name: str = "Generator") -> Path:
+                  top: dict | None = None, class_name: str = "Generator",
+                  edit=None) -> Path:
     """Write ``generator`` as NVIDIA's code would pickle it (``G``, ``D``, ``G_ema``; persistent
-    objects with embedded ``module_src``, tensors, per-layer settings)."""
+    objects with embedded ``module_src``, tensors, per-layer settings). ``edit(root)`` may damage
+    the network's stored state (a dict whose ``_modules`` hold ``Persistent`` children) first."""
     import pickle
     from collections import OrderedDict
 
@@ -535,6 +537,8 @@ def nvidia_pickle(generator: StyleGAN2Generator, path: Path, module_src: str = "
         for child in ("mapping", "synthesis"):
             root["_modules"][child] = node(reconstruct, f"{child}.", getattr(generator, child),
                                            child)
+        if edit is not None:
+            edit(root)
         network = Persistent(reconstruct, {"type": "class", "version": 6,
                                            "module_src": module_src, "class_name": class_name,
                                            "state": root})

@@ -36,8 +36,8 @@ def test_zoo_lists_named_generators(capsys):
 def test_zoo_prints_layers_as_index_name_shape(capsys):
     assert main(["zoo", "digiface-dcgan64"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "dcgan, 64 px, latent spaces z", "0 z 100x1x1", "1 main.2 512x4x4", "2 main.5 256x8x8", "3 main.8 128x16x16",
-        "4 main.11 64x32x32"]
+        "dcgan, 64 px, latent spaces z", "0 z 100x1x1", "1 main.2 512x4x4", "2 main.5 256x8x8",
+        "3 main.8 128x16x16", "4 main.11 64x32x32"]
 
 
 def test_zoo_on_a_checkpoint_file(capsys, checkpoint):

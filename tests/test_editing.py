@@ -258,7 +258,7 @@ def test_bad_edit_input_gets_one_line_and_writes_nothing(capsys, tmp_path, tiny_
         (["edit", str(run), "--direction", str(tmp_path / "missing.npy")], "does not exist"),
         (["edit", str(tmp_path), "--direction", str(tmp_path / "wrong.npy")], "holds no run"),
         (["edit", str(run), "--direction", str(tmp_path / "wrong.npy"), "--steps", "1"],
-         "--steps must be an integer of at least 2"),
+         "--steps must be an integer in [2, 1000]"),
         (["directions", "interfacegan", "--checkpoint", checkpoint, "--attribute", "smile",
           "--out", str(tmp_path / "d")], "--attribute 'smile' is unknown"),
     ]

@@ -238,6 +238,12 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
         raise InputError(f"a {self.family} generator does not expose the weight of its first "
                          "layer (SeFa needs it)", field="generator")
 
+    def _first_layer_only(self, layers: str, name: str) -> None:
+        """Families whose only layer on the latent is their first refuse any other choice."""
+        if str(layers).strip() not in ("all", "0", name):
+            raise InputError(f"layers {layers!r}: a {self.family} generator has one layer that "
+                             f"acts on the latent (all, 0 or {name})", field="layers")
+
     def initial_latents(self, n: int, rng: torch.Generator) -> torch.Tensor:
         """``n`` starting codes ``[n, z_dim]`` on the CPU, drawn from ``rng``."""
         return torch.randn(n, self.z_dim, generator=rng)

@@ -86,6 +86,7 @@ class DCGANGenerator(StagedGenerator):
 
     def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
         """The first transposed conv (z -> 4x4) as a matrix ``[C * 16, z_dim]``."""
+        self._first_layer_only(layers, "main.0")
         weight = self.main[0].weight.detach()  # [z, C, 4, 4]
         return weight.permute(1, 2, 3, 0).reshape(-1, self.z_dim), "z"
 

@@ -152,6 +152,7 @@ class PGGANGenerator(StagedGenerator):
     def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
         """The dense 4x4 layer after z (``layer1``, a 4x4 conv over a 1x1 input) as a matrix
         ``[C * 16, z_dim]``, with its equalised-lr scale."""
+        self._first_layer_only(layers, "layer1")
         weight = self.layer1.weight.detach() * self.layer1.scale  # [C, z, 4, 4]
         return weight.permute(0, 2, 3, 1).reshape(-1, self.z_dim), "z"
 

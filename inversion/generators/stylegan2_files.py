@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from core.errors import InputError
-from core.weights import load_strict, shorten
+from core.weights import check_backed, check_state_dict, load_strict, module_shapes, shorten
 from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
 
 W_AVG_SAMPLES = 10_000
@@ -111,6 +111,20 @@ SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+def fresh(allowed: Any) -> Any:
+    """A throwaway stand-in for an allowed global: a pickle may ``BUILD`` state onto any object
+    it holds, the globals it names included, and must not change the reader's own classes and
+    functions for the rest of the process. A class becomes a new subclass, a function a new
+    wrapper; built-in types refuse attributes by themselves."""
+    if isinstance(allowed, type):
+        return allowed if allowed.__module__ == "collections" else \
+            type(allowed.__name__, (allowed,), {})
+
+    def stand_in(*args: Any, **kwargs: Any) -> Any:
+        return allowed(*args, **kwargs)
+    return stand_in
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that builds only what :data:`SAFE_GLOBALS` allows."""
 
@@ -118,7 +132,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         allowed = SAFE_GLOBALS.get((module, name))
         if allowed is None:
             raise Refused(f"it refers to {module}.{name}, which this reader does not accept")
-        return allowed
+        return fresh(allowed)
 
     def persistent_load(self, pid: Any) -> Any:
         raise Refused("it uses persistent ids (a torch zip checkpoint?)")
@@ -134,7 +148,7 @@ def read_restricted_pickle(path: str | Path) -> Any:
     except Refused as err:
         raise InputError(f"{path} was refused: {err}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, RuntimeError, OSError) as err:
+            KeyError, RuntimeError, OSError, RecursionError, MemoryError, OverflowError) as err:
         raise InputError(f"{path} is damaged or not a pickle ({type(err).__name__}: "
                          f"{str(err)[:200]})") from None
 
@@ -152,13 +166,19 @@ def _flatten(obj: PersistentObject, prefix: str, out: dict[str, torch.Tensor],
         raise InputError(f"module {prefix or 'G_ema'} is a {type(obj).__name__}, not a stored "
                          "network module")
     state = obj.state
+    for part in ("_parameters", "_buffers", "_modules"):
+        if not isinstance(state.get(part) or {}, dict):
+            raise InputError(f"module {prefix or 'G_ema'}: {part} is a "
+                             f"{type(state.get(part)).__name__}, not a dict of named entries")
     non_persistent = set(state.get("_non_persistent_buffers_set") or ())
-    for name, value in (state.get("_parameters") or {}).items():
-        if value is not None:
-            out[prefix + name] = value
-    for name, value in (state.get("_buffers") or {}).items():
-        if value is not None and name not in non_persistent:
-            out[prefix + name] = value
+    for name, value in {**(state.get("_parameters") or {}),
+                        **{k: v for k, v in (state.get("_buffers") or {}).items()
+                           if k not in non_persistent}}.items():
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"{prefix}{name} is a {type(value).__name__}, not a tensor")
+        out[prefix + name] = value
     settings[prefix.rstrip(".")] = {k: v for k, v in state.items()
                                     if isinstance(v, int | float | str | bool | type(None))}
     settings[prefix.rstrip(".")]["__class__"] = obj.class_name
@@ -170,6 +190,16 @@ def _flatten(obj: PersistentObject, prefix: str, out: dict[str, torch.Tensor],
 def _number(settings: dict[str, Any], key: str, default: Any = None) -> Any:
     value = settings.get(key, default)
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _whole(settings: dict[str, Any], key: str, source: str, default: Any = None) -> int:
+    """An integer setting of the stored network, checked (a missing, non-integer, NaN or
+    negative value is one line naming it)."""
+    value = _number(settings, key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{source}: G_ema's {key} must be a whole number, got {value!r}",
+                         field=key)
+    return value
 
 
 def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
@@ -186,9 +216,13 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
     tensors: dict[str, torch.Tensor] = {}
     settings: dict[str, dict[str, Any]] = {}
     _flatten(network, "", tensors, settings)
+    check_backed(tensors, source)  # before any tensor is compared or copied
     top = settings[""]
     kwargs = network.state.get("_init_kwargs") or {}
-    c_dim = int(_number(top, "c_dim", kwargs.get("c_dim", 0)) or 0)
+    if not isinstance(kwargs, dict):
+        raise InputError(f"{source}: G_ema's _init_kwargs is a {type(kwargs).__name__}, not a "
+                         "dict")
+    c_dim = _whole(top, "c_dim", source, kwargs.get("c_dim", 0) or 0)
     if c_dim:
         raise InputError(f"{source} is a conditional generator (c_dim={c_dim}); only "
                          "unconditional StyleGAN2 generators are supported")
@@ -196,14 +230,14 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
            for name in tensors):
         raise InputError(f"{source} is a StyleGAN3 generator (networks_stylegan3); only StyleGAN2 "
                          "generators are supported")
-    resolution = int(_number(top, "img_resolution", 0))
+    resolution = _whole(top, "img_resolution", source, 0)
     blocks = [k for k in settings if re.fullmatch(r"synthesis\.b\d+", k)]
     for block in blocks:
         architecture = settings[block].get("architecture", "skip")
         if architecture != "skip":
             raise InputError(f"{source}: block {block} uses the {architecture!r} architecture; "
                              "only 'skip' (every official StyleGAN2 generator) is supported")
-    if int(_number(top, "img_channels", 3)) != 3:
+    if _whole(top, "img_channels", source, 3) != 3:
         raise InputError(f"{source} makes {top.get('img_channels')}-channel images; only RGB")
     mapping = [k for k in settings if re.fullmatch(r"mapping\.fc\d+", k)]
     lr_multiplier = float(_number(settings.get("mapping.fc0", {}), "bias_gain", 0.01))
@@ -221,19 +255,60 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
     for name in [k for k in tensors if k.endswith("resample_filter")]:
         if not torch.allclose(tensors.pop(name).float(), fir_filter(), atol=1e-6):
             raise InputError(f"{source}: {name} is not the standard [1, 3, 3, 1] filter")
+    missing = [f"synthesis.b{4 << k}.conv1.weight" for k in range(len(blocks))
+               if f"synthesis.b{4 << k}.conv1.weight" not in tensors]
+    if missing or not blocks:
+        lacking = ", ".join(missing[:3]) or "its blocks"
+        raise InputError(f"{source}: the synthesis network lacks {lacking}")
     channels = [int(tensors[f"synthesis.b{4 << k}.conv1.weight"].shape[0])
                 for k in range(len(blocks))]
-    config = {"resolution": resolution, "z_dim": int(_number(top, "z_dim")),
-              "w_dim": int(_number(top, "w_dim")), "channels": channels,
+    if isinstance(clamp, bool) or not (clamp is None or isinstance(clamp, (int, float))):
+        raise InputError(f"{source}: conv_clamp must be a number or None, got {clamp!r}")
+    config = {"resolution": resolution, "z_dim": _whole(top, "z_dim", source),
+              "w_dim": _whole(top, "w_dim", source), "channels": channels,
               "mapping_layers": len(mapping), "lr_multiplier": lr_multiplier,
               "conv_clamp": float(clamp) if clamp is not None else None}
-    generator = _build(config, source)
+    generator = _build(config, source, tensors)
     load_strict(generator, tensors, f"{source} (NVIDIA G_ema)")
     return generator.eval()
 
 
-def _build(config: dict[str, Any], source: str) -> StyleGAN2Generator:
+MAX_WIDTH = 8192  # channels or latent sizes beyond this are no StyleGAN2
+MAX_RESOLUTION = 4096
+MAX_MAPPING_LAYERS = 64
+
+
+def _check_config(config: dict[str, Any], source: str) -> None:
+    """The declared sizes as plain numbers, before anything is built from them."""
+    def whole(name: str, value: Any, high: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise InputError(f"{source}: {name} must be an integer in [1, {high}], got "
+                             f"{value!r}", field=name)
+
+    whole("resolution", config["resolution"], MAX_RESOLUTION)
+    whole("z_dim", config["z_dim"], MAX_WIDTH)
+    whole("w_dim", config["w_dim"], MAX_WIDTH)
+    whole("mapping_layers", config["mapping_layers"], MAX_MAPPING_LAYERS)
+    for width in config["channels"]:
+        whole("channels", width, MAX_WIDTH)
+    multiplier = config["lr_multiplier"]
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or \
+            not 0 < multiplier < float("inf"):
+        raise InputError(f"{source}: lr_multiplier must be a positive number, got "
+                         f"{multiplier!r}", field="lr_multiplier")
+
+
+def _build(config: dict[str, Any], source: str,
+           tensors: dict[str, Any] | None = None) -> StyleGAN2Generator:
+    """Check the declared sizes, then (given the file's tensors) the shapes against a skeleton
+    on the meta device, and only then build the module."""
+    _check_config(config, source)
     try:
+        if tensors is not None:
+            check_backed(tensors, source)
+            with torch.device("meta"):
+                skeleton = StyleGAN2Generator(**config)
+            check_state_dict(module_shapes(skeleton), tensors, source)
         return StyleGAN2Generator(**config)
     except (TypeError, ValueError) as err:
         raise InputError(f"{source}: its configuration {config} is not a StyleGAN2 this "
@@ -241,7 +316,15 @@ def _build(config: dict[str, Any], source: str) -> StyleGAN2Generator:
 
 
 def read_nvidia_pickle(path: str | Path) -> StyleGAN2Generator:
-    return from_nvidia(read_restricted_pickle(path), str(path))
+    content = read_restricted_pickle(path)
+    try:
+        return from_nvidia(content, str(path))
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError,
+            OverflowError) as err:  # a malformed value the checks did not name
+        raise InputError(f"{path} holds a malformed NVIDIA network ({type(err).__name__}: "
+                         f"{str(err)[:160]})") from None
 
 
 # -- rosinality ----------------------------------------------------------------------------------
@@ -250,15 +333,37 @@ def rosinality_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
     """The generator's state dict, the ``args`` and the ``latent_avg`` of a rosinality file."""
     if isinstance(state.get("g_ema"), dict):
         args = state.get("args")
-        args = vars(args) if hasattr(args, "__dict__") else dict(args or {})
+        args = vars(args) if hasattr(args, "__dict__") else args if isinstance(args, dict) \
+            else {}
         return state["g_ema"], args, state.get("latent_avg")
     return state, {}, state.get("latent_avg")
 
 
 def from_rosinality(state: dict[str, Any], source: str) -> StyleGAN2Generator:
     """Our generator from a rosinality checkpoint, configuration inferred from shapes."""
+    try:
+        return _from_rosinality(state, source)
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        raise InputError(f"{source} holds a malformed rosinality generator "
+                         f"({type(err).__name__}: {str(err)[:160]})") from None
+
+
+def _from_rosinality(state: dict[str, Any], source: str) -> StyleGAN2Generator:
     g, args, latent_avg = rosinality_state(state)
     g = {k: v for k, v in g.items() if isinstance(v, torch.Tensor)}
+    check_backed(g, source)
+    if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
+        raise InputError(f"{source}: latent_avg is a {type(latent_avg).__name__}, not a tensor",
+                         field="latent_avg")
+    for key, rank in (("input.input", 4), ("conv1.conv.weight", 5)):
+        if key in g and g[key].dim() != rank:
+            raise InputError(f"{source}: {key} has shape {list(g[key].shape)}, not {rank}-d")
+    multiplier = args.get("lr_mlp", 0.01)
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)):
+        raise InputError(f"{source}: args.lr_mlp must be a number, got {multiplier!r}",
+                         field="lr_mlp")
     mapping = sorted(int(m.group(1)) for k in g if (m := re.fullmatch(r"style\.(\d+)\.weight", k)))
     if not mapping or "input.input" not in g or "conv1.conv.weight" not in g:
         keys = shorten(sorted(g))
@@ -272,7 +377,7 @@ def from_rosinality(state: dict[str, Any], source: str) -> StyleGAN2Generator:
     config = {"resolution": 4 << (blocks - 1), "z_dim": int(g[f"style.{mapping[0]}.weight"]
                                                             .shape[1]),
               "w_dim": w_dim, "channels": channels, "mapping_layers": len(mapping),
-              "lr_multiplier": float(args.get("lr_mlp", 0.01)), "conv_clamp": None}
+              "lr_multiplier": float(multiplier), "conv_clamp": None}
     native: dict[str, torch.Tensor] = {}
     missing: list[str] = []
 
@@ -321,11 +426,11 @@ def from_rosinality(state: dict[str, Any], source: str) -> StyleGAN2Generator:
             ([f"unexpected keys: {shorten(unexpected)}"] if unexpected else [])
         raise InputError(f"{source} (rosinality layout) does not match the architecture: "
                          + "; ".join(problems))
-    generator = _build(config, source)
     if latent_avg is not None:
         native["mapping.w_avg"] = latent_avg.reshape(-1)[:w_dim].float()
     else:
         native["mapping.w_avg"] = torch.zeros(w_dim)
+    generator = _build(config, source + " (rosinality layout)", native)
     load_strict(generator, native, f"{source} (rosinality layout)")
     if latent_avg is None:
         generator.mapping.w_avg.copy_(mean_w(generator))

@@ -1,0 +1,298 @@
+"""Every reader validates before it builds: malformed and hostile generator files (NVIDIA
+pickles, rosinality checkpoints) get one line, and nothing large is allocated from a declared
+size."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from core.errors import InputError
+from helpers import make_tiny_stylegan2, nvidia_pickle
+from inversion.generators.formats import load_generator_file
+
+HUGE = torch.zeros(1).expand(10 ** 5, 10 ** 5)  # 40 GB declared over 4 bytes
+
+
+def block(root: dict, name: str) -> dict:
+    """The stored state of ``synthesis.NAME`` inside a network's root state."""
+    return root["_modules"]["synthesis"].meta["state"]["_modules"][name].meta["state"]
+
+
+NVIDIA_CASES = [
+    ("z_dim missing", {"top": {"z_dim": None}}, r"G_ema's z_dim must be a whole number, got None"),
+    ("z_dim text", {"top": {"z_dim": "x"}}, r"z_dim must be a whole number, got 'x'"),
+    ("z_dim NaN", {"top": {"z_dim": float("nan")}}, r"z_dim must be a whole number, got nan"),
+    ("z_dim negative", {"top": {"z_dim": -8}}, r"z_dim must be a whole number, got -8"),
+    ("z_dim huge", {"top": {"z_dim": 3 * 10 ** 7}},
+     r"z_dim must be an integer in \[1, 8192\], got 30000000"),
+    ("resolution huge", {"top": {"img_resolution": 10 ** 9}},
+     r"resolution must be an integer in \[1, 4096\]"),
+    ("init kwargs a list", {"top": {"_init_kwargs": [1, 2]}}, r"_init_kwargs is a list"),
+    ("parameters a list", {"edit": lambda root: block(root, "b8").__setitem__(
+        "_parameters", [1, 2])}, r"module synthesis\.b8\.: _parameters is a list"),
+    ("no conv1", {"edit": lambda root: block(root, "b8")["_modules"].pop("conv1")},
+     r"lacks synthesis\.b8\.conv1\.weight"),
+    ("stride-0 filter", {"edit": lambda root: block(root, "b8")["_buffers"].__setitem__(
+        "resample_filter", torch.zeros(1).expand(10 ** 10, 4, 4))},
+     r"synthesis\.b8\.resample_filter declares shape \[10000000000, 4, 4\]"),
+    ("a weight not a tensor", {"edit": lambda root: block(root, "b4")["_parameters"].__setitem__(
+        "const", [1.0])}, r"synthesis\.b4\.const is a list, not a tensor"),
+]
+
+
+@pytest.mark.parametrize("case", NVIDIA_CASES, ids=[case[0] for case in NVIDIA_CASES])
+def test_malformed_nvidia_pickles_get_one_line(tmp_path, case):
+    _, options, message = case
+    path = nvidia_pickle(make_tiny_stylegan2(), tmp_path / "bad.pkl", **options)
+    with pytest.raises(InputError, match=message):
+        load_generator_file(path)
+
+
+def test_a_pickle_nested_beyond_the_recursion_limit_gets_one_line(tmp_path):
+    def nest(root: dict) -> None:
+        inner = root
+        for _ in range(3000):
+            child = {"_parameters": {}, "_buffers": {}, "_modules": {}}
+            inner["_modules"]["deeper"] = child
+            inner = child
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(40000)  # only to write the file
+    try:
+        path = nvidia_pickle(make_tiny_stylegan2(), tmp_path / "deep.pkl", edit=nest)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(InputError, match=r"damaged or not a pickle|malformed|not a stored"):
+        load_generator_file(path)
+
+
+def test_state_built_onto_an_allowed_class_stays_in_that_file(tmp_path):
+    from inversion.generators.stylegan2_files import EasyDict, read_restricted_pickle
+
+    # GLOBAL dnnlib.util EasyDict; BUILD (None, {"__getattr__": 5}) onto the class itself
+    payload = (b"\x80\x02cdnnlib.util\nEasyDict\nN}X\x0b\x00\x00\x00__getattr__K\x05s\x86b.")
+    path = tmp_path / "build.pkl"
+    path.write_bytes(payload)
+    built = read_restricted_pickle(path)
+    assert built.__getattr__ == 5  # the file changed its own stand-in ...
+    assert EasyDict.__dict__.get("__getattr__") is None  # ... never the reader's class
+    assert EasyDict(a=1)["a"] == 1
+
+
+ROSINALITY_CASES = [
+    ("args a list", lambda f: f.__setitem__("args", [1, 2]), None),
+    ("lr_mlp text", lambda f: f.__setitem__("args", {"lr_mlp": "x"}),
+     r"args\.lr_mlp must be a number, got 'x'"),
+    ("latent_avg an int", lambda f: f.__setitem__("latent_avg", 3),
+     r"latent_avg is a int, not a tensor"),
+    ("input 1-d", lambda f: f["g_ema"].__setitem__("input.input", torch.zeros(8)),
+     r"input\.input has shape \[8\], not 4-d"),
+    ("stride-0 blur", lambda f: f["g_ema"].__setitem__("convs.0.conv.blur.kernel", HUGE),
+     r"convs\.0\.conv\.blur\.kernel declares shape \[100000, 100000\]"),
+    ("wide style", lambda f: f["g_ema"].__setitem__(
+        "style.1.weight", torch.zeros(1).expand(32, 3 * 10 ** 7)),
+     r"style\.1\.weight declares shape \[32, 30000000\]"),
+]
+
+
+def rosinality_file() -> dict:
+    from helpers import SHARED
+
+    fixture = SHARED / "fixtures" / "stylegan2" / "rosinality-tiny32.pt"
+    if not fixture.is_file():
+        pytest.skip("the rosinality fixture lives in ../shared/fixtures/stylegan2, which this "
+                    "clone does not have")
+    return torch.load(fixture, weights_only=True)
+
+
+@pytest.mark.parametrize("case", ROSINALITY_CASES, ids=[case[0] for case in ROSINALITY_CASES])
+def test_malformed_rosinality_files_get_one_line_or_load(tmp_path, case):
+    _, damage, message = case
+    content = rosinality_file()
+    damage(content)
+    path = tmp_path / "bad.pt"
+    torch.save(content, path)
+    if message is None:  # args that are no dict are ignored: the shapes say everything
+        assert load_generator_file(path).resolution == 32
+        return
+    with pytest.raises(InputError, match=message):
+        load_generator_file(path)
+
+
+def test_every_reader_error_is_one_line(tmp_path):
+    path = nvidia_pickle(make_tiny_stylegan2(), tmp_path / "bad.pkl", top={"z_dim": "x"})
+    with pytest.raises(InputError) as caught:
+        load_generator_file(path)
+    assert "\n" not in str(caught.value)
+
+
+# -- boundary files and direction names -----------------------------------------------------------
+def npy_header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
+    """A version 1.0 .npy header declaring ``shape`` (no data follows)."""
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}"
+    header = header.ljust(118) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is not a .npy array"),
+    (npy_header((1, 10 ** 12)), r"shape \[1, 1000000000000\]; a boundary is \(1, d\)"),
+    (npy_header((1, 8)), "is truncated: its header declares 8 numbers"),
+    (npy_header((1, 8), "|O"), "is not a .npy array|holds a object array"),
+])
+def test_damaged_boundary_files_get_one_line(tmp_path, tiny_pggan, content, message):
+    from analysis.directions import load_boundary
+
+    path = tmp_path / "b.npy"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_boundary(path, tiny_pggan)
+
+
+@pytest.mark.parametrize("sidecar, vector, message", [
+    ("[1, 2]", None, "sidecar .* must hold a JSON object, got list"),
+    ('{"space": 5}', None, "sidecar .*: space must be one of z, w, got 5"),
+    (None, 1e300, "not finite or too large"),
+])
+def test_boundary_sidecars_and_values_are_checked(tmp_path, tiny_pggan, sidecar, vector,
+                                                  message):
+    import warnings
+
+    import numpy as np
+
+    from analysis.directions import load_boundary
+
+    path = tmp_path / "b.npy"
+    np.save(path, np.full((1, 8), vector if vector is not None else 1.0))
+    if sidecar is not None:
+        path.with_suffix(".json").write_text(sidecar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning before the refusal
+        with pytest.raises(InputError, match=message):
+            load_boundary(path, tiny_pggan)
+
+
+def test_a_direction_name_cannot_leave_the_output_folder(tmp_path, tiny_pggan, capsys):
+    from inversion.generators import save_generator
+    from mganprior.cli import main
+
+    checkpoint = str(save_generator(tiny_pggan, tmp_path / "tiny.safetensors"))
+    out = tmp_path / "deep" / "dirs"
+    for name in ("../../escaped", str(tmp_path / "absolute")):
+        assert main(["directions", "interfacegan", "--checkpoint", checkpoint, "--attribute",
+                     "brightness", "--samples", "200", "--fraction", "0.1", "--name", name,
+                     "--out", str(out)]) == 0
+    flattened = str(tmp_path / "absolute").strip("/").replace("/", "_")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["escaped.npy", "escaped.json", f"{flattened}.npy", f"{flattened}.json"])
+    assert not (tmp_path / "escaped.npy").exists() and not (tmp_path / "absolute.npy").exists()
+
+
+def test_an_edit_that_would_not_fit_in_memory_is_refused_up_front():
+    from analysis.editing import check_frame_memory
+
+    with pytest.raises(InputError, match=r"steps: 4 images x 21 code sets x 1000 steps of 4096 px"):
+        check_frame_memory(4, 21, 1000, 4096)
+    check_frame_memory(4, 21, 7, 64)  # the demo's size passes
+
+
+# -- the sharding environment ---------------------------------------------------------------------
+@pytest.mark.parametrize("environ, message", [
+    ({"RANK": "abc", "WORLD_SIZE": "1"}, "environment variable RANK must be an integer, got 'abc'"),
+    ({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "zz"}, "LOCAL_RANK must be an integer"),
+    ({"RANK": "3", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+     r"RANK and WORLD_SIZE give shard 3 of 2"),
+    ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR and MASTER_PORT are not"),
+    ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "4"},
+     "SLURM_ARRAY_TASK_ID must be an integer, got 'x'"),
+    ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "4"},
+     r"SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT give shard 9 of 4"),
+])
+def test_the_sharding_environment_is_named_when_it_is_wrong(environ, message):
+    from core.sharding import current_shard
+
+    with pytest.raises(InputError, match=message) as caught:
+        current_shard(None, environ)
+    assert "--shard" not in str(caught.value)
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_waits_for_debug(capsys,
+                                                                             monkeypatch):
+    from mganprior import cli
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setitem(cli.HANDLERS, "zoo", broken)
+    assert cli.main(["zoo"]) == 3
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "internal error (a bug" in error
+    assert "ZeroDivisionError: division by zero second line while running `mganprior zoo`" in error
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", "zoo"])
+
+
+def test_wording_names_the_flag_users_type(capsys, tmp_path, tiny_pggan):
+    from analysis.directions import sefa_directions
+    from mganprior.cli import flag_for
+
+    assert flag_for("code_sets") == "--codes"
+    with pytest.raises(InputError, match=r"layers 'zzz': a pggan generator has one layer"):
+        sefa_directions(tiny_pggan, 2, layers="zzz")
+    assert len(sefa_directions(tiny_pggan, 2, layers="0")) == 2
+
+
+def test_scenes_are_written_one_at_a_time(tmp_path, monkeypatch, capsys):
+    """A huge count streams: the first scene is on disk before the second is rendered."""
+    import scenes.datasets
+    from mganprior.cli import main
+
+    rendered = []
+    real = scenes.datasets.render
+
+    def watched(domain, seed, size=64):
+        if rendered:  # every earlier scene is already written
+            assert (tmp_path / "out" / f"{domain}-{rendered[-1]:06d}.png").is_file()
+        rendered.append(seed)
+        if len(rendered) == 3:
+            raise KeyboardInterrupt  # stop a count of a billion after three
+        return real(domain, seed, size=size)
+
+    monkeypatch.setattr(scenes.datasets, "render", watched)
+    assert main(["scenes", "--domain", "bedroom", "--count", "1000000000", "--size", "32",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 130
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "bedroom-000000.png", "bedroom-000001.png"]
+
+
+# -- damaged run folders --------------------------------------------------------------------------
+def test_index_counts_only_complete_folders_and_names_the_others(tmp_path, capsys, tiny_pggan,
+                                                                  face_pngs):
+    import json
+
+    from inversion.generators import save_generator
+    from inversion.rundir import RunDirectory
+    from mganprior.cli import main
+
+    checkpoint = str(save_generator(tiny_pggan, tmp_path / "tiny.safetensors"))
+    run = tmp_path / "run"
+    assert main(["invert", "--checkpoint", checkpoint, "--images", str(face_pngs), "--out",
+                 str(run), "--iterations", "2", "--codes", "2", "--quiet"]) == 0
+    images = run / "images"
+    (images / "img0" / "record.json").write_text('{"image": "img0", "sta')  # truncated
+    (images / "img1" / "latents.safetensors").write_bytes(b"\x10\x00")  # truncated latents
+    (images / "copy").symlink_to(images / "img2", target_is_directory=True)
+    (images / "bare").mkdir()
+    (images / "bare" / "record.json").write_text(json.dumps({"image": "bare", "status": "ok"}))
+    capsys.readouterr()
+    assert main(["index", str(run)]) == 0
+    captured = capsys.readouterr()
+    for name, why in (("img0", "record.json is damaged"), ("img1", "latents.safetensors is "
+                      "damaged"), ("copy", "is a link"), ("bare", "record.json lacks a status")):
+        assert f"images/{name}: {why}" in captured.err, name
+    records = RunDirectory(run).records()
+    assert [r["image"] for r in records] == ["img2"]
+    assert RunDirectory(run).load_result().names == ["img2"]
