@@ -164,11 +164,13 @@ class RunDirectory:
         """Names of the finished images, from their folders (the source of truth)."""
         if not self.images_dir.is_dir():
             return set()
-        return {p.parent.name for p in self.images_dir.glob(f"*/{IMAGE_FILES['record']}")}
+        return {p.parent.name for p in self.images_dir.glob(f"*/{IMAGE_FILES['record']}")
+                if not p.parent.name.startswith(".")}  # .partial-NAME-PID: still being written
 
     def folder_records(self, problems: list[str] | None = None) -> list[dict[str, Any]]:
         """Every finished image's record, read from its folder, in finishing order. Only
-        complete, valid folders count; each damaged one is skipped and named in ``problems``."""
+        complete, valid folders count: each damaged one is skipped and named in ``problems``,
+        or, when no list is given, is an InputError naming it."""
         records = []
         for name in sorted(self.finished()):
             path = self.image_dir(name) / IMAGE_FILES["record"]
@@ -181,6 +183,9 @@ class RunDirectory:
                 records.append(record)
             elif problems is not None:
                 problems.append(f"images/{name}: {problem}; skipped")
+            else:
+                raise InputError(f"{self.path}/images/{name}: {problem}; `mganprior index "
+                                 f"{self.path}` names every damaged image folder")
         return sorted(records, key=lambda r: (str(r.get("finished", "")), str(r.get("image"))))
 
     def _folder_problem(self, name: str, record: Any) -> str | None:
@@ -249,7 +254,7 @@ class RunDirectory:
                 if name == safe_name(name) and self.image_file(name, "latents").is_file() \
                         and not self.is_finished(name):
                     write_json(self.image_file(name, "record"), record)
-            records = self.folder_records(problems)
+            records = self.folder_records(problems if problems is not None else [])
             atomic_write_bytes(self.results_path, "".join(json_line(r) for r in records).encode())
             return self._write_summary(extra)
 

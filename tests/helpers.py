@@ -34,6 +34,34 @@ SHARED = REPO.parent / "shared"
 REAL_IMAGES = SHARED / "real-images"
 
 
+def needs_shared(folder: str, what: str):
+    """A skip mark for tests that read ``../shared/fixtures/FOLDER`` (a user's clone has none)."""
+    return pytest.mark.skipif(not (SHARED / "fixtures" / folder).is_dir(),
+                              reason=f"{what} live in ../shared/fixtures/{folder}, which this "
+                              "clone does not have")
+
+
+def sample_pngs(generator, folder: Path, count: int = 2, seed: int = 4) -> Path:
+    """``count`` of the generator's own samples as ``s0.png``, ``s1.png``, ... in ``folder``."""
+    from inversion.images import save_png
+
+    folder.mkdir(parents=True)
+    for i, image in enumerate(generator.sample(count, seed=seed)):
+        save_png(image, folder / f"s{i}.png")
+    return folder
+
+
+def half_label_maps(folder: Path, names: tuple[str, ...] = ("s0", "s1"), size: int = 16
+                    ) -> Path:
+    """Label maps ``NAME.png``: class 0 on the top half, class 1 on the bottom half."""
+    folder.mkdir(parents=True)
+    for name in names:
+        label = np.zeros((size, size), np.uint8)
+        label[size // 2:] = 1
+        write_png(folder / f"{name}.png", label)
+    return folder
+
+
 def write_png(path: Path, array: np.ndarray) -> Path:
     Image.fromarray(array).save(path)
     return path

@@ -108,7 +108,7 @@ def _break_checkpoint(run):
 @pytest.mark.parametrize("case, extra, message", [
     ("no run", [], "does not exist"),
     ("no config", [], "not a run directory"),
-    ("no latents", [], "img1 has no latents"),
+    ("no latents", [], "images/img1: latents.safetensors is missing"),
     ("changed checkpoint", [], "sha256"),
     ("other architecture", ["--generator", "digiface-dcgan64"], "not the run's generator"),
     ("other weights", ["--checkpoint", "OTHER"], "does not reproduce the run's reconstructions"),

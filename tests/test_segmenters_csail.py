@@ -15,24 +15,36 @@ from segmentation.formats import load_segmenter_dir
 pytest.importorskip("mit_semseg", reason="the csail extra (mit-semseg) is not installed")
 
 
-@pytest.fixture(scope="module")
-def csail(tmp_path_factory) -> Path:
+ARCH = {"arch_encoder": "mobilenetv2dilated", "arch_decoder": "c1_deepsup", "fc_dim": 320,
+        "num_class": 150}
+
+
+def csail_folder(folder: Path, seed: int, adjust) -> Path:
+    """A seeded random MobileNetV2 + C1 pair saved as CSAIL publishes them; ``adjust(decoder)``
+    sets the last layer first."""
     from segmentation.csail import build
 
     with torch.random.fork_rng():
-        torch.manual_seed(0)
-        encoder, decoder = build({"arch_encoder": "mobilenetv2dilated",
-                                  "arch_decoder": "c1_deepsup", "fc_dim": 320,
-                                  "num_class": 150})
-    with torch.no_grad():  # channel 2 wins everywhere: CSAIL's class 3 in object150_info.csv
-        decoder.conv_last.weight.zero_()
-        decoder.conv_last.bias.zero_()
-        decoder.conv_last.bias[2] = 10.0
-    folder = tmp_path_factory.mktemp("csail") / "ade20k-mobilenetv2dilated-c1_deepsup"
-    folder.mkdir()
+        torch.manual_seed(seed)
+        encoder, decoder = build(ARCH)
+    with torch.no_grad():
+        adjust(decoder.conv_last)
+    folder.mkdir(parents=True)
     torch.save(encoder.state_dict(), folder / "encoder_epoch_20.pth")
     torch.save(decoder.state_dict(), folder / "decoder_epoch_20.pth")
     return folder
+
+
+def channel_two_wins(last) -> None:  # channel 2: CSAIL's class 3 in object150_info.csv
+    last.weight.zero_()
+    last.bias.zero_()
+    last.bias[2] = 10.0
+
+
+@pytest.fixture(scope="module")
+def csail(tmp_path_factory) -> Path:
+    return csail_folder(tmp_path_factory.mktemp("csail") / "ade20k-mobilenetv2dilated-c1_deepsup",
+                        0, channel_two_wins)
 
 
 def test_csail_channels_map_to_ade20k_by_index(csail):
@@ -67,20 +79,11 @@ def test_csail_weights_load_strictly(csail, tmp_path):
 @pytest.fixture(scope="module")
 def csail_random(tmp_path_factory) -> Path:
     """Random weights (maps that vary) and a YAML config with its own test scales."""
-    from segmentation.csail import build
+    def let_features_decide(last) -> None:  # at init one class wins everywhere
+        last.bias.zero_()
+        last.weight.mul_(50)
 
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        encoder, decoder = build({"arch_encoder": "mobilenetv2dilated",
-                                  "arch_decoder": "c1_deepsup", "fc_dim": 320,
-                                  "num_class": 150})
-    with torch.no_grad():  # at init one class wins everywhere: let the features decide
-        decoder.conv_last.bias.zero_()
-        decoder.conv_last.weight.mul_(50)
-    folder = tmp_path_factory.mktemp("csail") / "random"
-    folder.mkdir()
-    torch.save(encoder.state_dict(), folder / "encoder_epoch_20.pth")
-    torch.save(decoder.state_dict(), folder / "decoder_epoch_20.pth")
+    folder = csail_folder(tmp_path_factory.mktemp("csail") / "random", 1, let_features_decide)
     (folder / "config.yaml").write_text(
         "DATASET:\n  num_class: 150\n  imgSizes: (40, 56, 72)\n  imgMaxSize: 90\n"
         "  padding_constant: 8\nMODEL:\n  arch_encoder: mobilenetv2dilated\n"
@@ -100,8 +103,7 @@ def csail_evaluation(folder: Path, pngs: list[Path], sizes, max_size: int,
 
     from segmentation.csail import build
 
-    encoder, decoder = build({"arch_encoder": "mobilenetv2dilated",
-                              "arch_decoder": "c1_deepsup", "fc_dim": 320, "num_class": 150})
+    encoder, decoder = build(ARCH)
     encoder.load_state_dict(torch.load(folder / "encoder_epoch_20.pth", weights_only=True))
     decoder.load_state_dict(torch.load(folder / "decoder_epoch_20.pth", weights_only=True))
     module = SegmentationModule(encoder, decoder, None).eval()

@@ -4,27 +4,30 @@ generator contract, hostile files, and everything downstream end to end on a tin
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from core.errors import InputError
-from helpers import SHARED, GeneratorContract, make_tiny_stylegan1, write_png
+from helpers import (
+    SHARED,
+    GeneratorContract,
+    half_label_maps,
+    make_tiny_stylegan1,
+    needs_shared,
+    sample_pngs,
+)
 from inversion.composition import render
 from inversion.generators.formats import load_generator_file, sniff_format
 from inversion.generators.saving import save_generator
 from inversion.generators.stylegan1_files import from_genforce
 
 FIXTURE = SHARED / "fixtures" / "stylegan1"
-needs_fixture = pytest.mark.skipif(
-    not FIXTURE.is_dir(), reason="the reference StyleGAN checkpoint lives in "
-    "../shared/fixtures/stylegan1, which this clone does not have")
+needs_fixture = needs_shared("stylegan1", "the reference StyleGAN checkpoint and its outputs")
 TOLERANCE = {"rtol": 0, "atol": 1e-4}
 
 
 class TestStyleGAN1Contract(GeneratorContract):
-    extra_carry = "styles=latent"
-    extra_layer = 3
+    extra_carry, extra_layer = "styles=latent", 3
 
     def make(self):
         return make_tiny_stylegan1()
@@ -176,13 +179,7 @@ def stylegan1_file(tmp_path):
 
 @pytest.fixture
 def stylegan1_pngs(tmp_path):
-    from inversion.images import save_png
-
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i, image in enumerate(make_tiny_stylegan1().sample(2, seed=4)):
-        save_png(image, folder / f"s{i}.png")
-    return folder
+    return sample_pngs(make_tiny_stylegan1(), tmp_path / "images")
 
 
 def test_invert_attribute_edit_and_study_a_stylegan1(tmp_path, capsys, stylegan1_file,
@@ -197,12 +194,7 @@ def test_invert_attribute_edit_and_study_a_stylegan1(tmp_path, capsys, stylegan1
                  "5", "--codes", "4", "--latent-space", "w+", "--quiet"]) == 0
     result = RunDirectory(run).load_result()
     assert result.codes.shape == (2, 4, 6 * 8) and result.extras["styles"].shape == (2, 2, 8)
-    labels = tmp_path / "labels"
-    labels.mkdir()
-    for name in ("s0", "s1"):
-        label = np.zeros((16, 16), np.uint8)
-        label[8:] = 1
-        write_png(labels / f"{name}.png", label)
+    labels = half_label_maps(tmp_path / "labels")
     assert main(["attribute", str(run), "--labels", str(labels), "--quiet"]) == 0
     assert "codes of 2 images assigned" in capsys.readouterr().out
     directions = tmp_path / "dirs"

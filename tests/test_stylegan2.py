@@ -14,16 +14,16 @@ from helpers import (
     GeneratorContract,
     make_tiny_pggan,
     make_tiny_stylegan2,
+    needs_shared,
     nvidia_pickle,
+    sample_pngs,
 )
 from inversion.composition import code_cuts, fuse, render
 from inversion.generators.formats import load_generator_file, sniff_format
 from inversion.generators.saving import save_generator
 
 FIXTURES = SHARED / "fixtures" / "stylegan2"
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason="the reference StyleGAN2 checkpoints live in "
-    "../shared/fixtures/stylegan2, which this clone does not have")
+needs_fixtures = needs_shared("stylegan2", "the reference StyleGAN2 checkpoints")
 TOLERANCE = {"rtol": 0, "atol": 1e-4}
 
 
@@ -228,13 +228,7 @@ def stylegan2_pickle(tmp_path):
 
 @pytest.fixture
 def stylegan2_pngs(tmp_path):
-    from inversion.images import save_png
-
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i, image in enumerate(make_tiny_stylegan2().sample(2, seed=4)):
-        save_png(image, folder / f"s{i}.png")
-    return folder
+    return sample_pngs(make_tiny_stylegan2(), tmp_path / "images")
 
 
 def test_zoo_lists_the_layers_and_what_crosses_each_cut(capsys, stylegan2_pickle):
@@ -266,21 +260,15 @@ def test_every_task_inverts_a_stylegan2_pickle(tmp_path, stylegan2_pickle, style
 
 def test_attribute_layers_and_report_on_a_stylegan2(tmp_path, capsys, stylegan2_pickle,
                                                     stylegan2_pngs):
-    import numpy as np
 
-    from helpers import write_png
+    from helpers import half_label_maps
     from mganprior.cli import main
 
     run = tmp_path / "run"
     assert main(["invert", "--checkpoint", str(stylegan2_pickle), "--images",
                  str(stylegan2_pngs), "--out", str(run), "--layer", "b8", "--iterations", "5",
                  "--codes", "4", "--latent-space", "w", "--quiet"]) == 0
-    labels = tmp_path / "labels"
-    labels.mkdir()
-    for name in ("s0", "s1"):
-        label = np.zeros((16, 16), np.uint8)
-        label[8:] = 1
-        write_png(labels / f"{name}.png", label)
+    labels = half_label_maps(tmp_path / "labels")
     assert main(["attribute", str(run), "--labels", str(labels), "--quiet"]) == 0
     assert "codes of 2 images assigned" in capsys.readouterr().out
     study = tmp_path / "study"

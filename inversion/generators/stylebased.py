@@ -49,8 +49,8 @@ def check_truncation(psi: Any, layers: Any = None) -> None:
 
 class StyleBasedGenerator(LayeredGenerator):
     """A generator whose synthesis layers each take a style row of ``w`` (see the module
-    docstring). Subclasses set ``mapping_z_dim``, ``w_dim``, ``num_ws``, ``truncation_psi`` and
-    ``truncation_layers`` in ``__init__`` and provide :meth:`map` and :attr:`w_avg`."""
+    docstring). Subclasses set ``mapping_z_dim``, ``w_dim``, ``num_ws``, ``truncation_psi``,
+    ``truncation_layers`` and a ``mapping`` module in ``__init__`` and provide :attr:`w_avg`."""
 
     latent_spaces: ClassVar[tuple[str, ...]] = LATENT_SPACES
     latent_space: str = "z"
@@ -60,9 +60,10 @@ class StyleBasedGenerator(LayeredGenerator):
     truncation_psi: float = 1.0
     truncation_layers: int | None = None  # None: every row
 
-    @abstractmethod
     def map(self, z: torch.Tensor) -> torch.Tensor:
-        """``z`` ``[B, mapping_z_dim]`` to ``w`` ``[B, w_dim]`` (no truncation)."""
+        """``z`` ``[B, mapping_z_dim]`` to ``w`` ``[B, w_dim]`` (no truncation): the family's
+        ``mapping`` module."""
+        return self.mapping(z)
 
     @property
     @abstractmethod

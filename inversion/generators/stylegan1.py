@@ -214,9 +214,6 @@ class StyleGAN1Generator(StyleBasedGenerator):
         self.synthesis = Synthesis(resolution, channels, w_dim, fused)
 
     # -- the style-based contract -----------------------------------------------------------------
-    def map(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mapping(z)
-
     @property
     def w_avg(self) -> torch.Tensor:
         return self.truncation.w_avg

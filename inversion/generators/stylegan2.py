@@ -275,9 +275,6 @@ class StyleGAN2Generator(StyleBasedGenerator):
         self._steps = synthesis_steps(blocks)
 
     # -- what the contract asks for --------------------------------------------------------------
-    def map(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mapping(z)
-
     @property
     def w_avg(self) -> torch.Tensor:
         return self.mapping.w_avg
