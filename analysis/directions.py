@@ -313,6 +313,18 @@ def parse_attribute(text: str, segmenter=None) -> Attribute:
                      field="attribute")
 
 
+def check_sample_memory(count: int, size: int) -> None:
+    """Refuse, before sampling, more latents than memory holds (they are kept for the fit)."""
+    from inversion.memory import HEADROOM, available_bytes, gigabytes
+
+    needed = count * (size + 1) * 8 * 2  # float64 latents and scores, and the fit's copy
+    available = available_bytes(torch.device("cpu"))
+    if available is not None and needed > HEADROOM * available:
+        raise InputError(f"samples: {count} latents of {size} numbers need about "
+                         f"{gigabytes(needed)}, more than the {gigabytes(HEADROOM * available)} "
+                         "usable; use fewer samples", field="samples")
+
+
 @torch.no_grad()
 def sample_and_score(generator: LayeredGenerator, attribute: Attribute, count: int,
                      space: str = "z", seed: int = 0, batch: int = 64
@@ -321,6 +333,7 @@ def sample_and_score(generator: LayeredGenerator, attribute: Attribute, count: i
     if count < 1:
         raise InputError(f"samples must be at least 1, got {count}", field="samples")
     generator = generator.in_space(space)
+    check_sample_memory(count, generator.z_dim)
     rng = torch.Generator().manual_seed(seed)
     latents, scores = [], []
     for start in range(0, count, batch):

@@ -121,20 +121,65 @@ def current_shard(flag: str | None = None, environ: Mapping[str, str] | None = N
     return Shard(0, 1)
 
 
+RENDEZVOUS_TIMEOUT = "MGANPRIOR_RENDEZVOUS_TIMEOUT"  # seconds to wait for every rank
+DEFAULT_RENDEZVOUS_SECONDS = 300
+
+
+def rendezvous_seconds(environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    seconds = _variable(environ, RENDEZVOUS_TIMEOUT, DEFAULT_RENDEZVOUS_SECONDS)
+    if seconds < 1:
+        raise InputError(f"environment variable {RENDEZVOUS_TIMEOUT} must be at least 1 "
+                         f"(seconds), got {seconds}")
+    return seconds
+
+
+@contextlib.contextmanager
+def signals_end_the_process() -> Iterator[None]:
+    """SIGTERM and SIGINT end the process at once inside the block. Python runs its own handlers
+    only between bytecodes, so a rank blocked in the rendezvous would otherwise wait for its
+    missing peer until the timeout, whatever signal it gets; there is nothing to save yet."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in saved:
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 @contextlib.contextmanager
 def process_group(shard: Shard) -> Iterator[None]:
     """A torch.distributed process group for a torchrun shard (NCCL on CUDA, Gloo on the CPU),
-    destroyed on the way out; nothing for other shards."""
+    destroyed on the way out; nothing for other shards. The rendezvous waits at most
+    ``MGANPRIOR_RENDEZVOUS_TIMEOUT`` seconds (300) for every rank, and a signal ends it."""
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
 
     if not shard.distributed or dist.is_initialized():
         yield
         return
+    seconds = rendezvous_seconds()
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(shard.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        with signals_end_the_process():
+            dist.init_process_group("nccl" if cuda else "gloo",
+                                    timeout=timedelta(seconds=seconds))
+    except (RuntimeError, ValueError, OSError) as err:  # DistStoreError is a RuntimeError
+        reason = " ".join(str(err).split())[:200]
+        raise InputError(f"rank {shard.index} of {shard.count} could not meet the other ranks "
+                         f"within {seconds} s ({RENDEZVOUS_TIMEOUT}): {reason}") from None
     try:
         yield
     finally:

@@ -298,3 +298,121 @@ def test_index_counts_only_complete_folders_and_names_the_others(tmp_path, capsy
     with pytest.raises(InputError, match=r"images/bare: record\.json lacks a status.*mganprior "
                                          r"index"):
         RunDirectory(run).load_result()  # loading the run's images names what is damaged
+
+
+# -- a torchrun rank whose peer never comes -------------------------------------------------------
+def lonely_rank(tmp_path, tiny_pggan, face_pngs, **extra_env):
+    """``mganprior invert`` as rank 0 of 2 on loopback, with no rank 1: (process, port)."""
+    import os
+    import socket
+    import subprocess
+
+    from inversion.generators import save_generator
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    checkpoint = save_generator(tiny_pggan, tmp_path / "tiny.safetensors")
+    environ = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **extra_env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mganprior", "invert", "--checkpoint", str(checkpoint),
+         "--images", str(face_pngs), "--out", str(tmp_path / "run"), "--iterations", "2",
+         "--quiet"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, port
+
+
+def test_a_rank_without_its_peer_gives_up_after_the_rendezvous_timeout(tmp_path, tiny_pggan,
+                                                                     face_pngs):
+    process, _ = lonely_rank(tmp_path, tiny_pggan, face_pngs, MGANPRIOR_RENDEZVOUS_TIMEOUT="2")
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert "rank 0 of 2 could not meet the other ranks within 2 s" in error
+    assert error.count("\n") == 1
+
+
+def test_a_rank_waiting_for_its_peer_stops_on_sigterm(tmp_path, tiny_pggan, face_pngs):
+    import signal
+    import socket
+    import time
+
+    process, port = lonely_rank(tmp_path, tiny_pggan, face_pngs)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # rank 0 listens once it waits in the rendezvous
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert time.monotonic() - sent < 5 and process.returncode == -signal.SIGTERM
+
+
+# -- transformers folders -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def segformer_folder(tmp_path_factory):
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    from helpers import tiny_hf_folder
+
+    return tiny_hf_folder("segformer", 16, tmp_path_factory.mktemp("seg") / "model")
+
+
+@pytest.mark.parametrize("file, change, message", [
+    ("config.json", {"id2label": ["wall", "bed"]}, r"has a config .* transformers cannot read"),
+    ("preprocessor_config.json", [1, 2], r"must hold a JSON object, got list"),
+    ("preprocessor_config.json", {"size": {"height": "x", "width": 8}}, r"size must give sides"),
+    ("preprocessor_config.json", {"size": 0}, r"size must give sides in \[1, 4096\], got 0"),
+    ("preprocessor_config.json", {"size": {"height": 60000, "width": 60000}},
+     r"size must give sides in \[1, 4096\]"),
+    ("preprocessor_config.json", {"rescale_factor": "x"}, r"rescale_factor must be a number"),
+    ("preprocessor_config.json", {"image_mean": "abc"}, r"image_mean must be one or three"),
+    ("preprocessor_config.json", {"image_std": [0, 0, 0]}, r"image_std must not be 0"),
+])
+def test_malformed_transformers_folders_get_one_line(tmp_path, segformer_folder, file, change,
+                                                     message):
+    import json
+    import shutil
+
+    from segmentation.formats import load_segmenter_dir
+
+    folder = tmp_path / "model"
+    shutil.copytree(segformer_folder, folder)
+    config = json.loads((folder / file).read_text())
+    (folder / file).write_text(json.dumps(config | change if isinstance(change, dict)
+                                          else change))
+    with pytest.raises(InputError, match=message):
+        load_segmenter_dir(folder)
+
+
+def test_a_pickled_transformers_checkpoint_is_refused_without_running_it(tmp_path,
+                                                                          segformer_folder):
+    import shutil
+
+    from segmentation.formats import load_segmenter_dir
+
+    folder = tmp_path / "model"
+    shutil.copytree(segformer_folder, folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "ran"
+    torch.save({"x": WritesAMarker(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(InputError, match="holds no weights transformers can load"):
+        load_segmenter_dir(folder)
+    assert not marker.exists()
+
+
+class WritesAMarker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_more_samples_than_memory_holds_are_refused_before_sampling(tiny_pggan):
+    from analysis.directions import brightness, sample_and_score
+
+    with pytest.raises(InputError, match=r"samples: 1000000000000 latents of 8 numbers need"):
+        sample_and_score(tiny_pggan, brightness, 10 ** 12)
