@@ -115,26 +115,30 @@ def load_study_generator(source: str, device: str | None,
                      f"({', '.join(GENERATORS)}) nor a generator file")
 
 
+SAMPLE_CHUNK = 64  # generator samples made at once for a study's default images
+
+
 def default_images(source: str, loaded: LoadedGenerator, count: int, folder: Path,
                    domain: str | None = None) -> tuple[Path, str]:
     """Write ``count`` default images to ``folder``: renders of ``domain`` (or of the scene
     generator's own domain), else samples of the generator itself. Returns the folder and what
     the images are."""
-    from scenes.datasets import HELD_OUT_SEED, render_many
+    from scenes.datasets import HELD_OUT_SEED, iter_scenes
 
     if count < 1:
         raise InputError(f"count must be at least 1, got {count}", field="count")
     entry = GENERATORS.get(source)
     domain = domain or (entry.domain if entry is not None else None)
     folder.mkdir(parents=True, exist_ok=True)
-    if domain is not None:
-        images, _ = render_many(domain, range(HELD_OUT_SEED, HELD_OUT_SEED + count),
-                                loaded.generator.resolution, progress=False)
-        for i, image in enumerate(images):
-            save_png(image, folder / f"{domain}-{HELD_OUT_SEED + i}.png")
+    if domain is not None:  # streamed: each image is written before the next is made
+        for seed, image, _ in iter_scenes(domain, range(HELD_OUT_SEED, HELD_OUT_SEED + count),
+                                          loaded.generator.resolution):
+            save_png(image, folder / f"{domain}-{seed}.png")
         return folder, f"held-out {domain} renders"
-    for i, image in enumerate(loaded.generator.sample(count, seed=2026).cpu()):
-        save_png(image, folder / f"sample-{i:03d}.png")
+    for start in range(0, count, SAMPLE_CHUNK):  # up to 64 samples: the same as one batch
+        images = loaded.generator.sample(min(SAMPLE_CHUNK, count - start), seed=2026 + start)
+        for i, image in enumerate(images.cpu(), start):
+            save_png(image, folder / f"sample-{i:03d}.png")
     return folder, f"samples of {generator_label(source)}"
 
 
