@@ -29,7 +29,6 @@ import contextlib
 import io
 import json
 import math
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -211,6 +210,9 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
 
     model_type = is_hf_folder(directory) and json.loads(
         (directory / "config.json").read_text())["model_type"]
+    if model_type is not False and not isinstance(model_type, str):
+        raise InputError(f"{source}/config.json: model_type must be a name, got "
+                         f"{str(model_type)[:40]}", field="model_type")
     if model_type and model_type not in SEMANTIC and model_type not in UNIVERSAL:
         raise InputError(f"{source} holds a transformers {model_type!r} model, which is not a "
                          f"segmenter; semantic: {', '.join(sorted(SEMANTIC))}; universal: "
@@ -228,7 +230,7 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
             config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
             processor = transformers.AutoImageProcessor.from_pretrained(source,
                                                                         local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+    except Exception as err:  # transformers raises many types (its own too) for bad configs
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"{source} has a config or {PREPROCESSOR} transformers cannot read "
                          f"({reason})") from None
@@ -251,8 +253,7 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
                 contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             model = kind.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, EOFError,
-            pickle.UnpicklingError) as err:
+    except Exception as err:  # as above; pickle.UnpicklingError for a refused .bin among them
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"{source} holds no weights transformers can load for a "
                          f"{config.model_type} segmenter ({reason})") from None
@@ -275,7 +276,7 @@ def load_task_tokenizer(directory: Path, transformers: Any) -> Any:
             warnings.simplefilter("ignore")
             return transformers.AutoTokenizer.from_pretrained(str(directory),
                                                               local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+    except Exception as err:  # as above
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"{directory}: OneFormer's task tokenizer cannot be read ({reason})",
                          field="tokenizer") from None

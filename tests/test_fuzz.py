@@ -1,10 +1,13 @@
 """Fuzzing the readers with hypothesis: a valid file with its fields or bytes mutated either
 loads or is refused with one ``InputError``; nothing else escapes.
 
-A fixed, derandomised number of examples runs in ``make test``; ``make fuzz`` (the ``fuzz``
-profile, ``HYPOTHESIS_PROFILE=fuzz``) runs many more. Formats covered here: StyleGAN (v1)
-checkpoints, NVIDIA StyleGAN2 pickle settings, boundary ``.npy`` files and their sidecars,
-transformers preprocessor configs, CSAIL YAML configs.
+The suite runs in a subprocess under a memory ceiling (``RLIMIT_AS`` 3 GiB, so a reader that
+allocates from a declared size fails the run) and a time ceiling; in the test process itself the
+format tests are skipped. A fixed, derandomised number of examples runs in ``make test``;
+``make fuzz`` (the ``fuzz`` profile, ``HYPOTHESIS_PROFILE=fuzz``) runs many more. Formats: our
+safetensors and config, StyleGAN (v1), PGGAN and rosinality checkpoints, NVIDIA StyleGAN2
+pickle settings, boundary ``.npy`` files and their sidecars, transformers configs and
+preprocessor configs, CSAIL YAML configs, run records and results lines.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
-from helpers import make_tiny_stylegan1, make_tiny_stylegan2, nvidia_pickle
+from helpers import make_tiny_pggan, make_tiny_stylegan1, make_tiny_stylegan2, nvidia_pickle
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -29,6 +32,30 @@ settings.register_profile("fuzz", max_examples=500, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                  HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+INNER = "MGANPRIOR_FUZZ_INNER"  # set in the subprocess that runs the format tests
+MEMORY_CEILING = 3 << 30
+inner_only = pytest.mark.skipif(os.environ.get(INNER) != "1", reason="runs in the subprocess of "
+                                "test_the_readers_under_a_memory_and_time_ceiling")
+
+
+def test_the_readers_under_a_memory_and_time_ceiling():
+    """Every format test below, in a subprocess limited to 3 GiB of address space and 10 min."""
+    import resource
+    import subprocess
+    import sys
+
+    if os.environ.get(INNER) == "1":
+        pytest.skip("this is the limited run itself")
+
+    def ceiling() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CEILING, MEMORY_CEILING))
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           __file__], env={**os.environ, INNER: "1"}, preexec_fn=ceiling,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
 
 # values a hostile or careless file puts where a number, a list or a mapping belongs
 JSONISH = st.recursive(
@@ -52,8 +79,11 @@ SHAPES = st.lists(st.sampled_from([0, 1, 2, 3, 4, 8, 9]), min_size=0, max_size=4
 
 
 @st.composite
-def damaged_state(draw) -> dict:
-    state = dict(STYLEGAN1)
+def damaged_state(draw, base: dict | None = None) -> dict:
+    """A state dict with one to three keys dropped, reshaped, replaced by a plain value,
+    inflated as a stride-0 view, filled with NaN, or added."""
+    base = STYLEGAN1 if base is None else base
+    state = dict(base)
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(sorted(state) or ["synthesis.lod"]))
         change = draw(st.sampled_from(["drop", "shape", "value", "inflate", "nan", "extra"]))
@@ -67,13 +97,14 @@ def damaged_state(draw) -> dict:
             state[key] = torch.zeros(1).expand(*[draw(st.integers(1, 10 ** 6))
                                                  for _ in range(draw(st.integers(1, 3)))])
         elif change == "nan":
-            state[key] = torch.full_like(STYLEGAN1.get(key, torch.zeros(1)), float("nan"))
+            state[key] = torch.full_like(base.get(key, torch.zeros(1)), float("nan"))
         else:
             state[f"synthesis.layer{draw(st.integers(0, 40))}.epilogue.bias"] = torch.zeros(
                 draw(st.integers(1, 16)))
     return state
 
 
+@inner_only
 @given(damaged_state())
 def test_stylegan1_checkpoints(tmp_path, state):
     from inversion.generators.formats import load_generator_file
@@ -83,10 +114,75 @@ def test_stylegan1_checkpoints(tmp_path, state):
     loads_or_refuses(lambda: load_generator_file(path))
 
 
+PGGAN = make_tiny_pggan().state_dict()
+
+
+@inner_only
+@given(damaged_state(PGGAN))
+def test_pggan_checkpoints(tmp_path, state):
+    from inversion.generators.formats import load_generator_file
+
+    path = tmp_path / "fuzzed.pth"
+    torch.save(state, path)
+    loads_or_refuses(lambda: load_generator_file(path))
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory):
+    from inversion.generators.saving import save_generator
+
+    return save_generator(make_tiny_stylegan1(), tmp_path_factory.mktemp("ours") / "g.safetensors")
+
+
+CONFIG_FIELDS = ("family", "resolution", "z_dim", "w_dim", "channels", "mapping_layers",
+                 "mapping_width", "fused", "truncation_psi", "truncation_layers")
+
+
+@inner_only
+@given(st.dictionaries(st.sampled_from(CONFIG_FIELDS), JSONISH, min_size=1, max_size=3))
+def test_our_safetensors_configs(tmp_path, ours, fields):
+    import shutil
+
+    from core.weights import config_path
+    from inversion.generators.formats import load_generator_file
+
+    path = tmp_path / "g.safetensors"
+    shutil.copy(ours, path)
+    config = json.loads(config_path(ours).read_text()) | fields
+    config_path(path).write_text(json.dumps(config))
+    loads_or_refuses(lambda: load_generator_file(path))
+
+
+@pytest.fixture(scope="module")
+def rosinality():
+    from helpers import SHARED
+
+    fixture = SHARED / "fixtures" / "stylegan2" / "rosinality-tiny32.pt"
+    if not fixture.is_file():
+        pytest.skip("the rosinality fixture lives in ../shared/fixtures/stylegan2")
+    return torch.load(fixture, weights_only=True)
+
+
+@inner_only
+@settings(max_examples=15)
+@given(st.data())
+def test_rosinality_checkpoints(tmp_path, rosinality, data):
+    from inversion.generators.formats import load_generator_file
+
+    content = dict(rosinality)
+    content["g_ema"] = data.draw(damaged_state(rosinality["g_ema"]))
+    content["args"] = data.draw(st.one_of(st.just(rosinality.get("args")), JSONISH))
+    content["latent_avg"] = data.draw(st.one_of(st.just(rosinality.get("latent_avg")), JSONISH))
+    path = tmp_path / "fuzzed.pt"
+    torch.save(content, path)
+    loads_or_refuses(lambda: load_generator_file(path))
+
+
 # -- NVIDIA StyleGAN2 pickles --------------------------------------------------------------------
 TOP_FIELDS = ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "_init_kwargs")
 
 
+@inner_only
 @given(st.dictionaries(st.sampled_from(TOP_FIELDS), JSONISH, min_size=1, max_size=3))
 def test_nvidia_pickle_settings(tmp_path, top):
     from inversion.generators.formats import load_generator_file
@@ -102,6 +198,10 @@ def npy_bytes() -> bytes:
     return buffer.getvalue()
 
 
+@inner_only
+@example(0, [], None)  # an empty file
+@example(len(npy_bytes()), [], [1, 2])  # a list as the sidecar
+@example(len(npy_bytes()), [], {"space": 5})
 @given(st.integers(0, len(npy_bytes())), st.lists(st.tuples(st.integers(0, 255),
                                                            st.integers(0, 255)), max_size=4),
        st.one_of(st.none(), JSONISH))
@@ -132,7 +232,11 @@ def segformer_folder(tmp_path_factory):
     return tiny_hf_folder("segformer", 16, tmp_path_factory.mktemp("seg") / "model")
 
 
+@inner_only
 @settings(max_examples=15)
+@example({"size": {"height": "x", "width": 8}})
+@example({"image_std": [0, 0, 0]})
+@example({"size": {"height": 60000, "width": 60000}})
 @given(st.dictionaries(st.sampled_from(PREPROCESSOR_FIELDS), JSONISH, min_size=1, max_size=3))
 def test_transformers_preprocessor_configs(tmp_path, segformer_folder, fields):
     import shutil
@@ -156,11 +260,34 @@ def test_transformers_preprocessor_configs(tmp_path, segformer_folder, fields):
     loads_or_refuses(load_and_segment)
 
 
+CONFIG_JSON_FIELDS = ("id2label", "label2id", "num_labels", "model_type", "hidden_sizes",
+                      "num_encoder_blocks")
+
+
+@inner_only
+@settings(max_examples=15)
+@given(st.dictionaries(st.sampled_from(CONFIG_JSON_FIELDS), JSONISH, min_size=1, max_size=2))
+def test_transformers_configs(tmp_path, segformer_folder, fields):
+    import shutil
+
+    from segmentation.formats import load_segmenter_dir
+
+    folder = tmp_path / "model"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(segformer_folder, folder)
+    config = json.loads((folder / "config.json").read_text()) | fields
+    (folder / "config.json").write_text(json.dumps(config))
+    loads_or_refuses(lambda: load_segmenter_dir(folder, device="cpu"))
+
+
 # -- CSAIL YAML configs -------------------------------------------------------------------------
 CSAIL_FIELDS = ("arch_encoder", "arch_decoder", "fc_dim", "num_class", "imgSizes", "imgMaxSize",
                 "padding_constant")
 
 
+@inner_only
+@example({"num_class": -1})
+@example({"fc_dim": 10 ** 9})
 @given(st.dictionaries(st.sampled_from(CSAIL_FIELDS), JSONISH, min_size=1, max_size=3))
 def test_csail_configs(tmp_path, fields):
     pytest.importorskip("yaml")
@@ -176,3 +303,46 @@ def test_csail_configs(tmp_path, fields):
     folder.mkdir(exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump({"MODEL": model, "DATASET": dataset}))
     loads_or_refuses(lambda: read_architecture(folder))
+
+
+# -- run records and results lines -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from helpers import rendered_targets
+    from inversion.engine import invert
+    from inversion.recipes import get_recipe
+    from inversion.rundir import ImageRecord, RunDirectory
+    from inversion.tasks import Inversion
+
+    generator = make_tiny_pggan()
+    result = invert(generator, rendered_targets(generator), Inversion(),
+                    get_recipe("adam", "inversion").with_overrides(iterations=2, codes=2),
+                    seeds=[0, 1], names=["a", "b"], progress=False)
+    run = RunDirectory.open(tmp_path_factory.mktemp("run") / "run",
+                            {"recipe": result.recipe, "task": result.task})
+    run.write_batch(result, [ImageRecord(name, [], None, None) for name in ("a", "b")])
+    run.rebuild_index()
+    return run.path
+
+
+@inner_only
+@given(st.dictionaries(st.sampled_from(["image", "status", "seed", "psnr", "layer", "source"]),
+                       JSONISH, min_size=1, max_size=3),
+       st.binary(max_size=64))
+def test_run_records_and_results_lines(tmp_path, finished_run, fields, line):
+    import shutil
+
+    from inversion.rundir import RunDirectory
+
+    path = tmp_path / "run"
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(finished_run, path)
+    record = path / "images" / "a" / "record.json"
+    record.write_text(json.dumps(json.loads(record.read_text()) | fields))
+    with open(path / "results.jsonl", "ab") as handle:
+        handle.write(line)
+    run = RunDirectory(path)
+    problems: list[str] = []
+    loads_or_refuses(lambda: run.records(problems))
+    loads_or_refuses(lambda: run.rebuild_index(problems=problems))
+    loads_or_refuses(run.load_result)

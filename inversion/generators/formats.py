@@ -107,9 +107,10 @@ def load_ours(peek: Peek) -> LayeredGenerator:
             skeleton = family.from_config(config)
     except InputError as err:
         raise InputError(f"config of {path}: {err}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except Exception as err:  # a family's constructor raises many types for a bad value
+        reason = " ".join(str(err).split())[:160]
         raise InputError(f"config of {path} is incomplete or wrongly typed for family "
-                         f"{family.family} ({type(err).__name__}: {err})") from None
+                         f"{family.family} ({type(err).__name__}: {reason})") from None
     check_shapes(module_shapes(skeleton), safetensors_shapes(path), str(path))
     generator = family.from_config(config)
     load_strict(generator, read_safetensors(path), str(path))

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import InputError
-from core.weights import check_state_dict, load_strict
+from core.weights import check_backed, check_state_dict, load_strict, module_shapes
 from inversion.generators.base import StagedGenerator
 
 
@@ -168,10 +168,23 @@ class PGGANGenerator(StagedGenerator):
         if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
             state_dict = state_dict["state_dict"]
         layout = detect_layout(state_dict, source)
+        strays = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+        if strays:
+            raise InputError(f"{source}: {', '.join(map(str, strays[:3]))} is not a tensor")
+        check_backed(state_dict, source)
         converters = {"genforce": _from_genforce, "gandissect": _from_gandissect}
-        native = (converters[layout](state_dict, source) if layout in converters
-                  else dict(state_dict))
-        model = cls(**_infer_config(native, source))
+        try:
+            native = (converters[layout](state_dict, source) if layout in converters
+                      else dict(state_dict))
+            config = _infer_config(native, source)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"{source} ({layout} layout) is malformed: "
+                             f"{type(err).__name__}: {' '.join(str(err).split())[:120]}") \
+                from None
+        with torch.device("meta"):  # the declared sizes, compared before anything is built
+            skeleton = cls(**config)
+        check_state_dict(module_shapes(skeleton), native, f"{source} ({layout} layout)")
+        model = cls(**config)
         load_strict(model, native, f"{source} ({layout} layout)")
         return model.eval()
 
@@ -189,9 +202,13 @@ def detect_layout(state_dict: dict[str, Any], source: str) -> str:
                      f"(first keys: {keys})")
 
 
+MAX_WIDTH = 8192  # channels or latent sizes beyond this are no PGGAN
+MAX_RESOLUTION = 4096
+
+
 def _count(state_dict: dict[str, Any], pattern: str, start: int) -> int:
     count = 0
-    while pattern.format(start + count) in state_dict:
+    while pattern.format(start + count) in state_dict and count <= 32:
         count += 1
     return count
 
@@ -201,6 +218,14 @@ def _infer_config(native: dict[str, torch.Tensor], source: str) -> dict[str, Any
     if layers < 4 or layers % 2:
         raise InputError(f"{source} has {layers} conv layers; a PGGAN generator has an even "
                          "number, at least 4 (two per resolution from 4x4)")
+    if 4 * 2 ** (layers // 2 - 1) > MAX_RESOLUTION:
+        raise InputError(f"{source} has {layers} conv layers: more than a "
+                         f"{MAX_RESOLUTION} px PGGAN has")
+    for key in [f"layer{2 * b + 1}.weight" for b in range(layers // 2)]:
+        shape = tuple(native[key].shape)
+        if len(shape) != 4 or not all(1 <= size <= MAX_WIDTH for size in shape):
+            raise InputError(f"{source}: {key} has shape {list(shape)}; a conv weight is 4-d "
+                             f"with sizes in [1, {MAX_WIDTH}]")
     return {
         "resolution": 4 * 2 ** (layers // 2 - 1),
         "z_dim": int(native["layer1.weight"].shape[1]),
