@@ -5,9 +5,10 @@ The suite runs in a subprocess under a memory ceiling (``RLIMIT_AS`` 3 GiB, so a
 allocates from a declared size fails the run) and a time ceiling; in the test process itself the
 format tests are skipped. A fixed, derandomised number of examples runs in ``make test``;
 ``make fuzz`` (the ``fuzz`` profile, ``HYPOTHESIS_PROFILE=fuzz``) runs many more. Formats: our
-safetensors and config, StyleGAN (v1), PGGAN and rosinality checkpoints, NVIDIA StyleGAN2
-pickle settings, boundary ``.npy`` files and their sidecars, transformers configs and
-preprocessor configs, CSAIL YAML configs, run records and results lines.
+safetensors and config, StyleGAN (v1), PGGAN and rosinality checkpoints (fields, and the bytes
+of a torch file), NVIDIA StyleGAN2 pickle settings, boundary ``.npy`` files and their sidecars,
+transformers configs and preprocessor configs, CSAIL YAML configs and checkpoints, run records
+and results lines.
 """
 
 from __future__ import annotations
@@ -111,6 +112,26 @@ def test_stylegan1_checkpoints(tmp_path, state):
 
     path = tmp_path / "fuzzed.pth"
     torch.save(state, path)
+    loads_or_refuses(lambda: load_generator_file(path))
+
+
+@inner_only
+@given(st.integers(0, 4000), st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)),
+                                      max_size=6))
+def test_checkpoint_bytes(tmp_path, cut, flips):
+    """A torch checkpoint truncated or with bytes flipped (its zip directory and the pickle
+    inside)."""
+    from inversion.generators.formats import load_generator_file
+
+    buffer = io.BytesIO()
+    torch.save(STYLEGAN1, buffer)
+    content = bytearray(buffer.getvalue())
+    content = content[:len(content) - cut] if cut else content
+    for position, value in flips:
+        if content:
+            content[position % len(content)] = value
+    path = tmp_path / "fuzzed.pth"
+    path.write_bytes(bytes(content))
     loads_or_refuses(lambda: load_generator_file(path))
 
 
@@ -303,6 +324,32 @@ def test_csail_configs(tmp_path, fields):
     folder.mkdir(exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump({"MODEL": model, "DATASET": dataset}))
     loads_or_refuses(lambda: read_architecture(folder))
+
+
+@pytest.fixture(scope="module")
+def csail_pair():
+    pytest.importorskip("mit_semseg", reason="the csail extra (mit-semseg) is not installed")
+    from segmentation.csail import build
+
+    encoder, decoder = build({"arch_encoder": "mobilenetv2dilated", "arch_decoder": "c1",
+                              "fc_dim": 320, "num_class": 150})
+    return encoder.state_dict(), decoder.state_dict()
+
+
+@inner_only
+@settings(max_examples=15)
+@given(st.data())
+def test_csail_checkpoints(tmp_path, csail_pair, data):
+    from segmentation.formats import load_segmenter_dir
+
+    folder = tmp_path / "ade20k-mobilenetv2dilated-c1"
+    folder.mkdir(exist_ok=True)
+    encoder, decoder = csail_pair
+    which = data.draw(st.sampled_from(["encoder", "decoder"]))
+    damaged = data.draw(damaged_state(encoder if which == "encoder" else decoder))
+    torch.save(damaged if which == "encoder" else encoder, folder / "encoder_epoch_20.pth")
+    torch.save(damaged if which == "decoder" else decoder, folder / "decoder_epoch_20.pth")
+    loads_or_refuses(lambda: load_segmenter_dir(folder, device="cpu"))
 
 
 # -- run records and results lines -----------------------------------------------------------------
