@@ -98,7 +98,7 @@ def damaged_state(draw, base: dict | None = None) -> dict:
             state[key] = torch.zeros(1).expand(*[draw(st.integers(1, 10 ** 6))
                                                  for _ in range(draw(st.integers(1, 3)))])
         elif change == "nan":
-            state[key] = torch.full_like(base.get(key, torch.zeros(1)), float("nan"))
+            state[key] = torch.full(tuple(base.get(key, torch.zeros(1)).shape), float("nan"))
         else:
             state[f"synthesis.layer{draw(st.integers(0, 40))}.epilogue.bias"] = torch.zeros(
                 draw(st.integers(1, 16)))

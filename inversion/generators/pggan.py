@@ -177,6 +177,8 @@ class PGGANGenerator(StagedGenerator):
             native = (converters[layout](state_dict, source) if layout in converters
                       else dict(state_dict))
             config = _infer_config(native, source)
+        except InputError:
+            raise
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
             raise InputError(f"{source} ({layout} layout) is malformed: "
                              f"{type(err).__name__}: {' '.join(str(err).split())[:120]}") \
