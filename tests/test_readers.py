@@ -416,3 +416,49 @@ def test_more_samples_than_memory_holds_are_refused_before_sampling(tiny_pggan):
 
     with pytest.raises(InputError, match=r"samples: 1000000000000 latents of 8 numbers need"):
         sample_and_score(tiny_pggan, brightness, 10 ** 12)
+
+
+# -- numpy arrays inside NVIDIA pickles (StyleGAN3 modules keep some) ------------------------------
+class DeclaredArray:
+    """Pickles as numpy does (``_reconstruct`` then ``BUILD``), with any state a test wants."""
+
+    def __init__(self, shape, dtype, data: bytes, start=(0,)):
+        self.shape, self.dtype, self.data, self.start = shape, dtype, data, start
+
+    def __reduce__(self):
+        import numpy as np
+
+        return (np._core.multiarray._reconstruct, (np.ndarray, self.start, b"b"),
+                (1, self.shape, np.dtype(self.dtype), False, self.data))
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda np: np.array([1, "a"], dtype=object), r"refers to numpy\.dtype|numpy dtype object"),
+    (lambda np: np.zeros(2, dtype=[("a", "i4")]), "numpy dtype"),
+    (lambda np: DeclaredArray((10 ** 6,), "f4", b"1234"), r"shape \[1000000\] over 4 bytes"),
+    (lambda np: DeclaredArray((1,), "f4", b"1234", start=(10 ** 9,)), "does not start empty"),
+])
+def test_only_numeric_numpy_arrays_of_their_declared_size_are_read(tmp_path, content, message):
+    import pickle
+
+    import numpy as np
+
+    from inversion.generators.stylegan2_files import read_restricted_pickle
+
+    path = tmp_path / "array.pkl"
+    path.write_bytes(pickle.dumps({"x": content(np)}, protocol=4))
+    with pytest.raises(InputError, match=message):
+        read_restricted_pickle(path)
+    path.write_bytes(pickle.dumps({"x": np.arange(6, dtype=np.float32).reshape(2, 3)}, protocol=4))
+    assert read_restricted_pickle(path)["x"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+@pytest.mark.parametrize("name", ["stylegan3-t-tiny32.pkl", "stylegan3-r-tiny32.pkl"])
+def test_a_stylegan3_pickle_is_refused_for_what_it_is(name):
+    from helpers import SHARED
+
+    path = SHARED / "fixtures" / "stylegan3" / name
+    if not path.is_file():
+        pytest.skip("the StyleGAN3 fixtures live in ../shared/fixtures/stylegan3")
+    with pytest.raises(InputError, match="is a StyleGAN3 generator"):
+        load_generator_file(path)

@@ -22,6 +22,7 @@ Without a stored ``latent_avg`` the ``w_avg`` used by truncation is the mean of 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import re
 import warnings
@@ -97,6 +98,29 @@ def _numpy_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype
     return dtype
 
 
+class CheckedArray(np.ndarray):
+    """A numpy array read from a pickle: its state must be plain numeric bytes of exactly the
+    size its shape declares (no object or structured dtype, no list of elements)."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)
+                and all(isinstance(n, int) and n >= 0 for n in state[1])
+                and isinstance(state[2], np.dtype) and state[2].kind in "biufc"
+                and isinstance(state[4], bytes)):
+            raise Refused("a numpy array whose state is not numeric bytes")
+        if math.prod(state[1]) * state[2].itemsize != len(state[4]):
+            raise Refused(f"a numpy array of shape {list(state[1])} over {len(state[4])} bytes")
+        super().__setstate__(state)
+
+
+def _numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> CheckedArray:
+    """numpy's ``_reconstruct``: an empty array that the pickle then fills (``BUILD``)."""
+    if not (isinstance(subtype, type) and issubclass(subtype, np.ndarray)) or \
+            tuple(shape) != (0,):
+        raise Refused("a numpy array that does not start empty")
+    return np.empty(0, dtype=np.uint8).view(CheckedArray)
+
+
 SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -105,6 +129,9 @@ SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy", "dtype"): _numpy_dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("dnnlib", "EasyDict"): EasyDict,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
