@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,6 +22,8 @@ from torch import nn
 
 from core.errors import InputError
 from core.files import atomic_path, atomic_write_bytes
+
+M = TypeVar("M", bound=nn.Module)
 
 FORMAT_VERSION = 1
 
@@ -67,11 +70,13 @@ def check_state_dict(expected: dict[str, tuple[int, ...]], state_dict: dict[str,
 
 
 def check_backed(state_dict: dict[str, Any], source: str) -> None:
-    """Every tensor holds the bytes its shape declares: a stride-0 view of one element declared
-    as ``(10**10, 4, 4)`` would make a module builder allocate what the file never held."""
+    """Every value is a tensor holding the bytes its shape declares: a stride-0 view of one
+    element declared as ``(10**10, 4, 4)`` would make a module builder allocate what the file
+    never held."""
     for key, value in state_dict.items():
-        if isinstance(value, torch.Tensor) and value.numel() * value.element_size() > \
-                value.untyped_storage().nbytes():
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"{source}: {key} is not a tensor ({type(value).__name__})")
+        if value.numel() * value.element_size() > value.untyped_storage().nbytes():
             raise InputError(f"{source}: {key} declares shape {list(value.shape)} "
                              f"({value.numel()} numbers) over {value.untyped_storage().nbytes()} "
                              "bytes of storage; the file is damaged or hostile")
@@ -84,8 +89,32 @@ def module_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
 def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict`` after a key/shape check whose error names every problem at once."""
     check_state_dict(module_shapes(module), state_dict, source)
+    _assign(module, state_dict)
+
+
+def _assign(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     module.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v
                             for k, v in state_dict.items()})
+
+
+def build_checked(build: Callable[[], M], state_dict: dict[str, Any], source: str) -> M:
+    """``build()`` first on the meta device, its keys and shapes compared with ``state_dict``
+    (one InputError naming every difference), and only then for real, loaded strictly: a file
+    cannot make a builder allocate sizes it only declares. Check the tensors' bytes first
+    (:func:`check_backed`)."""
+    try:
+        with torch.device("meta"):
+            skeleton = build()
+    except InputError:
+        raise
+    except Exception as err:  # a constructor raises many types for a degenerate size
+        reason = " ".join(str(err).split())[:160]
+        raise InputError(f"{source} declares sizes no module can be built from "
+                         f"({type(err).__name__}: {reason})") from None
+    check_state_dict(module_shapes(skeleton), state_dict, source)
+    module = build()
+    _assign(module, state_dict)
+    return module
 
 
 def config_path(weights_path: str | Path) -> Path:

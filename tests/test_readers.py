@@ -462,3 +462,37 @@ def test_a_stylegan3_pickle_is_refused_for_what_it_is(name):
         pytest.skip("the StyleGAN3 fixtures live in ../shared/fixtures/stylegan3")
     with pytest.raises(InputError, match="is a StyleGAN3 generator"):
         load_generator_file(path)
+
+
+# -- every generator reader builds from checked sizes -------------------------------------------
+def test_our_stylegan2_layout_is_rebuilt_from_its_shapes():
+    from helpers import make_tiny_stylegan2
+    from inversion.generators.stylegan2 import StyleGAN2Generator
+
+    generator = make_tiny_stylegan2()
+    state = generator.state_dict()
+    rebuilt = StyleGAN2Generator.from_state_dict(state)
+    assert rebuilt.config()["channels"] == generator.config()["channels"]
+    z = torch.randn(2, 8)
+    with torch.no_grad():  # conv_clamp cannot be read from weights; 256 never binds here
+        torch.testing.assert_close(rebuilt(z), generator(z), rtol=0, atol=1e-6)
+    state["synthesis.b8.conv1.weight"] = torch.zeros(1).expand(4096, 4096, 3, 3)
+    with pytest.raises(InputError, match=r"synthesis\.b8\.conv1\.weight declares shape"):
+        StyleGAN2Generator.from_state_dict(state)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.__setitem__("main.3.weight", torch.zeros(1).expand(8192, 8192, 4, 4)),
+     r"main\.3\.weight declares shape \[8192, 8192, 4, 4\]"),
+    (lambda s: s.__setitem__("main.3.weight", torch.zeros(8)), "must hold 4-d weights"),
+    (lambda s: s.__setitem__("main.1.weight", [1.0]), r"main\.1\.weight is not a tensor"),
+    (lambda s: s.__setitem__("main.0.weight", torch.zeros(8, 0, 4, 4)),
+     "declares sizes no module can be built from|does not match the architecture"),
+])
+def test_malformed_dcgan_files_get_one_line(tmp_path, tiny_dcgan, damage, message):
+    state = tiny_dcgan.state_dict()
+    damage(state)
+    path = tmp_path / "netG.pth"
+    torch.save({"netG_state_dict": state}, path)
+    with pytest.raises(InputError, match=message):
+        load_generator_file(path)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import InputError
-from core.weights import load_strict
+from core.weights import build_checked, check_backed
 from inversion.generators.base import StagedGenerator
 
 
@@ -103,11 +103,14 @@ class DCGANGenerator(StagedGenerator):
         if "main.0.weight" not in state_dict:
             keys = ", ".join(list(state_dict)[:5])
             raise InputError(f"{source} is not a tutorial DCGAN generator (first keys: {keys})")
-        z_dim, first = state_dict["main.0.weight"].shape[:2]
-        channels = [int(first)]
-        while f"main.{3 * len(channels)}.weight" in state_dict and \
-                f"main.{3 * len(channels) + 1}.weight" in state_dict:
-            channels.append(int(state_dict[f"main.{3 * len(channels)}.weight"].shape[1]))
-        model = cls(z_dim=int(z_dim), channels=channels)
-        load_strict(model, state_dict, source)
-        return model.eval()
+        check_backed(state_dict, source)
+        weights = [state_dict["main.0.weight"]]
+        while f"main.{3 * len(weights)}.weight" in state_dict and \
+                f"main.{3 * len(weights) + 1}.weight" in state_dict:
+            weights.append(state_dict[f"main.{3 * len(weights)}.weight"])
+        if any(weight.dim() != 4 for weight in weights):
+            raise InputError(f"{source}: the transposed convolutions main.0, main.3, ... must "
+                             "hold 4-d weights")
+        z_dim, channels = int(weights[0].shape[0]), [int(w.shape[1]) for w in weights]
+        return build_checked(lambda: cls(z_dim=z_dim, channels=channels), state_dict,
+                             source).eval()

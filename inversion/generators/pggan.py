@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import InputError
-from core.weights import check_backed, check_state_dict, load_strict, module_shapes
+from core.weights import build_checked, check_backed, check_state_dict
 from inversion.generators.base import StagedGenerator
 
 
@@ -168,9 +168,6 @@ class PGGANGenerator(StagedGenerator):
         if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
             state_dict = state_dict["state_dict"]
         layout = detect_layout(state_dict, source)
-        strays = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-        if strays:
-            raise InputError(f"{source}: {', '.join(map(str, strays[:3]))} is not a tensor")
         check_backed(state_dict, source)
         converters = {"genforce": _from_genforce, "gandissect": _from_gandissect}
         try:
@@ -183,12 +180,7 @@ class PGGANGenerator(StagedGenerator):
             raise InputError(f"{source} ({layout} layout) is malformed: "
                              f"{type(err).__name__}: {' '.join(str(err).split())[:120]}") \
                 from None
-        with torch.device("meta"):  # the declared sizes, compared before anything is built
-            skeleton = cls(**config)
-        check_state_dict(module_shapes(skeleton), native, f"{source} ({layout} layout)")
-        model = cls(**config)
-        load_strict(model, native, f"{source} ({layout} layout)")
-        return model.eval()
+        return build_checked(lambda: cls(**config), native, f"{source} ({layout} layout)").eval()
 
 
 def detect_layout(state_dict: dict[str, Any], source: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from core.errors import InputError
-from core.weights import check_backed, check_state_dict, load_strict, module_shapes
+from core.weights import build_checked, check_backed
 from inversion.generators.stylegan1 import MAX_RESOLUTION, StyleGAN1Generator
 
 MAX_WIDTH = 8192  # channels or latent sizes beyond this are no StyleGAN
@@ -79,17 +79,8 @@ def from_genforce(state_dict: dict[str, Any], source: str = "StyleGAN state dict
     if not isinstance(state_dict, dict) or not all(isinstance(k, str) for k in state_dict):
         raise InputError(f"{source} is not a state dict of named tensors")
     state = {k: v for k, v in state_dict.items() if k not in DERIVED}
-    strays = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if strays:
-        raise InputError(f"{source}: {', '.join(strays[:3])} is not a tensor")
     check_backed(state, source)
     config = infer_config(state, source)
-    try:
-        with torch.device("meta"):
-            skeleton = StyleGAN1Generator.from_config(config)
-    except InputError as err:
-        raise InputError(f"{source}: {err}") from None
-    check_state_dict(module_shapes(skeleton), state, f"{source} (genforce StyleGAN layout)")
-    generator = StyleGAN1Generator.from_config(config)
-    load_strict(generator, state, source)
+    generator = build_checked(lambda: StyleGAN1Generator.from_config(config), state,
+                              f"{source} (genforce StyleGAN layout)")
     return generator.eval()

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from core.errors import InputError
-from core.weights import check_backed, check_state_dict, load_strict, module_shapes, shorten
+from core.weights import build_checked, check_backed, shorten
 from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
 
 W_AVG_SAMPLES = 10_000
@@ -295,9 +295,7 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
               "w_dim": _whole(top, "w_dim", source), "channels": channels,
               "mapping_layers": len(mapping), "lr_multiplier": lr_multiplier,
               "conv_clamp": float(clamp) if clamp is not None else None}
-    generator = _build(config, source, tensors)
-    load_strict(generator, tensors, f"{source} (NVIDIA G_ema)")
-    return generator.eval()
+    return _build(config, tensors, f"{source} (NVIDIA G_ema)").eval()
 
 
 MAX_WIDTH = 8192  # channels or latent sizes beyond this are no StyleGAN2
@@ -325,21 +323,11 @@ def _check_config(config: dict[str, Any], source: str) -> None:
                          f"{multiplier!r}", field="lr_multiplier")
 
 
-def _build(config: dict[str, Any], source: str,
-           tensors: dict[str, Any] | None = None) -> StyleGAN2Generator:
-    """Check the declared sizes, then (given the file's tensors) the shapes against a skeleton
-    on the meta device, and only then build the module."""
+def _build(config: dict[str, Any], tensors: dict[str, Any], source: str) -> StyleGAN2Generator:
+    """Check the declared sizes, then build (:func:`build_checked`: shapes compared on the meta
+    device first) and load the file's tensors (whose bytes the caller checked)."""
     _check_config(config, source)
-    try:
-        if tensors is not None:
-            check_backed(tensors, source)
-            with torch.device("meta"):
-                skeleton = StyleGAN2Generator(**config)
-            check_state_dict(module_shapes(skeleton), tensors, source)
-        return StyleGAN2Generator(**config)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"{source}: its configuration {config} is not a StyleGAN2 this "
-                         f"implementation builds ({err})") from None
+    return build_checked(lambda: StyleGAN2Generator(**config), tensors, source)
 
 
 def read_nvidia_pickle(path: str | Path) -> StyleGAN2Generator:
@@ -457,8 +445,7 @@ def _from_rosinality(state: dict[str, Any], source: str) -> StyleGAN2Generator:
         native["mapping.w_avg"] = latent_avg.reshape(-1)[:w_dim].float()
     else:
         native["mapping.w_avg"] = torch.zeros(w_dim)
-    generator = _build(config, source + " (rosinality layout)", native)
-    load_strict(generator, native, f"{source} (rosinality layout)")
+    generator = _build(config, native, f"{source} (rosinality layout)")
     if latent_avg is None:
         generator.mapping.w_avg.copy_(mean_w(generator))
     return generator.eval()
@@ -488,12 +475,15 @@ def from_native_state_dict(state_dict: dict[str, Any], source: str) -> StyleGAN2
     fc0 = state_dict.get("mapping.fc0.weight")
     if fc0 is None or "synthesis.b4.const" not in state_dict:
         raise InputError(f"{source} is not a StyleGAN2 state dict in this project's layout")
+    check_backed(state_dict, source)
     blocks = sum(1 for k in state_dict if re.fullmatch(r"synthesis\.b\d+\.conv1\.weight", k))
     mapping = sum(1 for k in state_dict if re.fullmatch(r"mapping\.fc\d+\.weight", k))
+    convs = [state_dict.get(f"synthesis.b{4 << k}.conv1.weight") for k in range(blocks)]
+    if fc0.dim() != 2 or not blocks or any(c is None or c.dim() != 4 for c in convs):
+        raise InputError(f"{source}: mapping.fc0.weight must be 2-d and synthesis.b4 .. "
+                         f"b{4 << max(0, blocks - 1)} must each hold a 4-d conv1.weight")
     config = {"resolution": 4 << (blocks - 1), "z_dim": int(fc0.shape[1]),
               "w_dim": int(fc0.shape[0]), "mapping_layers": mapping,
-              "channels": [int(state_dict[f"synthesis.b{4 << k}.conv1.weight"].shape[0])
-                           for k in range(blocks)]}
-    generator = _build(config, source)
-    load_strict(generator, state_dict, source)
-    return generator.eval()
+              "channels": [int(c.shape[0]) for c in convs], "lr_multiplier": 0.01,
+              "conv_clamp": None}
+    return _build(config, state_dict, source).eval()
