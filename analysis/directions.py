@@ -315,14 +315,11 @@ def parse_attribute(text: str, segmenter=None) -> Attribute:
 
 def check_sample_memory(count: int, size: int) -> None:
     """Refuse, before sampling, more latents than memory holds (they are kept for the fit)."""
-    from inversion.memory import HEADROOM, available_bytes, gigabytes
+    from inversion.memory import check_fits
 
-    needed = count * (size + 1) * 8 * 2  # float64 latents and scores, and the fit's copy
-    available = available_bytes(torch.device("cpu"))
-    if available is not None and needed > HEADROOM * available:
-        raise InputError(f"samples: {count} latents of {size} numbers need about "
-                         f"{gigabytes(needed)}, more than the {gigabytes(HEADROOM * available)} "
-                         "usable; use fewer samples", field="samples")
+    # float64 latents and scores, and the fit's copy
+    check_fits(count * (size + 1) * 8 * 2, f"{count} latents of {size} numbers", "samples",
+               "use fewer samples")
 
 
 @torch.no_grad()

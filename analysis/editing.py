@@ -227,18 +227,13 @@ class EditResult:
 
 
 def check_frame_memory(images: int, code_sets: int, steps: int, resolution: int) -> None:
-    """Refuse, before anything is allocated, an edit whose frames (kept in fp32 on the CPU,
-    with about as much again for their segmentation and changes) would not fit in memory."""
-    from inversion.memory import HEADROOM, available_bytes, gigabytes
+    """Refuse an edit whose frames (kept in fp32 on the CPU, with about as much again for their
+    segmentation and changes) would not fit in memory."""
+    from inversion.memory import check_fits
 
-    needed = 2 * images * code_sets * steps * 3 * resolution * resolution * 4
-    available = available_bytes(torch.device("cpu"))
-    if available is not None and needed > HEADROOM * available:
-        raise InputError(f"steps: {images} images x {code_sets} code sets x {steps} steps of "
-                         f"{resolution} px frames need about {gigabytes(needed)}, more than the "
-                         f"{gigabytes(HEADROOM * available)} usable of {gigabytes(available)} "
-                         "free; use fewer steps, code sets (--codes all) or images",
-                         field="steps")
+    check_fits(2 * images * code_sets * steps * 3 * resolution * resolution * 4,
+               f"{images} images x {code_sets} code sets x {steps} steps of {resolution} px "
+               "frames", "steps", "use fewer steps, code sets (--codes all) or images")
 
 
 @torch.no_grad()

@@ -88,8 +88,7 @@ def _variable(environ: Mapping[str, str], name: str, default: int | None = None)
     return value
 
 
-def _shard_from(environ: Mapping[str, str], index: int, count: int, source: str,
-                names: str, local_rank: int = 0) -> Shard:
+def _shard_from(index: int, count: int, source: str, names: str, local_rank: int = 0) -> Shard:
     if count < 1 or not 0 <= index < count:
         raise InputError(f"{names} give shard {index} of {count}; the index must be in "
                          f"0..{count - 1}")
@@ -108,13 +107,13 @@ def current_shard(flag: str | None = None, environ: Mapping[str, str] | None = N
                 raise InputError(f"RANK and WORLD_SIZE are set but {' and '.join(missing)} "
                                  "are not; start the processes with torchrun, or unset RANK "
                                  "and WORLD_SIZE")
-        return _shard_from(environ, _variable(environ, "RANK"), count, "torchrun",
+        return _shard_from(_variable(environ, "RANK"), count, "torchrun",
                            "RANK and WORLD_SIZE", _variable(environ, "LOCAL_RANK", 0))
     if flag:
         return parse_shard(flag)
     if "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
         first = _variable(environ, "SLURM_ARRAY_TASK_MIN", 0)
-        return _shard_from(environ, _variable(environ, "SLURM_ARRAY_TASK_ID") - first,
+        return _shard_from(_variable(environ, "SLURM_ARRAY_TASK_ID") - first,
                            _variable(environ, "SLURM_ARRAY_TASK_COUNT"), "slurm",
                            "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and "
                            "SLURM_ARRAY_TASK_COUNT")

@@ -80,6 +80,16 @@ def gigabytes(count: float) -> str:
     return f"{count / 2**30:.2f} GB"
 
 
+def check_fits(needed: int, what: str, field: str, advice: str) -> None:
+    """Refuse, before anything is allocated, work whose ``needed`` bytes exceed the usable share
+    of the free CPU memory (nothing to check where that cannot be told)."""
+    available = available_bytes(torch.device("cpu"))
+    if available is not None and needed > HEADROOM * available:
+        raise InputError(f"{field}: {what} need about {gigabytes(needed)}, more than the "
+                         f"{gigabytes(HEADROOM * available)} usable of {gigabytes(available)} "
+                         f"free; {advice}", field=field)
+
+
 def plan_memory(measure, codes: int, batch_size: int, device: torch.device,
                 parameters: int, available: int | None = None) -> MemoryPlan:
     """``measure(n)``: the bytes one iteration of one image with ``n`` codes saves. Returns how

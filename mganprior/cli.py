@@ -480,30 +480,25 @@ def _int_list(text: str, field: str) -> list[int]:
 
 
 def _scenes(args: argparse.Namespace) -> int:
-    import itertools
-
     from tqdm.auto import tqdm
 
     from inversion.images import save_png
-    from scenes.datasets import iter_scenes
+    from scenes.datasets import check_scene_request, iter_scenes
     from segmentation.vocabularies import SCENE_WORLD
 
     if args.count < 1:
         raise InputError(f"count must be at least 1, got {args.count}", field="count")
+    check_scene_request(args.domain, args.size, args.start)  # before anything is written
     seeds = range(args.start, args.start + args.count)
-    scenes = iter_scenes(args.domain, seeds, args.size)  # checked before anything is written
-    first = next(scenes)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    written = 0
-    for seed, image, label in tqdm(itertools.chain([first], scenes), total=len(seeds),
+    for seed, image, label in tqdm(iter_scenes(args.domain, seeds, args.size), total=len(seeds),
                                    disable=args.quiet, unit="scene", desc=args.domain):
         name = f"{args.domain}-{seed:06d}"  # each scene is written before the next is rendered
         save_png(image, out / f"{name}.png")
         save_png(SCENE_WORLD.colorize(label), out / "labels" / f"{name}-color.png")
         save_png(label, out / "labels" / f"{name}.png")
-        written += 1
-    print(f"wrote {written} {args.domain} scenes and label maps to {out}")
+    print(f"wrote {len(seeds)} {args.domain} scenes and label maps to {out}")
     return 0
 
 

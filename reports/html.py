@@ -266,7 +266,6 @@ def animation_uri(path: Path, alt: str) -> Picture:
     return Picture(alt, uri=_data_uri(path.read_bytes(), "image/gif"))
 
 
-
 def sweep(settings: dict[str, Any]) -> str:
     """``7 steps in [-3, 3]`` from an edit's stored settings."""
     try:

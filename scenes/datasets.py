@@ -37,8 +37,7 @@ def iter_scenes(domain: str, seeds: range, size: int = 64
                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """``(seed, image, label)`` one at a time, so a caller can write each before the next is
     rendered (a count of a billion costs time, not memory)."""
-    check_scene_request(domain, size, seeds[0] if len(seeds) and seeds.step > 0 else
-                        min(seeds, default=0))  # min() would walk a range of a billion
+    check_scene_request(domain, size, min(seeds[0], seeds[-1]) if seeds else 0)  # O(1)
     for seed in seeds:
         yield (seed, *render(domain, seed, size=size))
 

@@ -43,8 +43,10 @@ from core.weights import load_strict, read_torch_checkpoint
 from segmentation.segmenters import check_images
 from segmentation.vocabularies import ADE20K_150, Vocabulary
 
-ENCODERS = ("resnet18dilated", "resnet50dilated", "resnet101dilated", "resnet50", "resnet101",
-            "mobilenetv2dilated")
+# each encoder with the width of the features its decoder reads (MODEL.fc_dim)
+ENCODER_WIDTHS = {"resnet18dilated": 512, "resnet50dilated": 2048, "resnet101dilated": 2048,
+                  "resnet50": 2048, "resnet101": 2048, "mobilenetv2dilated": 320}
+ENCODERS = tuple(ENCODER_WIDTHS)
 DECODERS = ("ppm_deepsup", "ppm", "upernet", "c1_deepsup", "c1")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MAX_SCALES = 16
@@ -80,10 +82,6 @@ class MultiScale:
                    for side in (height, width)]
         return rounded[0], rounded[1]
 
-    def describe(self) -> str:
-        return (f"scales {', '.join(map(str, self.sizes))} (long side at most {self.max_size}, "
-                f"multiples of {self.padding})")
-
 
 CSAIL_SCALES = MultiScale((300, 375, 450, 525, 600), 1000, 8)
 
@@ -109,8 +107,6 @@ def parse_scales(text: str | None, config: dict[str, Any] | None = None) -> Mult
     return MultiScale(sizes, CSAIL_SCALES.max_size, CSAIL_SCALES.padding)
 
 
-
-
 def csail_files(directory: Path) -> tuple[Path, Path] | None:
     encoders = sorted(directory.glob("encoder*.pth"))
     decoders = sorted(directory.glob("decoder*.pth"))
@@ -121,8 +117,6 @@ def is_csail_folder(directory: Path) -> bool:
     return csail_files(directory) is not None
 
 
-ENCODER_WIDTHS = {"resnet18dilated": 512, "resnet50dilated": 2048, "resnet101dilated": 2048,
-                  "resnet50": 2048, "resnet101": 2048, "mobilenetv2dilated": 320}
 MAX_CLASSES = 10000
 MAX_CONFIG_BYTES = 1 << 20
 

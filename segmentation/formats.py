@@ -27,7 +27,8 @@ class SegmenterFormat:
     name: str
     description: str
     sniff: Callable[[Path], bool]
-    load: Callable[..., Segmenter]  # (directory, *, labels, device) -> Segmenter
+    load: Callable[..., Segmenter]  # (directory, *, labels, device[, scales]) -> Segmenter
+    multiscale: bool = False  # its loader takes scales= (multi-scale inference)
 
 
 def _json_object(path: Path) -> dict[str, Any] | None:
@@ -53,15 +54,12 @@ SEGMENTER_FORMATS: list[SegmenterFormat] = [
                     is_hf_folder, load_hf_segmenter),
     SegmenterFormat("csail", "CSAIL semantic-segmentation-pytorch folder (encoder*.pth and "
                     "decoder*.pth, a *.yaml config or a DATASET-ENCODER-DECODER name)",
-                    is_csail_folder, load_csail_segmenter),
+                    is_csail_folder, load_csail_segmenter, multiscale=True),
 ]
 
 
 def known_formats() -> str:
     return "; ".join(f"{f.name} ({f.description})" for f in SEGMENTER_FORMATS)
-
-
-MULTISCALE_FORMATS = ("csail",)  # formats whose loader takes scales=
 
 
 def load_segmenter_dir(directory: str | Path, *, labels: str | list[str] | None = None,
@@ -75,12 +73,12 @@ def load_segmenter_dir(directory: str | Path, *, labels: str | list[str] | None 
         raise InputError(f"segmenter directory {directory} does not exist")
     for fmt in SEGMENTER_FORMATS:
         if fmt.sniff(directory):
-            if fmt.name in MULTISCALE_FORMATS:
+            if fmt.multiscale:
                 return fmt.load(directory, labels=labels, device=device, scales=scales)
             if scales is not None and str(scales).strip() not in ("", "1"):
-                raise InputError(f"segmenter_scales {scales} applies to "
-                                 f"{', '.join(MULTISCALE_FORMATS)} segmenters; {directory} is "
-                                 f"a {fmt.name} folder", field="segmenter_scales")
+                takers = ", ".join(f.name for f in SEGMENTER_FORMATS if f.multiscale)
+                raise InputError(f"segmenter_scales {scales} applies to {takers} segmenters; "
+                                 f"{directory} is a {fmt.name} folder", field="segmenter_scales")
             return fmt.load(directory, labels=labels, device=device)
     raise InputError(f"{directory} is not a segmenter folder in a known format. Known formats: "
                      f"{known_formats()}")

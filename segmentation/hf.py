@@ -30,6 +30,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ from segmentation.vocabularies import ADE20K_150, Vocabulary, spread_colors
 
 UNIVERSAL = ("mask2former", "maskformer", "oneformer")
 PREPROCESSOR = "preprocessor_config.json"
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """transformers' loaders without their warnings and printed notes (a one-line error, or
+    nothing, is what a user sees)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def is_hf_folder(directory: Path) -> bool:
@@ -153,7 +164,7 @@ MAX_SIDE = 4096  # a processor size beyond this would allocate gigabytes per ima
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
-def check_preprocessor(path: Path) -> dict[str, Any]:
+def check_preprocessor(path: Path) -> None:
     """The preprocessor config as plain values, checked before transformers builds anything from
     it: a JSON object, sizes positive and at most ``MAX_SIDE``, numbers where numbers belong,
     three non-zero standard deviations."""
@@ -189,7 +200,6 @@ def check_preprocessor(path: Path) -> dict[str, Any]:
         if name == "image_std" and any(v == 0 for v in values):
             raise InputError(f"{path}: image_std must not be 0, got {value!r} (every pixel "
                              "would divide by zero)", field=name)
-    return config
 
 
 def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
@@ -222,11 +232,8 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
         raise InputError(f"{source} lacks {', '.join(missing)}; save the model and its image "
                          "processor there with save_pretrained")
     check_preprocessor(directory / PREPROCESSOR)
-    quiet = (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
-             contextlib.redirect_stderr(io.StringIO()))
     try:
-        with quiet[0], quiet[1], quiet[2]:
-            warnings.simplefilter("ignore")
+        with quietly():
             config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
             processor = transformers.AutoImageProcessor.from_pretrained(source,
                                                                         local_files_only=True)
@@ -249,9 +256,7 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
     kind = (transformers.AutoModelForUniversalSegmentation if universal
             else transformers.AutoModelForSemanticSegmentation)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with quietly():
             model = kind.from_pretrained(source, local_files_only=True)
     except Exception as err:  # as above; pickle.UnpicklingError for a refused .bin among them
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -272,8 +277,7 @@ def load_task_tokenizer(directory: Path, transformers: Any) -> Any:
                          f"(none of {', '.join(TOKENIZER_FILES)}); save the OneFormerProcessor "
                          "(or its tokenizer) there with save_pretrained", field="tokenizer")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quietly():
             return transformers.AutoTokenizer.from_pretrained(str(directory),
                                                               local_files_only=True)
     except Exception as err:  # as above
