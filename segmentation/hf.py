@@ -265,9 +265,17 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
     # universal post-processing holds [B, K, 384, 384] class scores: batch within a budget
     batch = max(1, min(16, POSTPROCESS_BYTES // (len(vocabulary) * 384 * 384 * 4))) \
         if universal else 16
-    return HFSegmenter(model.float().to(resolve_device(device)), vocabulary,
-                       processor=processor, tokenizer=tokenizer, universal=universal,
-                       source=source, batch_size=batch)
+    segmenter = HFSegmenter(model.float().to(resolve_device(device)), vocabulary,
+                            processor=processor, tokenizer=tokenizer, universal=universal,
+                            source=source, batch_size=batch)
+    try:  # a processor setting that transformers accepts at load time can still fail per image
+        with quietly():
+            segmenter.inputs(torch.zeros(1, 3, 8, 8))
+    except Exception as err:  # transformers raises many types for settings it cannot apply
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{source}/{PREPROCESSOR}: the image processor cannot prepare an "
+                         f"image ({reason})", field="preprocessor") from None
+    return segmenter
 
 
 def load_task_tokenizer(directory: Path, transformers: Any) -> Any:

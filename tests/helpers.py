@@ -62,6 +62,20 @@ def half_label_maps(folder: Path, names: tuple[str, ...] = ("s0", "s1"), size: i
     return folder
 
 
+def copy_with_json(source: Path, folder: Path, file: str, change: Any) -> Path:
+    """A fresh copy of the folder ``source`` whose JSON ``file`` has the keys of ``change``
+    (a dict) merged in, or is replaced by ``change`` (anything else)."""
+    import json
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(source, folder)
+    content = json.loads((folder / file).read_text())
+    (folder / file).write_text(json.dumps(content | change if isinstance(change, dict)
+                                          else change))
+    return folder
+
+
 def write_png(path: Path, array: np.ndarray) -> Path:
     Image.fromarray(array).save(path)
     return path

@@ -370,19 +370,15 @@ def segformer_folder(tmp_path_factory):
     ("preprocessor_config.json", {"rescale_factor": "x"}, r"rescale_factor must be a number"),
     ("preprocessor_config.json", {"image_mean": "abc"}, r"image_mean must be one or three"),
     ("preprocessor_config.json", {"image_std": [0, 0, 0]}, r"image_std must not be 0"),
+    ("preprocessor_config.json", {"size": None},
+     r"preprocessor_config\.json: the image processor cannot prepare an image"),
 ])
 def test_malformed_transformers_folders_get_one_line(tmp_path, segformer_folder, file, change,
                                                      message):
-    import json
-    import shutil
-
+    from helpers import copy_with_json
     from segmentation.formats import load_segmenter_dir
 
-    folder = tmp_path / "model"
-    shutil.copytree(segformer_folder, folder)
-    config = json.loads((folder / file).read_text())
-    (folder / file).write_text(json.dumps(config | change if isinstance(change, dict)
-                                          else change))
+    folder = copy_with_json(segformer_folder, tmp_path / "model", file, change)
     with pytest.raises(InputError, match=message):
         load_segmenter_dir(folder)
 
