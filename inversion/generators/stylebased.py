@@ -126,6 +126,38 @@ class StyleBasedGenerator(LayeredGenerator):
     def sample_latents(self, n: int, seed: int) -> torch.Tensor:
         return self.initial_latents(n, torch.Generator().manual_seed(int(seed))).to(self.device)
 
+    @abstractmethod
+    def style_layers(self) -> list[str]:
+        """The layers whose affine turns w into a style, in ``ws`` order."""
+
+    @abstractmethod
+    def style_weight(self, name: str) -> torch.Tensor:
+        """The affine weight ``[C, w_dim]`` of style layer ``name``, with its gain."""
+
+    def sefa_layers(self) -> list[str]:
+        """The style layers in SeFa's numbering, which is also its default set."""
+        return self.style_layers()
+
+    def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
+        """The style affines of ``layers`` stacked as ``[sum of widths, w_dim]``: ``all``
+        (SeFa's default set, :meth:`sefa_layers`), or comma-separated indices into
+        :meth:`sefa_layers` or names from :meth:`style_layers`. They act on w."""
+        numbered, names = self.sefa_layers(), self.style_layers()
+        if layers == "all":
+            return torch.cat([self.style_weight(name) for name in numbered]), "w"
+        chosen = []
+        for part in filter(None, (p.strip() for p in layers.split(","))):
+            name = numbered[int(part)] if part.lstrip("-").isdigit() and \
+                -len(numbered) <= int(part) < len(numbered) else part
+            if name not in names:
+                extra = [n for n in names if n not in numbered]
+                raise InputError(f"layers {part!r} is not a style layer; style layers: "
+                                 f"{', '.join(f'{i} {n}' for i, n in enumerate(numbered))}"
+                                 + (f" (also by name: {', '.join(extra)})" if extra else ""),
+                                 field="layers")
+            chosen.append(name)
+        return torch.cat([self.style_weight(name) for name in chosen]), "w"
+
     def describe(self) -> str:
         rows = "every layer" if self.truncation_layers is None else \
             f"the first {self.truncation_layers} layers"

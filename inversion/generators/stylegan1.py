@@ -246,24 +246,11 @@ class StyleGAN1Generator(StyleBasedGenerator):
         """The synthesis layers in ``ws`` order: row i styles ``layer{i}``."""
         return [f"layer{i}" for i in range(self.num_ws)]
 
-    def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
-        """The style affines of ``layers`` (``all``, or comma-separated indices / names such as
-        ``layer3``) stacked as ``[sum of 2C, w_dim]``, as genforce/sefa factorises StyleGAN
-        (each layer's ``style_mod`` dense weight); they act on w."""
-        names = self.style_layers()
-        chosen = names if layers == "all" else []
-        if layers != "all":
-            for part in filter(None, (p.strip() for p in layers.split(","))):
-                name = names[int(part)] if part.lstrip("-").isdigit() and \
-                    -len(names) <= int(part) < len(names) else part
-                if name not in names:
-                    raise InputError(f"layers {part!r} is not a style layer; style layers: "
-                                     f"{', '.join(f'{i} {n}' for i, n in enumerate(names))}",
-                                     field="layers")
-                chosen.append(name)
-        weights = [getattr(self.synthesis, name).epilogue.style_mod.dense.fc.weight.detach()
-                   for name in chosen]
-        return torch.cat(weights), "w"
+    def style_weight(self, name: str) -> torch.Tensor:
+        """Each layer's ``style_mod`` dense weight, which genforce/sefa factorises for StyleGAN
+        (there without its gain, one scalar per layer that SeFa's normalisation removes)."""
+        dense = getattr(self.synthesis, name).epilogue.style_mod.dense
+        return dense.fc.weight.detach() * dense.scale
 
     # -- synthesis ---------------------------------------------------------------------------
     def _run(self, x: torch.Tensor | None, ws: torch.Tensor, start: int, stop: int,

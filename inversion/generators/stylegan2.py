@@ -323,32 +323,10 @@ class StyleGAN2Generator(StyleBasedGenerator):
         convs = [name for name in self.style_layers() if not name.endswith(".torgb")]
         return [*convs, self.style_layers()[-1]]
 
-    def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
-        """The style affines of ``layers`` stacked as ``[sum of widths, w_dim]``: ``all`` (SeFa's
-        default: every convolution plus the last ToRGB), or comma-separated indices into
-        :meth:`sefa_layers` or names from :meth:`style_layers` (``b8.conv0``, ``b8.torgb``).
-        They act on w."""
-        numbered, names = self.sefa_layers(), self.style_layers()
-        if layers == "all":
-            chosen = numbered
-        else:
-            chosen = []
-            for part in filter(None, (p.strip() for p in layers.split(","))):
-                name = numbered[int(part)] if part.lstrip("-").isdigit() and \
-                    -len(numbered) <= int(part) < len(numbered) else part
-                if name not in names:
-                    raise InputError(f"layers {part!r} is not a style layer; style layers: "
-                                     f"{', '.join(f'{i} {n}' for i, n in enumerate(numbered))}"
-                                     f" (also by name: "
-                                     f"{', '.join(n for n in names if n not in numbered)})",
-                                     field="layers")
-                chosen.append(name)
-        weights = []
-        for name in chosen:
-            block, kind = name.split(".")
-            affine = getattr(getattr(self.synthesis, block), kind).affine
-            weights.append(affine.weight.detach() * affine.weight_gain)
-        return torch.cat(weights), "w"
+    def style_weight(self, name: str) -> torch.Tensor:
+        block, kind = name.split(".")
+        affine = getattr(getattr(self.synthesis, block), kind).affine
+        return affine.weight.detach() * affine.weight_gain
 
     # -- synthesis -------------------------------------------------------------------------------
     def _block(self, k: int) -> SynthesisBlock:
