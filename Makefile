@@ -45,6 +45,7 @@ benchmarks: setup
 	$(PY) benchmarks/threads.py --contention
 	$(PY) benchmarks/segmenters.py
 	$(PY) benchmarks/stylegan1.py
+	$(PY) benchmarks/projector.py
 	$(PY) benchmarks/gpu.py
 
 clean:

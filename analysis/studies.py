@@ -21,7 +21,7 @@ from typing import Any
 from core.errors import InputError
 from inversion.generators.base import Layer, find_layer
 
-METRICS = ("psnr", "ssim", "perceptual")
+METRICS = ("psnr", "ssim", "lpips", "perceptual")
 TABLE_COLUMNS = ("generator", "task", "layer", "layer_index", "layer_shape", "codes",
                  "resolution", "image", "metric", "value")
 SINGLE_CODE = "single-code"

@@ -8,7 +8,10 @@ reported as failed; the others go on.
 
 Besides codes ``[B, N, Z]`` and alphas ``[B, N, C]`` (unless the recipe fixes them), the loop
 optimises the extra latents a family asks for under the chosen carry rules (``extras``, each
-``[B, ...]``), and the result records them.
+``[B, ...]``), and the result records them. Noise maps (``extras["noise"]``, when the recipe
+optimises them) add the projector's regulariser to each image's loss and are re-normalised after
+every step; the recipe's learning-rate ramps and latent noise (NVIDIA's projector) apply per step,
+the latent noise drawn per image from its own seed.
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from inversion.composition import code_cuts, fuse, initial_alphas, latent_carry, resolve_carry
+from inversion.composition import code_cuts, fuse, initial_alphas, latent_carry
 from inversion.generators.base import Cut, Layer, LayeredGenerator, evaluating
-from inversion.losses import VGGPerceptual, reconstruction_loss
+from inversion.losses import (
+    LPIPSDistance,
+    VGGPerceptual,
+    noise_regularization,
+    normalize_noise_,
+    reconstruction_loss,
+)
 from inversion.metrics import image_metrics
+from inversion.projector import LatentStats, estimate_latent_stats
 from inversion.recipes import Recipe
 from inversion.tasks import Task, TaskContext
 
@@ -101,6 +111,34 @@ def initial_codes(generator: LayeredGenerator, seeds: list[int], codes: int,
 
 
 SYNC_EVERY = 10  # iterations between reads of per-image state on the host
+LATENT_NOISE_SEED = 0x6A6974746572  # mixed into an image's seed for its latent noise draws
+
+
+def start_codes(generator: LayeredGenerator, recipe: Recipe, seeds: list[int],
+                stats: LatentStats | None) -> torch.Tensor:
+    """The recipe's initial codes ``[B, N, Z]`` on the CPU: seeded draws, zeros, or ``w_avg``."""
+    if recipe.init == "w_avg":
+        return stats.start(generator, len(seeds), recipe.codes)
+    return initial_codes(generator, seeds, recipe.codes, recipe.init)
+
+
+def evaluate_metrics(outputs: torch.Tensor, references: torch.Tensor,
+                     perceptual: VGGPerceptual | LPIPSDistance | None,
+                     lpips: LPIPSDistance | None) -> list[dict[str, float | None]]:
+    """Per-image PSNR, SSIM, LPIPS (None without its weights) and, with a VGG16 loss module,
+    its feature distance."""
+    metrics: list[dict[str, float | None]] = image_metrics(outputs, references)
+    device = outputs.device
+    with torch.no_grad():
+        scores = (lpips.to(device)(outputs, references.to(device)).cpu().tolist()
+                  if lpips is not None else [None] * len(metrics))
+        distances = (perceptual(outputs, references.to(device)).cpu().tolist()
+                     if isinstance(perceptual, VGGPerceptual) else None)
+    for i, entry in enumerate(metrics):
+        entry["lpips"] = scores[i]
+        if distances is not None:
+            entry["perceptual"] = distances[i]
+    return metrics
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -111,14 +149,19 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
            *, seeds: list[int], names: list[str] | None = None, ctx: TaskContext | None = None,
            references: torch.Tensor | None = None, perceptual: VGGPerceptual | None = None,
            bf16: bool = False, progress: bool = True, trace_points: int = 50,
-           description: str = "inverting", keep_features: bool = False) -> InversionResult:
+           description: str = "inverting", keep_features: bool = False,
+           latent_stats: LatentStats | None = None,
+           lpips: LPIPSDistance | None = None) -> InversionResult:
     """Invert a batch of observations ``[B, 3, h, w]`` (in [-1, 1]) with ``recipe``.
 
     ``references``: clean images ``[B, 3, H, W]`` for metrics (None: no metrics). ``seeds``: one per
     image, for its initial codes (and its task randomness when ``ctx`` is built here).
     ``keep_features``: keep the final head features in the result, so an attribution that follows
-    in the same process skips the head pass.
+    in the same process skips the head pass. ``latent_stats``: W statistics for a ``w_avg``
+    start and latent noise (estimated here when needed and not given). ``lpips``: the LPIPS
+    metric (None: results carry ``lpips: None``).
     """
+    recipe.check_generator(generator)
     generator = generator.in_space(recipe.latent_space)
     device = generator.device
     batch = observations.shape[0]
@@ -137,14 +180,19 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         perceptual = perceptual.to(device)
     started = time.perf_counter()
 
-    rules = resolve_carry(generator, layer, recipe.carry)
-    codes = initial_codes(generator, seeds, recipe.codes, recipe.init).to(device)
+    rules = recipe.carry_rules(generator, layer)
+    if latent_stats is None and (recipe.init == "w_avg" or recipe.latent_noise):
+        latent_stats = estimate_latent_stats(generator)
+    codes = start_codes(generator, recipe, seeds, latent_stats).to(device)
     alphas = initial_alphas(batch, recipe.codes, layer.channels, device)
     extras: dict[str, torch.Tensor] = {}
     if "latent" in rules.values():
         with torch.no_grad(), frozen(generator):
             extras = {name: value.detach().clone() for name, value in generator.extra_latents(
-                layer, rules, code_cuts(generator, codes, layer)).items()}
+                layer, rules, code_cuts(generator, codes, layer), seeds).items()}
+    noise_sizes = ([m[0].numel() for m in generator.noise_maps(layer, extras["noise"]).values()]
+                   if "noise" in extras else [])
+    jitter_rngs = [torch.Generator().manual_seed(int(s) ^ LATENT_NOISE_SEED) for s in seeds]
     params = [codes, *([alphas] if recipe.trains_alphas(layer) else []), *extras.values()]
     for param in params:
         param.requires_grad_(True)
@@ -152,24 +200,45 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     optimizer = (torch.optim.SGD(params, lr=lr) if recipe.optimizer == "sgd"
                  else torch.optim.Adam(params, lr=lr))
 
-    def render(cut: Cut | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
-        """x_inv of every image, or of the images ``index`` only."""
+    def jitter(step: int) -> torch.Tensor | None:
+        """The latent noise of ``step`` for every image ``[B, N, Z]`` (None when off)."""
+        std = recipe.latent_noise_std(step, latent_stats.w_std) if latent_stats else 0.0
+        if not std:
+            return None
+        draws = [torch.randn(codes.shape[1:], generator=rng) for rng in jitter_rngs]
+        return torch.stack(draws).to(device) * std
+
+    def render(cut: Cut | None = None, index: torch.Tensor | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x_inv of every image, or of the images ``index`` only; ``noise`` is added to the
+        codes first."""
         def part(t: torch.Tensor) -> torch.Tensor:
             return t if index is None else t[index]
 
         with _autocast(device, bf16):
             if cut is None:
-                cut = code_cuts(generator, part(codes), layer)
+                moved = codes if noise is None else codes + noise
+                cut = code_cuts(generator, part(moved), layer)
             chosen = {name: part(value) for name, value in extras.items()}
             fused = fuse(cut, part(alphas), recipe.fusion, rules,
                          latent_carry(generator, layer, rules, chosen))
             return generator.tail(fused, layer).float()
 
+    used = recipe.for_run(generator, perceptual is not None)
+
     def losses_of(images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         view_ctx = ctx if index is None else ctx.subset(index)
         target = observations if index is None else observations[index]
         return reconstruction_loss(task.view(images, view_ctx), target, perceptual,
-                                   recipe.mse_weight, recipe.perceptual_weight)
+                                   used.mse_weight, used.perceptual_weight)
+
+    def regularizer(index: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The noise maps' regulariser per image, weighted (0 when noise is not optimised)."""
+        if not noise_sizes or not recipe.noise_regularization:
+            return 0.0
+        noise = extras["noise"] if index is None else extras["noise"][index]
+        maps = list(generator.noise_maps(layer, noise).values())
+        return recipe.noise_regularization * noise_regularization(maps)
 
     # Per-image state lives on the device: the loop reads it back (a host synchronisation) only
     # every SYNC_EVERY iterations, at trace points and when the working set changes.
@@ -190,7 +259,9 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         for step in bar:
             full = len(working) == batch
             index = None if full else working
-            losses = losses_of(render(index=index), index)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * recipe.lr_factor(step)
+            losses = losses_of(render(index=index, noise=jitter(step)), index) + regularizer(index)
             finite = torch.isfinite(losses)
             newly = ~finite & ~failed[working]
             failed_at[working] = torch.where(newly, step, failed_at[working])
@@ -203,6 +274,8 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
                 param.grad.mul_(keep.view(-1, *[1] * (param.dim() - 1)))
                 torch.nan_to_num_(param.grad, nan=0.0, posinf=0.0, neginf=0.0)
             optimizer.step()
+            if noise_sizes:
+                normalize_noise_(extras["noise"], noise_sizes)
             with torch.no_grad():
                 for i, values in frozen_values.items():  # converged images stay where they were
                     for param, value in zip(params, values, strict=True):
@@ -249,19 +322,13 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         failures.setdefault(i, f"final loss is {final_losses[i].item()}")
     reconstructions = reconstructions.clamp(-1, 1)
     outputs = task.finalize(reconstructions, observations, ctx)
-    metrics: list[dict[str, float] | None] = [None] * batch
+    metrics: list[dict[str, float | None] | None] = [None] * batch
     if references is not None:
-        metrics = image_metrics(outputs, references)
-        if perceptual is not None:  # the VGG16 distance too, where weights exist
-            with torch.no_grad():
-                distances = perceptual(outputs, references.to(device)).cpu().tolist()
-            for entry, distance in zip(metrics, distances, strict=True):
-                entry["perceptual"] = distance
+        metrics = evaluate_metrics(outputs, references, perceptual, lpips)
     for i in failures:
         metrics[i] = None
     final_losses = final_losses.detach().cpu()
     final_losses[list(failures)] = float("nan")
-    used = recipe.for_run(generator, perceptual is not None)
     return InversionResult(
         names=list(names), codes=codes.detach().cpu(), alphas=alphas.detach().cpu(), layer=layer,
         fusion=recipe.fusion, task=task.to_dict(), recipe=used.to_dict(), seeds=list(seeds),

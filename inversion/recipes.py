@@ -21,6 +21,21 @@ against 30 at equal iterations and are 1.5x faster per iteration (slightly ahead
 whose best loss fell by less than the tolerance (relative) over the last W iterations stops and
 leaves the batch; ``iterations`` stays the cap. Off by default.
 
+``projector``: NVIDIA's projector (stylegan2-ada-pytorch ``projector.py``, the same in
+stylegan3), written from its documented settings (``../shared/REFERENCES.md``): one code in W (or
+W+, rosinality's ``--w_plus``) starting at ``w_avg`` (the mean of 10,000 mapped samples,
+``inversion.projector``), Adam at 0.1 for 1,000 steps with the learning rate ramped up over the
+first 5% and down (cosine) over the last 25%, latent noise of ``0.05 * w_std`` decaying
+quadratically to zero over the first 75%, the noise maps optimised beside the code (regulariser
+weight 1e5, maps re-normalised after every step), and LPIPS-VGG at 256 px as the image distance
+(pixel MSE where the VGG16 weights are absent: ``for_run`` records which).
+
+``optimize_noise``: per-image noise maps optimised beside the codes (families with noise maps:
+StyleGAN2), for any recipe; ``None`` (the projector's default): where the generator has them.
+``lr_rampup``/``lr_rampdown``/``latent_noise``/``latent_noise_ramp``/``noise_regularization``:
+the projector's schedule, off (0) in the other recipes except the regulariser, which applies
+whenever noise maps are optimised.
+
 ``latent_space``: where codes live, for families with more than one (StyleGAN2: ``z``, ``w``,
 ``w+``). ``alphas``: ``train`` optimises the channel weights with the codes, ``fixed`` keeps them
 at 1/N, ``auto`` (the default) fixes them for the single-code baseline (one code at layer 0:
@@ -35,12 +50,13 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.errors import InputError, field_error
-from inversion.composition import FUSIONS, parse_carry
+from inversion.composition import FUSIONS, parse_carry, resolve_carry
 from inversion.generators.base import Layer, LayeredGenerator
+from inversion.losses import PERCEPTUAL_DISTANCES
 
-RECIPES = ("official", "adam")
+RECIPES = ("official", "adam", "projector")
 OPTIMIZERS = ("sgd", "adam")
-INITS = ("normal", "zero")
+INITS = ("normal", "zero", "w_avg")
 ALPHA_MODES = ("auto", "train", "fixed")
 
 
@@ -65,6 +81,13 @@ class Recipe:
     latent_space: str = "z"
     converge_window: int = 0  # 0: run every iteration; else check every this many iterations
     converge_tolerance: float = 1e-3  # stop an image whose best loss fell by less (relative)
+    perceptual_distance: str = "l1"  # l1: VGG16 feature L1 at perceptual_layer; lpips: LPIPS-VGG
+    optimize_noise: bool | None = False  # None: where the generator has noise maps
+    noise_regularization: float = 1e5  # weight of the noise regulariser, when noise is optimised
+    lr_rampup: float = 0.0  # fraction of the iterations over which the learning rate ramps up
+    lr_rampdown: float = 0.0  # fraction at the end over which it ramps down (cosine)
+    latent_noise: float = 0.0  # initial std of the noise added to codes, in units of w_std
+    latent_noise_ramp: float = 0.75  # fraction of the iterations over which it decays to 0
 
     @property
     def perceptual_weight(self) -> float:
@@ -90,7 +113,18 @@ class Recipe:
             if getattr(self, name) not in allowed:
                 raise field_error(name, f"must be one of {', '.join(allowed)}, got "
                                         f"{getattr(self, name)!r}")
-        for name in ("mse_weight", "perceptual_lambda", "perceptual_factor"):
+        if self.perceptual_distance not in PERCEPTUAL_DISTANCES:
+            raise field_error("perceptual_distance", f"must be one of "
+                                                     f"{', '.join(PERCEPTUAL_DISTANCES)}, got "
+                                                     f"{self.perceptual_distance!r}")
+        for name in ("lr_rampup", "lr_rampdown", "latent_noise_ramp"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise field_error(name, f"must be a fraction in [0, 1], got {getattr(self, name)}")
+        if self.optimize_noise not in (True, False, None):
+            raise field_error("optimize_noise", f"must be true, false or null, got "
+                                                f"{self.optimize_noise!r}")
+        for name in ("mse_weight", "perceptual_lambda", "perceptual_factor", "latent_noise",
+                     "noise_regularization"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise field_error(name, f"must be a finite number >= 0, got "
                                         f"{getattr(self, name)}")
@@ -127,16 +161,87 @@ class Recipe:
         setting = "single" if self.codes == 1 else "composed"
         return ADAM_LR_BY_SPACE.get((generator.family, self.latent_space, setting), ADAM_LR)
 
+    def check_generator(self, generator: LayeredGenerator) -> None:
+        """Refuse, in one line, settings this generator cannot run: a ``w_avg`` start without a
+        W space, noise optimisation without noise maps."""
+        if self.init == "w_avg" and ("w" not in generator.latent_spaces
+                                     or self.latent_space not in ("w", "w+")):
+            fits = [name for name in RECIPES if name != "projector"]
+            what = (f"a {generator.family} generator, which has no W space"
+                    if "w" not in generator.latent_spaces else f"codes in {self.latent_space}")
+            raise InputError(f"recipe {self.name} starts at w_avg and needs codes in W or W+ "
+                             f"(--latent-space w or w+ of a style-based generator), not {what}"
+                             f"; recipes that fit: {', '.join(fits)}", field="recipe")
+        if self.optimize_noise:
+            generator = generator.in_space(self.latent_space)
+            if not has_noise_maps(generator, self.resolve_layer(generator)):
+                raise InputError(f"optimize_noise: a {generator.family} generator has no "
+                                 "optimisable noise maps", field="optimize_noise")
+
+    def optimizes_noise(self, generator: LayeredGenerator, layer: Layer) -> bool:
+        """Whether noise maps are optimised: asked for, or (None) where the generator has them."""
+        if self.optimize_noise is None:
+            return has_noise_maps(generator, layer)
+        return self.optimize_noise
+
+    def carry_rules(self, generator: LayeredGenerator, layer: Layer) -> dict[str, str]:
+        """The fusion rule of every carried tensor: the ``carry`` field, the family's defaults,
+        and ``noise=latent`` when noise maps are optimised."""
+        rules = resolve_carry(generator, layer, self.carry)
+        if self.optimizes_noise(generator, layer):
+            rules["noise"] = "latent"
+        return rules
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate multiplier at ``step``: a linear ramp up over the first
+        ``lr_rampup`` and a cosine ramp down over the last ``lr_rampdown`` of the iterations
+        (NVIDIA's projector), 1 without them."""
+        t = step / max(1, self.iterations)
+        factor = 1.0
+        if self.lr_rampdown:
+            factor = 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / self.lr_rampdown))
+        if self.lr_rampup:
+            factor *= min(1.0, t / self.lr_rampup)
+        return factor
+
+    def latent_noise_std(self, step: int, w_std: float) -> float:
+        """The std of the noise added to codes at ``step``: ``w_std * latent_noise *
+        max(0, 1 - t / latent_noise_ramp)^2``."""
+        if not self.latent_noise:
+            return 0.0
+        t = step / max(1, self.iterations)
+        ramp = max(0.0, 1.0 - t / self.latent_noise_ramp) if self.latent_noise_ramp else 0.0
+        return w_std * self.latent_noise * ramp**2
+
     def for_run(self, generator: LayeredGenerator, perceptual_used: bool) -> Recipe:
-        """The recipe as it actually runs: the layer, learning rate and alpha mode resolved,
-        and no perceptual weight when no perceptual module is used."""
+        """The recipe as it actually runs: the layer, learning rate, alpha mode and noise
+        optimisation resolved, no perceptual weight when no perceptual module is used, and pixel
+        MSE (weight 1) for a recipe whose only distance was the perceptual one."""
+        generator = generator.in_space(self.latent_space)
         layer = self.resolve_layer(generator)
+        pixel_only = not perceptual_used and self.mse_weight == 0
         return replace(self, layer=layer.name, lr=self.resolve_lr(generator),
                        alphas="train" if self.trains_alphas(layer) else "fixed",
+                       optimize_noise=self.optimizes_noise(generator, layer),
+                       mse_weight=1.0 if pixel_only else self.mse_weight,
                        perceptual_lambda=self.perceptual_lambda if perceptual_used else 0.0)
+
+    def loss_name(self, perceptual_used: bool) -> str:
+        """What the image distance is, in words, for the run's record."""
+        run = self if perceptual_used or self.mse_weight else replace(self, mse_weight=1.0)
+        parts = [f"{run.mse_weight:g} * pixel MSE"] if run.mse_weight else []
+        if perceptual_used and self.perceptual_weight:
+            distance = ("LPIPS-VGG16" if self.perceptual_distance == "lpips" else
+                        f"VGG16 {self.perceptual_layer} L1")
+            parts.append(f"{self.perceptual_weight:g} * {distance}")
+        return " + ".join(parts) or "nothing"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def has_noise_maps(generator: LayeredGenerator, layer: Layer) -> bool:
+    return any(spec.name == "noise" for spec in generator.carry_specs(layer))
 
 
 def default_layer(generator: LayeredGenerator, side: int) -> Layer:
@@ -188,5 +293,10 @@ def get_recipe(name: str, task: str) -> Recipe:
         codes, side, iterations, lam = _ADAM[task]
         return Recipe("adam", "adam", None, iterations, codes, None, side, "sum", "normal",
                       perceptual_lambda=lam, perceptual_size=None)
+    if name == "projector":
+        return Recipe("projector", "adam", 0.1, 1000, 1, 0, 0, "sum", "w_avg", mse_weight=0.0,
+                      perceptual_factor=1.0, perceptual_size=256, perceptual_distance="lpips",
+                      alphas="fixed", latent_space="w", optimize_noise=None, lr_rampup=0.05,
+                      lr_rampdown=0.25, latent_noise=0.05, latent_noise_ramp=0.75)
     raise InputError(f"recipe {name!r} is unknown; recipes: {', '.join(RECIPES)}",
                      field="recipe")

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from safetensors.torch import save_file
 
 from core.claims import Claims, locked
@@ -49,11 +51,13 @@ from core.jsonio import json_line, read_json, read_jsonl, write_json
 from core.pixels import from_uint8
 from core.resume import check_resume, settings_differences
 from inversion.engine import InversionResult
-from inversion.generators.base import Layer
+from inversion.generators.base import Layer, LayeredGenerator
 from inversion.images import safe_name, save_png
+from inversion.projector import LatentStats, estimate_latent_stats
 
 # Settings that may change between a run and its resumption without changing the results' meaning.
-VOLATILE_KEYS = ("created", "versions", "device", "batch_size", "command", "progress", "shard")
+VOLATILE_KEYS = ("created", "versions", "device", "batch_size", "command", "progress", "shard",
+                 "lpips")
 IMAGE_FILES = {"target": "target.png", "degraded": "degraded.png",
                "reconstruction": "reconstruction.png", "output": "output.png",
                "latents": "latents.safetensors", "record": "record.json"}
@@ -69,6 +73,18 @@ class ImageRecord:
     target: torch.Tensor | None  # clean image [3, H, W] when known
     metric_reference: str | None  # "clean", "reference", "observation" or None
     source_sha256: str | None = None
+
+
+def _read_latent_stats(path: Path, w_dim: int) -> LatentStats | None:
+    """The cached W statistics, or None when absent, unreadable or of another size."""
+    try:
+        tensors = load_tensors(path.read_bytes())
+        w_avg, w_std, samples = tensors["w_avg"], tensors["w_std"], tensors["samples"]
+    except (OSError, SafetensorError, KeyError):
+        return None
+    if w_avg.shape != (w_dim,) or w_std.dim() or samples.dim() or not torch.isfinite(w_avg).all():
+        return None
+    return LatentStats(w_avg.float(), float(w_std), int(samples))
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -140,6 +156,19 @@ class RunDirectory:
 
     def is_run(self) -> bool:
         return self.config_path.is_file()
+
+    # -- what every image of the run shares -----------------------------------------------------
+    def latent_stats(self, generator: LayeredGenerator) -> LatentStats:
+        """The generator's W statistics (``inversion.projector``), estimated by the first
+        process that needs them and kept in ``RUN/w_stats.safetensors`` for every later image,
+        session and process. A file that does not fit the generator is estimated again."""
+        path = self.path / "w_stats.safetensors"
+        with locked(self.locks / "run.lock"):
+            stats = _read_latent_stats(path, generator.w_dim)
+            if stats is None:
+                stats = estimate_latent_stats(generator)
+                atomic_write_bytes(path, save_tensors(stats.tensors()))
+        return stats
 
     # -- one image's files ---------------------------------------------------------------------
     def image_dir(self, name: str) -> Path:
@@ -271,11 +300,13 @@ class RunDirectory:
             "images": len(records), "ok": len(ok), "failed": len(records) - len(ok),
             "seconds_total": sum(float(r.get("seconds") or 0) for r in records),
         }
-        for key in ("psnr", "ssim", "perceptual", "loss"):
+        for key in ("psnr", "ssim", "lpips", "perceptual", "loss"):
             values = [r[key] for r in ok if isinstance(r.get(key), int | float)]
             if values:
                 summary[f"{key}_mean"] = statistics.fmean(values)
                 summary[f"{key}_std"] = statistics.pstdev(values)
+            elif key == "lpips":  # always stated: null where its backbone weights are absent
+                summary["lpips_mean"] = summary["lpips_std"] = None
         summary.update(extra or {})
         write_json(self.summary_path, summary)
         return summary
@@ -299,7 +330,7 @@ class RunDirectory:
             record = {
                 "image": name, "status": "failed" if failed else "ok",
                 "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"),
-                "perceptual": metrics.get("perceptual"),
+                "lpips": metrics.get("lpips"), "perceptual": metrics.get("perceptual"),
                 "loss": float(result.losses[i]), "seconds": per_image_seconds,
                 "metric_reference": extra.metric_reference if metrics else None,
                 "seed": result.seeds[i], "layer": result.layer.name, "source": extra.source,

@@ -26,13 +26,12 @@ from core.errors import InputError
 from core.jsonio import read_json
 from core.sharding import Shard
 from inversion import engine
-from inversion.composition import resolve_carry
-from inversion.engine import invert
+from inversion.engine import evaluate_metrics, invert
 from inversion.generators.base import LayeredGenerator
 from inversion.images import LoadedImage
-from inversion.losses import PerceptualStatus
+from inversion.losses import LPIPSStatus, PerceptualStatus
 from inversion.memory import plan_memory, saved_bytes
-from inversion.metrics import image_metrics
+from inversion.projector import LatentStats
 from inversion.recipes import Recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Task
@@ -69,6 +68,7 @@ class RunSettings:
     task: Task
     recipe: Recipe
     perceptual: PerceptualStatus = field(default_factory=lambda: PerceptualStatus(None, "none"))
+    lpips: LPIPSStatus = field(default_factory=lambda: LPIPSStatus(None, note="lpips: off"))
     seed: int = 0
     batch_size: int = 8
     observed: bool = False
@@ -77,13 +77,16 @@ class RunSettings:
 
     def config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         generator = self.generator.in_space(self.recipe.latent_space)
+        self.recipe.check_generator(self.generator)
         layer = self.recipe.resolve_layer(generator)
-        recipe = self.recipe.for_run(generator, self.perceptual.module is not None)
+        perceptual_used = self.perceptual.module is not None
+        recipe = self.recipe.for_run(generator, perceptual_used)
         return {
             "generator": self.generator_info,
             "task": self.task.to_dict(),
             "recipe": recipe.to_dict(),
-            "carry": resolve_carry(generator, layer, self.recipe.carry),
+            "loss": self.recipe.loss_name(perceptual_used),
+            "carry": self.recipe.carry_rules(generator, layer),
             "codes": self.recipe.codes,
             "layer": {"index": layer.index, "name": layer.name, "shape": list(layer.shape)},
             "iterations": self.recipe.iterations,
@@ -91,7 +94,8 @@ class RunSettings:
             "observed": self.observed,
             "bf16": self.bf16,
             "perceptual": {"backend": self.perceptual.backend, "weights": self.perceptual.weights,
-                           "note": self.perceptual.note},
+                           "distance": self.perceptual.distance, "note": self.perceptual.note},
+            "lpips": self.lpips.describe(),
             "mask_convention": "1 = known pixel",
             "batch_size": self.batch_size,
             "device": str(self.generator.device),
@@ -109,15 +113,19 @@ def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
     ctx = task.context(generator.resolution, [0], generator.device)
     observation = torch.zeros(1, 3, size, size, device=generator.device)
 
+    stand_in = None  # the memory of a w_avg start does not depend on its value
+    if settings.recipe.init == "w_avg" or settings.recipe.latent_noise:
+        stand_in = LatentStats(torch.zeros(generator.w_dim), 1.0)
+
     def measure(codes: int) -> int:
         recipe = settings.recipe.with_overrides(iterations=1, codes=codes)
         with saved_bytes() as total:
             engine.invert(generator, observation, task, recipe, seeds=[0], ctx=ctx,
                           perceptual=settings.perceptual.module, bf16=settings.bf16,
-                          progress=False)
+                          progress=False, latent_stats=stand_in)
         return total[0]
 
-    modules = [generator] + ([settings.perceptual.module] if settings.perceptual.module else [])
+    modules = [generator] + [m for m in (settings.perceptual.module, settings.lpips.module) if m]
     parameters = sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
     plan = plan_memory(measure, settings.recipe.codes, settings.batch_size, generator.device,
                        parameters)
@@ -168,8 +176,9 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
     batch_size = plan_batch(settings, log) if unfinished else settings.batch_size
     run = RunDirectory.open(out_dir, settings.config(config_extra), log=log)
     check_sources(run, images)
-    if settings.perceptual.note:
-        log(settings.perceptual.note)
+    for note in (settings.perceptual.note, settings.lpips.note):
+        if note and note != "lpips: off":
+            log(note)
     pending = [image for image in images if not run.is_finished(image.name)]
     if len(pending) < len(images):
         log(f"resuming {run.path}: {len(images) - len(pending)} of {len(images)} images done")
@@ -234,13 +243,18 @@ def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedIm
         clean = given
         observations = task.observe(clean, ctx)
         refs = clean
-    result = invert(generator, observations, task, settings.recipe, seeds=seeds, names=names,
+    recipe = settings.recipe
+    stats = (run.latent_stats(generator) if recipe.init == "w_avg" or recipe.latent_noise
+             else None)
+    result = invert(generator, observations, task, recipe, seeds=seeds, names=names,
                     ctx=ctx, references=refs, perceptual=settings.perceptual.module,
-                    bf16=settings.bf16, progress=settings.progress, description=description)
+                    bf16=settings.bf16, progress=settings.progress, description=description,
+                    latent_stats=stats, lpips=settings.lpips.module)
     if refs is None:  # metrics where the observation lives
-        viewed = task.view(result.outputs.to(device), ctx).cpu()
-        result.metrics = [None if i in result.failures else m for i, m in
-                          enumerate(image_metrics(viewed, result.observations))]
+        viewed = task.view(result.outputs.to(device), ctx)
+        metrics = evaluate_metrics(viewed, result.observations.to(device), None,
+                                   settings.lpips.module)
+        result.metrics = [None if i in result.failures else m for i, m in enumerate(metrics)]
     reference_kind = ("clean" if not settings.observed else
                       "reference" if references is not None else "observation")
     extras = [ImageRecord(str(image.path), image.notes,

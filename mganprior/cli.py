@@ -28,7 +28,13 @@ from analysis.editing import EditSettings
 from core.errors import InputError
 from core.sharding import barrier, current_shard, process_group, shard_device
 from inversion.composition import FUSIONS
-from inversion.losses import PERCEPTUAL_BACKENDS, VGG_LAYERS
+from inversion.losses import (
+    LPIPS_BACKBONES,
+    LPIPS_METRIC_NET,
+    PERCEPTUAL_BACKENDS,
+    PERCEPTUAL_DISTANCES,
+    VGG_LAYERS,
+)
 from inversion.recipes import ALPHA_MODES, INITS, OPTIMIZERS, RECIPES
 from inversion.runs import RunSettings
 from inversion.tasks import TASKS, Denoising, Inpainting, SuperResolution
@@ -122,6 +128,10 @@ def _build_parser() -> argparse.ArgumentParser:
     invert.add_argument("--fusion", choices=FUSIONS,
                         help="sum: F = sum alpha_n F_n; mean: the official (1/N) sum")
     invert.add_argument("--init", choices=INITS, help="initial codes")
+    invert.add_argument("--optimize-noise", action=argparse.BooleanOptionalAction,
+                        help="optimise per-image noise maps beside the codes (StyleGAN2; "
+                        "default: the recipe's, on for the projector where the generator has "
+                        "them)")
     invert.add_argument("--alphas", choices=ALPHA_MODES,
                         help="train or fix the channel weights (auto: fixed only for the "
                         "single-code baseline, one code at layer 0)")
@@ -162,6 +172,15 @@ def _build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--perceptual-lambda", type=float)
     loss.add_argument("--perceptual-size", type=int, help="resize side for VGG (default: "
                       "recipe's)")
+    loss.add_argument("--perceptual-distance", choices=PERCEPTUAL_DISTANCES,
+                      help="l1: VGG16 feature L1 (mGANprior); lpips: LPIPS-VGG (NVIDIA's "
+                      "projector; its recipe's default)")
+    metric = invert.add_argument_group("LPIPS metric")
+    metric.add_argument("--lpips", default=LPIPS_METRIC_NET,
+                        choices=[*LPIPS_BACKBONES, "none"],
+                        help="backbone of the LPIPS metric in results (default: %(default)s)")
+    metric.add_argument("--lpips-weights", help="path to the backbone's torchvision file "
+                        "(default: torch hub cache)")
     invert.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_shard(invert)
 
@@ -582,7 +601,7 @@ def _zoo(args: argparse.Namespace) -> int:
 
 def _invert(args: argparse.Namespace) -> int:
     from inversion.images import load_images
-    from inversion.losses import load_perceptual
+    from inversion.losses import load_lpips, load_perceptual
     from inversion.recipes import get_recipe
     from inversion.runs import run_inversion
     from inversion.tasks import make_task
@@ -595,7 +614,8 @@ def _invert(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, fusion=args.fusion, init=args.init, alphas=args.alphas,
         carry=args.carry, latent_space=args.latent_space, perceptual_layer=args.perceptual_layer,
         converge_window=args.converge_window, converge_tolerance=args.converge_tolerance,
-        perceptual_lambda=args.perceptual_lambda, perceptual_size=args.perceptual_size)
+        perceptual_lambda=args.perceptual_lambda, perceptual_size=args.perceptual_size,
+        perceptual_distance=args.perceptual_distance, optimize_noise=args.optimize_noise)
     task = make_task(args.task, factor=args.factor, antialias=args.antialias or None,
                      mask=args.mask, invert_mask=args.invert_mask or None,
                      resize_mask=args.resize_mask or None, sigma=args.sigma)
@@ -614,7 +634,9 @@ def _invert(args: argparse.Namespace) -> int:
         references = {image.name: image
                       for image in load_images(args.references, generator.resolution)}
     settings.perceptual = load_perceptual(args.perceptual, args.vgg_weights,
-                                          recipe.perceptual_layer, recipe.perceptual_size)
+                                          recipe.perceptual_layer, recipe.perceptual_size,
+                                          recipe.perceptual_distance)
+    settings.lpips = load_lpips(args.lpips, args.lpips_weights)
     run, summary = run_inversion(settings, images, args.out, references,
                                  config_extra={"command": " ".join(sys.argv)},
                                  shard=args.shard_info)
@@ -634,6 +656,8 @@ def _summary_line(summary: dict) -> str:
         parts.append(f"PSNR {summary['psnr_mean']:.2f} ± {summary['psnr_std']:.2f} dB")
     if "ssim_mean" in summary:
         parts.append(f"SSIM {summary['ssim_mean']:.3f}")
+    if summary.get("lpips_mean") is not None:
+        parts.append(f"LPIPS {summary['lpips_mean']:.3f}")
     if summary["failed"]:
         parts.append(f"{summary['failed']} failed (see results.jsonl)")
     return ", ".join(parts)

@@ -25,7 +25,7 @@ from pathlib import Path
 from analysis.edit_files import EditDirectory
 from analysis.editing import EditSettings
 from inversion.images import load_images, save_png
-from inversion.losses import load_perceptual
+from inversion.losses import load_lpips, load_perceptual
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
@@ -105,9 +105,10 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     started = time.perf_counter()
     step = _StepClock()
     out.mkdir(parents=True, exist_ok=True)
-    perceptual = load_perceptual("vgg16")
-    if perceptual.note:
-        _say(perceptual.note)
+    perceptual, lpips = load_perceptual("vgg16"), load_lpips()
+    for note in (perceptual.note, lpips.note):
+        if note:
+            _say(note)
 
     # 1. faces through the real DigiFace prior: multi-code vs single-code
     faces = load_generator("digiface-dcgan64", device=device)
@@ -122,7 +123,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     for folder, recipe in runs.items():
         step(f"demo 1/6: {folder} ({recipe.codes} codes, {recipe.iterations} iterations)")
         settings = RunSettings(faces.generator, faces.info, Inversion(), recipe, perceptual,
-                               seed=0, batch_size=scale.faces, progress=progress)
+                               lpips, seed=0, batch_size=scale.faces, progress=progress)
         run_inversion(settings, face_images, out / folder,
                       config_extra={"command": "mganprior demo"}, log=lambda _m: None)
 
@@ -136,7 +137,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
         step(f"demo 2/6: {scale.bedrooms} bedrooms with {name}, then attribution")
         prior = bedroom if name == "bedroom-pggan64" else load_generator(name, device=device)
         settings = RunSettings(prior.generator, prior.info, Inversion(), recipe, perceptual,
-                               seed=0, batch_size=scale.bedrooms, progress=progress)
+                               lpips, seed=0, batch_size=scale.bedrooms, progress=progress)
         run_inversion(settings, load_images([bedroom_folder], prior.generator.resolution),
                       out / folder, config_extra={"command": "mganprior demo"},
                       log=lambda _m: None)

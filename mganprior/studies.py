@@ -25,7 +25,7 @@ from analysis.study_files import StudyDirectory
 from core.errors import InputError
 from core.sharding import Shard, barrier
 from inversion.images import LoadedImage, load_images, save_png
-from inversion.losses import load_perceptual
+from inversion.losses import load_lpips, load_perceptual
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, package_versions, run_inversion
 from inversion.tasks import TASKS, make_task
@@ -201,7 +201,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         return StudyOutcome(out, cells, [], [], {"dry_run": True, "pending": len(pending)})
     study.open(record)
     perceptual = load_perceptual(spec.perceptual, spec.vgg_weights)
-    warnings = [perceptual.note] if perceptual.note else []
+    lpips = load_lpips()
+    warnings = [note for note in (perceptual.note, lpips.note) if note]
     ran, tables = [], None
     names_set = set(names)
     bar = tqdm(cells, desc="cells", unit="cell", disable=not progress)
@@ -210,7 +211,7 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         g = loaded[cell.generator]
         if cell in pending:
             settings = RunSettings(g.generator, g.info, make_task(cell.task),
-                                   _recipe(spec, cell), perceptual, seed=spec.seed,
+                                   _recipe(spec, cell), perceptual, lpips, seed=spec.seed,
                                    batch_size=spec.batch_size, progress=False)
             run_inversion(settings, by_resolution[g.generator.resolution], study.cell(cell).path,
                           config_extra={"study": str(out), "cell": cell.key},

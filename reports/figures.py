@@ -148,8 +148,8 @@ def class_histogram(result: AttributionResult | AttributionAggregate) -> Figure:
 
 
 # -- studies ------------------------------------------------------------------------------------
-METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "perceptual": "VGG16 distance (lower is "
-                 "better)"}
+METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS (lower is better)",
+                 "perceptual": "VGG16 distance (lower is better)"}
 
 
 def _metric_name(metric: str) -> str:

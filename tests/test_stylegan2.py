@@ -187,8 +187,13 @@ def test_layers_are_block_features_and_up_convolutions():
     names = [layer.describe() for layer in generator.layers]
     assert names == ["0 z 8x1x1", "1 b4 8x4x4", "2 b8.conv0 8x8x8", "3 b8 8x8x8",
                      "4 b16.conv0 4x16x16", "5 b16 4x16x16"]
-    assert [s.name for s in generator.carry_specs(generator.layer("b4"))] == ["styles"]
-    assert [s.name for s in generator.carry_specs(generator.layer("b16"))] == ["img", "styles"]
+    assert [s.name for s in generator.carry_specs(generator.layer("b4"))] == ["styles", "noise"]
+    assert [s.name for s in generator.carry_specs(generator.layer("b16"))] == \
+        ["img", "styles", "noise"]
+    assert [s.name for s in generator.carry_specs(generator.layer(0))] == ["noise"]
+    # the noise carry holds the maps of the convolutions after the cut, in synthesis order
+    assert generator.noise_layers(generator.layer("b8")) == [("b16.conv0", 16), ("b16.conv1", 16)]
+    assert [side for _, side in generator.noise_layers(generator.layer(0))] == [4, 8, 8, 16, 16]
     cut = generator.head(torch.randn(2, 8), "b8.conv0")
     assert cut.carry["img"].shape == (2, 3, 4, 4) and cut.carry["styles"].shape == (2, 4, 8)
 
@@ -238,7 +243,7 @@ def test_zoo_lists_the_layers_and_what_crosses_each_cut(capsys, stylegan2_pickle
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("stylegan2, 16 px, latent spaces z, w, w+") and \
         "truncation psi 1 on every layer" in lines[0]
-    assert lines[1] == "0 z 8x1x1"
+    assert lines[1].startswith("0 z 8x1x1; carries noise (drop/latent")
     assert lines[4].startswith("3 b8 8x8x8; carries img (alpha/mean/drop, default alpha")
     assert "styles (latent/mean/alpha, default latent" in lines[4]
 

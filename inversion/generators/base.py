@@ -198,11 +198,18 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
         """What crosses the cut at ``layer`` besides the features."""
         return ()
 
-    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut
-                      ) -> dict[str, torch.Tensor]:
+    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut,
+                      seeds: Sequence[int] = ()) -> dict[str, torch.Tensor]:
         """Initial values ``[B, ...]`` of the latents to optimise beside codes and alphas under
-        ``rules``; ``cut`` is the per-code cut ``[B, N, ...]`` of the initial codes."""
+        ``rules``; ``cut`` is the per-code cut ``[B, N, ...]`` of the initial codes, ``seeds``
+        the images' seeds where a start is drawn at random."""
         return {}
+
+    def noise_maps(self, layer: Layer, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ``noise`` extra latent ``[B, ...]`` as named maps ``[B, h, w]`` (families with
+        optimisable noise maps only)."""
+        raise InputError(f"a {self.family} generator has no optimisable noise maps",
+                         field="optimize_noise")
 
     def carry_from_latents(self, layer: Layer, rules: Mapping[str, str],
                            extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

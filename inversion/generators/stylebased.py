@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -169,8 +169,8 @@ class StyleBasedGenerator(LayeredGenerator):
                 "truncation_layers": self.truncation_layers}
 
     # -- the styles that cross a cut ---------------------------------------------------------
-    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut
-                      ) -> dict[str, torch.Tensor]:
+    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut,
+                      seeds: Sequence[int] = ()) -> dict[str, torch.Tensor]:
         if rules.get("styles") != "latent":
             return {}
         return {"styles": cut.carry["styles"].mean(dim=1)}

@@ -37,6 +37,7 @@ family (``stylebased``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -48,6 +49,9 @@ from inversion.generators.base import CarrySpec, Cut, Layer
 from inversion.generators.stylebased import STYLES, StyleBasedGenerator, check_truncation
 
 SQRT2 = math.sqrt(2.0)
+NOISE = CarrySpec("noise", ("drop", "latent"), "drop",
+                  "the noise maps after the cut; drop keeps the stored ones (--optimize-noise)")
+NOISE_SEED = 0x6E6F697365  # mixed into an image's seed for its noise maps, apart from its codes
 FIR = (1.0, 3.0, 3.0, 1.0)
 
 
@@ -132,7 +136,9 @@ class ModulatedConv(nn.Module):
         self.up = up
         self.conv_clamp = conv_clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, kernel: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise``: per-image maps ``[B, r, r]`` in place of the stored constant."""
         styles = self.affine(w)
         if self.per_sample_weights:
             x = self._per_sample(x, styles, kernel)
@@ -145,7 +151,8 @@ class ModulatedConv(nn.Module):
             else:
                 x = F.conv2d(x, self.weight, padding=1)
             x = x * demod[:, :, None, None]
-        x = x + self.noise_const * self.noise_strength
+        noise = self.noise_const if noise is None else noise[:, None]
+        x = x + noise * self.noise_strength
         x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
         return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
 
@@ -333,26 +340,31 @@ class StyleGAN2Generator(StyleBasedGenerator):
         return getattr(self.synthesis, f"b{4 << k}")
 
     def _run(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-             start: int, stop: int, w_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+             start: int, stop: int, w_offset: int = 0,
+             noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Synthesis steps ``[start, stop)`` from state ``(x, img)``; ``ws[:, i - w_offset]`` is
-        the style of global index ``i``."""
+        the style of global index ``i``; ``noise`` replaces the stored noise of the convolutions
+        it names (``b{r}.conv0``/``b{r}.conv1``, maps ``[B, r, r]``)."""
+        noise = noise or {}
         for k, kind, index in self._steps[start:stop]:
             block, w = self._block(k), ws[:, index - w_offset]
+            maps = noise.get(f"b{4 << k}.{kind}")
             if kind == "conv0":
-                x = block.conv0(x, w, self.fir)
+                x = block.conv0(x, w, self.fir, maps)
             elif kind == "conv1":
                 if k == 0:
                     x = block.const[None].expand(ws.shape[0], -1, -1, -1)
-                x = block.conv1(x, w, self.fir)
+                x = block.conv1(x, w, self.fir, maps)
             else:
                 rgb = block.torgb(x, w)
                 img = rgb if img is None else upsample_2x(img, self.fir) + rgb
         return x, img
 
-    def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
+    def synthesize(self, ws: torch.Tensor,
+                   noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Styles ``[B, num_ws, w_dim]`` to images ``[B, 3, R, R]`` (unclamped, nominally
-        [-1, 1])."""
-        return self._run(None, None, ws, 0, len(self._steps))[1]
+        [-1, 1]); ``noise`` as in :meth:`_run`."""
+        return self._run(None, None, ws, 0, len(self._steps), noise=noise)[1]
 
     def block_outputs(self, ws: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Every block's features and running image after it (``b{r}`` -> ``(x, img)``)."""
@@ -395,13 +407,59 @@ class StyleGAN2Generator(StyleBasedGenerator):
 
     def carry_specs(self, layer: Layer) -> tuple[CarrySpec, ...]:
         if layer.index == 0:
-            return ()
+            return (NOISE,)
         specs = []
         if self._carries_image(layer):
             specs.append(CarrySpec("img", ("alpha", "mean", "drop"), "alpha",
                                    "the RGB image of the blocks before the cut"))
-        specs.append(STYLES)
+        specs.extend((STYLES, NOISE))
         return tuple(specs)
+
+    def noise_layers(self, layer: Layer) -> list[tuple[str, int]]:
+        """The convolutions after the cut at ``layer`` (every one at the latent) with the side
+        of their noise map: the maps the ``noise`` carry holds, in this order."""
+        start = 0 if layer.index == 0 else self._position(layer)
+        return [(f"b{4 << k}.{kind}", 4 << k) for k, kind, _ in self._steps[start:]
+                if kind != "torgb"]
+
+    def noise_maps(self, layer: Layer, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ``noise`` carry ``[B, sum r^2]`` as maps ``[B, r, r]`` by convolution name."""
+        sides = self.noise_layers(layer)
+        parts = flat.split([side * side for _, side in sides], dim=1)
+        return {name: part.reshape(-1, side, side)
+                for (name, side), part in zip(sides, parts, strict=True)}
+
+    def stored_noise(self, layer: Layer) -> torch.Tensor:
+        """The stored constant noise of the layers after the cut, flat ``[1, sum r^2]``."""
+        maps = [getattr(self._block(int(math.log2(side)) - 2), name.split(".")[1]).noise_const
+                for name, side in self.noise_layers(layer)]
+        return torch.cat([m.flatten() for m in maps])[None]
+
+    def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut,
+                      seeds: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+        """Besides the styles: per-image noise maps under ``noise=latent``, white noise N(0, 1)
+        drawn from each image's seed (NVIDIA's projector's start); without seeds, the stored
+        constant noise."""
+        extras = super().extra_latents(layer, rules, cut, seeds)
+        if rules.get("noise") == "latent":
+            stored = self.stored_noise(layer)
+            if seeds:
+                draws = [torch.randn(stored.shape[1], generator=torch.Generator().manual_seed(
+                    int(seed) ^ NOISE_SEED)) for seed in seeds]
+                extras["noise"] = torch.stack(draws).to(stored)
+            else:
+                extras["noise"] = stored.expand(cut.features.shape[0], -1).clone()
+        return extras
+
+    def carry_from_latents(self, layer: Layer, rules: Mapping[str, str],
+                           extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        carry = super().carry_from_latents(layer, rules, extras)
+        if rules.get("noise") == "latent":
+            carry["noise"] = extras["noise"]
+        return carry
+
+    def _noise_of(self, cut: Cut, layer: Layer) -> dict[str, torch.Tensor] | None:
+        return self.noise_maps(layer, cut.carry["noise"]) if "noise" in cut.carry else None
 
     def head(self, z: torch.Tensor, layer: str | int | Layer) -> Cut:
         layer = self.layer(layer)
@@ -417,10 +475,11 @@ class StyleGAN2Generator(StyleBasedGenerator):
 
     def tail(self, cut: Cut, layer: str | int | Layer) -> torch.Tensor:
         layer = self.layer(layer)
+        noise = self._noise_of(cut, layer)
         if layer.index == 0:
-            return self.synthesize(self.ws(cut.features.flatten(1)))
+            return self.synthesize(self.ws(cut.features.flatten(1)), noise)
         done = self._position(layer)
         styles = cut.carry["styles"]
         _, img = self._run(cut.features, cut.carry.get("img"), styles, done, len(self._steps),
-                           w_offset=self._steps[done][2])
+                           w_offset=self._steps[done][2], noise=noise)
         return img
