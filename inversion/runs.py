@@ -134,6 +134,17 @@ def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
     return plan.batch_size
 
 
+def noise_note(settings: RunSettings) -> str | None:
+    """One line when a recipe that optimises noise maps where it can finds none to optimise."""
+    recipe = settings.recipe
+    generator = settings.generator.in_space(recipe.latent_space)
+    if recipe.optimize_noise is None and \
+            not recipe.optimizes_noise(generator, recipe.resolve_layer(generator)):
+        return (f"note: a {generator.family} generator has no optimisable noise maps; recipe "
+                f"{recipe.name} runs without them (the record says optimize_noise: false)")
+    return None
+
+
 def check_sources(run: RunDirectory, images: list[LoadedImage]) -> None:
     """Refuse images whose name a finished image already has, from a different file."""
     for image in images:
@@ -176,7 +187,7 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
     batch_size = plan_batch(settings, log) if unfinished else settings.batch_size
     run = RunDirectory.open(out_dir, settings.config(config_extra), log=log)
     check_sources(run, images)
-    for note in (settings.perceptual.note, settings.lpips.note):
+    for note in (settings.perceptual.note, settings.lpips.note, noise_note(settings)):
         if note and note != "lpips: off":
             log(note)
     pending = [image for image in images if not run.is_finished(image.name)]

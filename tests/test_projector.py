@@ -229,3 +229,21 @@ def test_multi_code_against_the_projector_at_equal_iterations_on_the_fixture():
         assert result.trace[-1].mean() < result.trace[0].mean(), name
         assert all(math.isfinite(m["psnr"]) for m in result.metrics)
     print("\n".join(f"{k}: {p:.2f} dB, {s:.2f} s" for k, (p, s) in rows.items()))
+
+
+def test_the_projector_on_a_generator_without_noise_maps_runs_and_says_so(tmp_path):
+    from helpers import make_tiny_stylegan1
+    from inversion.images import load_images
+    from inversion.runs import RunSettings, run_inversion
+    from inversion.tasks import Inversion
+
+    generator = make_tiny_stylegan1()
+    images = load_images([sample_pngs(generator, tmp_path / "images", count=1)],
+                         generator.resolution)
+    recipe = get_recipe("projector", "inversion").with_overrides(iterations=3)
+    said = []
+    run, summary = run_inversion(RunSettings(generator, {"name": "tiny"}, Inversion(), recipe,
+                                             progress=False), images, tmp_path / "run",
+                                 log=said.append)
+    assert summary["ok"] == 1 and run.config()["recipe"]["optimize_noise"] is False
+    assert any("stylegan1 generator has no optimisable noise maps" in line for line in said)
