@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test fuzz lint benchmarks clean
+.PHONY: setup demo test fuzz lint benchmarks docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ fuzz: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+docs: setup
+	$(PY) docs/api.py docs/api
 
 benchmarks: setup
 	$(PY) benchmarks/inversion.py

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,13 +33,17 @@ import torch.nn.functional as F
 from skimage.filters import threshold_otsu
 from tqdm.auto import tqdm
 
-from core.errors import InputError
 from inversion.composition import code_cuts, fuse, fusion_scale, latent_carry, resolve_carry
 from inversion.engine import InversionResult, frozen
 from inversion.generators.base import Cut, Layer, LayeredGenerator
 from inversion.losses import VGGPerceptual
+from mganprior.core.errors import InputError
+from mganprior.core.settings import option
 from segmentation.segmenters import Segmenter
 from segmentation.vocabularies import Vocabulary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RELATIVE_MODES = ("none", "codes", "quantile")
 DIFFERENCES = ("pixel", "perceptual")
@@ -80,12 +84,17 @@ class AttributionSettings:
     an 8-bit level of the [-1, 1] range), so float noise cannot make a region.
     """
 
-    threshold: float = 0.2
-    relative: str = "none"
-    binarize: str = "otsu"
-    difference: str = "pixel"
-    min_iou: float = 0.05
-    min_difference: float = 1 / 255
+    threshold: float = option("zero alpha entries above this (the paper's 0.2)", default=0.2)
+    relative: str = option("none: alpha > threshold; codes: the threshold is a multiple of 1/N; "
+                           "quantile: a per-code quantile of alpha in (0, 1)", RELATIVE_MODES,
+                           default="none")
+    binarize: str = option("how difference maps become regions: otsu, quantile:Q or fixed:T",
+                           default="otsu")
+    difference: str = option("pixel: channel-mean |x_inv - x'|; perceptual: VGG16 feature "
+                             "distance (needs VGG16 weights)", DIFFERENCES, default="pixel")
+    min_iou: float = option("codes whose best IoU is lower stay unassigned", default=0.05)
+    min_difference: float = option("smallest change that counts, in [-1, 1] units (half an "
+                                   "8-bit level)", default=1 / 255)
 
     def __post_init__(self) -> None:
         if self.relative not in RELATIVE_MODES:
@@ -326,7 +335,10 @@ class AttributionResult:
         aggregate.add(self)
         return aggregate
 
-    def class_summary(self) -> list[dict[str, Any]]:
+    def class_rows(self) -> list[dict[str, Any]]:
+        return self.aggregate().class_rows()
+
+    def class_summary(self) -> pd.DataFrame:
         return self.aggregate().class_summary()
 
     def rank_class_counts(self) -> np.ndarray:
@@ -430,7 +442,13 @@ class AttributionAggregate:
         k = len(self.vocabulary)
         return [c for c in range(k) if self.class_codes[c] or self.class_images_present[c]]
 
-    def class_summary(self) -> list[dict[str, Any]]:
+    def class_summary(self) -> pd.DataFrame:
+        """:meth:`class_rows` as a table, one row per class, indexed by class name."""
+        import pandas as pd
+
+        return pd.DataFrame(self.class_rows()).set_index("class")
+
+    def class_rows(self) -> list[dict[str, Any]]:
         """Per class present in any segmentation or assigned to any code: how many codes attach
         to it, in how many images, their mean IoU, and in how many images the class appears."""
         rows = []
@@ -455,7 +473,7 @@ class AttributionAggregate:
             "assigned_fraction": assigned / total if total else 0.0,
             "mean_assigned_iou": float(self.class_iou.sum() / assigned) if assigned else None,
             "codes_with_zeroed_alpha": self.zeroed_codes,
-            "classes": {row["class"]: row["codes"] for row in self.class_summary()
+            "classes": {row["class"]: row["codes"] for row in self.class_rows()
                         if row["codes"]},
             "seconds": self.seconds,
         }
@@ -487,7 +505,8 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     if segment not in SEGMENT_SOURCES:
         raise InputError(f"segment must be one of {', '.join(SEGMENT_SOURCES)}, got {segment!r}")
     if settings.difference == "perceptual" and perceptual is None:
-        raise InputError("the perceptual difference needs VGG16 weights (--vgg-weights PATH)")
+        raise InputError("difference perceptual needs VGG16 weights (vgg_weights PATH)",
+                         field="difference")
     batch, resolution = inversion.batch, generator.resolution
     if targets is not None and tuple(targets.shape) != (batch, 3, resolution, resolution):
         raise InputError(f"targets must be [{batch}, 3, {resolution}, {resolution}], "

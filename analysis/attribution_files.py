@@ -33,11 +33,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from analysis.attribution import AttributionAggregate, AttributionResult, AttributionSettings
-from core.errors import InputError
-from core.files import WholeDirectory, atomic_path
-from core.jsonio import append_csv, read_csv, read_json, write_csv, write_json
-from core.pixels import from_uint8, to_uint8
 from inversion.generators.base import Layer
+from mganprior.core.errors import InputError
+from mganprior.core.files import WholeDirectory, atomic_path
+from mganprior.core.jsonio import append_csv, read_csv, read_json, write_csv, write_json
+from mganprior.core.pixels import from_uint8, to_uint8
 from segmentation.vocabularies import Vocabulary
 
 META, TABLE, CLASSES, PARTS = ("attribution.json", "attribution.csv", "classes.csv", "parts")
@@ -119,7 +119,7 @@ class AttributionDirectory(WholeDirectory):
             **header, "names": names, "vocabulary": vocabulary_record(aggregate.vocabulary),
             "summary": aggregate.summary(), "aggregate": aggregate.to_dict(),
             "parts": len(self.parts())})
-        write_csv(self.path / CLASSES, aggregate.class_summary())
+        write_csv(self.path / CLASSES, aggregate.class_rows())
         if not (self.path / TABLE).is_file():
             write_csv(self.path / TABLE, [], RECORD_COLUMNS)
 

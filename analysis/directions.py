@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import InputError
-from core.files import atomic_path
-from core.jsonio import write_json
 from inversion.generators.base import LayeredGenerator
 from inversion.images import safe_name
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_path
+from mganprior.core.jsonio import write_json
 
 SPACES = ("z", "w")
 MIN_SAMPLES_PER_SIDE = 10  # fewer positives or negatives than this cannot fit a boundary
@@ -306,8 +306,8 @@ def parse_attribute(text: str, segmenter=None) -> Attribute:
     kind, _, name = text.partition(":")
     if kind == "class" and name:
         if segmenter is None:
-            raise InputError(f"attribute {text} needs a segmenter (--segmenter or "
-                             "--segmenter-dir)", field="attribute")
+            raise InputError(f"attribute {text} needs a segmenter (segmenter or "
+                             "segmenter_dir)", field="attribute")
         return class_fraction(segmenter, name)
     raise InputError(f"attribute {text!r} is unknown; attributes: brightness, class:NAME",
                      field="attribute")

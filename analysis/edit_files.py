@@ -32,10 +32,10 @@ from safetensors.torch import load_file, save_file
 from analysis.attribution_files import vocabulary_from_record, vocabulary_record
 from analysis.directions import Direction
 from analysis.editing import EditResult, EditSettings
-from core.errors import InputError
-from core.files import WholeDirectory, atomic_path
-from core.jsonio import read_json, write_csv, write_json
-from core.pixels import from_uint8, to_uint8
+from mganprior.core.errors import InputError
+from mganprior.core.files import WholeDirectory, atomic_path
+from mganprior.core.jsonio import read_json, write_csv, write_json
+from mganprior.core.pixels import from_uint8, to_uint8
 
 META, TABLE, SUMMARY, ARRAYS = "edits.json", "edits.csv", "summary.csv", "edits.safetensors"
 

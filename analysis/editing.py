@@ -30,10 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.directions import Direction
-from core.errors import InputError
 from inversion.composition import render, resolve_carry
 from inversion.engine import InversionResult, frozen
 from inversion.generators.base import LayeredGenerator
+from mganprior.core.errors import InputError
+from mganprior.core.settings import option
 from segmentation.vocabularies import Vocabulary
 
 MODES = ("offset", "absolute")
@@ -42,13 +43,18 @@ MAX_STEPS = 1000  # frames of one edit; a sweep has no use for more
 
 @dataclass(frozen=True)
 class EditSettings:
-    steps: int = 7
-    range: float = 3.0  # the symmetric shorthand for start = -range, end = range
-    mode: str = "offset"
-    start: float | None = None  # InterFaceGAN's start_distance (with end: an asymmetric sweep)
-    end: float | None = None
-    code_sets: str = "all,each"  # "all", "each" (one code at a time) and/or "n1+n2" subsets
-    change_threshold: float = 0.05  # a pixel changed when its channel-mean |diff| exceeds this
+    steps: int = option("steps from start to end", default=7)
+    range: float = option("symmetric sweep: t from -range to +range", default=3.0)
+    mode: str = option("offset: codes + t d; absolute: Z/W codes at signed distance t from the "
+                       "boundary (InterFaceGAN's linear_interpolate; W+ codes move by t d there "
+                       "too)", MODES, default="offset")
+    start: float | None = option("first t (with end; InterFaceGAN's start_distance); overrides "
+                                 "range", default=None)
+    end: float | None = option("last t (with start; InterFaceGAN's end_distance)", default=None)
+    code_sets: str = option("code sets: all, each (one at a time), or indices joined by +",
+                            default="all,each")
+    change_threshold: float = option("a pixel changed when its channel-mean |difference| "
+                                     "exceeds this", default=0.05)
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or \
@@ -233,7 +239,7 @@ def check_frame_memory(images: int, code_sets: int, steps: int, resolution: int)
 
     check_fits(2 * images * code_sets * steps * 3 * resolution * resolution * 4,
                f"{images} images x {code_sets} code sets x {steps} steps of {resolution} px "
-               "frames", "steps", "use fewer steps, code sets (--codes all) or images")
+               "frames", "steps", "use fewer steps, code_sets (all) or images")
 
 
 @torch.no_grad()

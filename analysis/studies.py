@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InputError
 from inversion.generators.base import Layer, find_layer
+from mganprior.core.errors import InputError
 
 METRICS = ("psnr", "ssim", "lpips", "perceptual")
 TABLE_COLUMNS = ("generator", "task", "layer", "layer_index", "layer_shape", "codes",

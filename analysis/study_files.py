@@ -25,11 +25,11 @@ from typing import Any
 
 from analysis.attribution_files import AttributionDirectory
 from analysis.studies import TABLE_COLUMNS, StudyCell, aggregate, best_cells, tidy_rows
-from core.claims import locked
-from core.errors import InputError
-from core.jsonio import read_csv, read_json, write_csv, write_json
-from core.resume import check_resume
 from inversion.rundir import RunDirectory
+from mganprior.core.claims import locked
+from mganprior.core.errors import InputError
+from mganprior.core.jsonio import read_csv, read_json, write_csv, write_json
+from mganprior.core.resume import check_resume
 
 STUDY_FILE, TABLE, ATTRIBUTION_TABLE, SUMMARY = ("study.json", "layers.csv", "attribution.csv",
                                                  "summary.json")

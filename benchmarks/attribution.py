@@ -23,9 +23,9 @@ import statistics
 import torch
 
 from analysis.attribution import ablated_renders, ablation_mask
-from core.devices import timed
 from inversion.composition import code_cuts, fuse, latent_carry, resolve_carry
 from inversion.recipes import get_recipe
+from mganprior.core.devices import timed
 from mganprior.zoo import load_generator
 
 

@@ -27,13 +27,13 @@ import copy
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.devices import resolve_device, timed
 from inversion.composition import initial_alphas, render
-from inversion.engine import invert
+from inversion.engine import InvertOptions, invert
 from inversion.generators.pggan import PGGANGenerator
 from inversion.memory import saved_bytes
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
+from mganprior.core.devices import resolve_device, timed
 
 # Dense peak TFLOP/s per precision, from the vendors' data sheets (sparsity not counted).
 PEAKS = {"H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
@@ -87,7 +87,7 @@ def cell(generator, plain, layer: int, batch: int, codes: int, iterations: int,
 
     def run(steps: int):
         return invert(generator, targets, Inversion(), recipe.with_overrides(iterations=steps),
-                      seeds=list(range(batch)), bf16=bf16, progress=False)
+                      seeds=list(range(batch)), options=InvertOptions(bf16=bf16, progress=False))
 
     run(2)  # warm-up
     flops = iteration_flops(generator, targets, codes, layer, bf16)
@@ -101,7 +101,7 @@ def cell(generator, plain, layer: int, batch: int, codes: int, iterations: int,
     else:  # the bytes autograd keeps, through the eager generator (hooks do not trace)
         with saved_bytes() as total:
             invert(plain, targets, Inversion(), recipe.with_overrides(iterations=1),
-                   seeds=list(range(batch)), bf16=bf16, progress=False)
+                   seeds=list(range(batch)), options=InvertOptions(bf16=bf16, progress=False))
         memory = total[0] / batch
     return {"flops": flops, "per_iteration": per_iteration, "memory": memory}
 

@@ -19,8 +19,9 @@ import platform
 
 import torch
 
-from core.devices import timed
 from inversion import Inversion, get_recipe, invert
+from inversion.engine import QUIET, InvertOptions
+from mganprior.core.devices import timed
 from mganprior.zoo import load_generator
 
 
@@ -43,15 +44,16 @@ def main() -> None:
     seeds = list(range(args.images))
 
     def batched():
-        return invert(generator, images, Inversion(), recipe, seeds=seeds, bf16=args.bf16,
-                      progress=False)
+        return invert(generator, images, Inversion(), recipe, seeds=seeds,
+                      options=InvertOptions(bf16=args.bf16, progress=False))
 
     def one_by_one():
         return [invert(generator, images[i:i + 1], Inversion(), recipe, seeds=[seeds[i]],
-                       bf16=args.bf16, progress=False) for i in range(args.images)]
+                       options=InvertOptions(bf16=args.bf16, progress=False))
+                for i in range(args.images)]
 
     timed(lambda: invert(generator, images[:1], Inversion(), recipe.with_overrides(iterations=2),
-                         seeds=[0], progress=False), device)  # warm-up
+                         seeds=[0], options=QUIET), device)  # warm-up
     together, batched_s = timed(batched, device)
     alone, looped_s = timed(one_by_one, device)
     worst = max((together.codes[i] - alone[i].codes[0]).abs().max().item()

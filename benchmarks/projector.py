@@ -29,6 +29,7 @@ import tempfile
 import torch
 
 from inversion import Inversion, get_recipe, invert
+from inversion.engine import QUIET
 from inversion.images import load_images
 from inversion.losses import load_lpips, load_perceptual
 from inversion.projector import estimate_latent_stats
@@ -97,8 +98,8 @@ def main() -> None:
                                              distance=distance).module
                 result = invert(generator, targets, Inversion(),
                                 recipe.with_overrides(iterations=iterations), seeds=seeds,
-                                references=targets, perceptual=perceptual, progress=False,
-                                latent_stats=stats, lpips=lpips.module)
+                                references=targets, perceptual=perceptual,
+                                latent_stats=stats, lpips=lpips.module, options=QUIET)
                 rows = [m for m in result.metrics if m is not None]
                 psnr = [m["psnr"] for m in rows]
                 print(f"| {label} | {name} | {iterations} | {statistics.fmean(psnr):.2f} ± "

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from inversion.engine import invert
+from inversion.engine import InvertOptions, invert
 from inversion.images import load_images
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
@@ -69,7 +69,7 @@ def main() -> None:
             seeds = list(range(len(images)))
             started = time.perf_counter()
             result = invert(generator, images, Inversion(), recipe, seeds=seeds,
-                            trace_points=args.iterations, progress=False)
+                            options=InvertOptions(trace_points=args.iterations, progress=False))
             seconds = (time.perf_counter() - started) / max(1, args.iterations)
             steps = result.trace_iterations
             cells = []

@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from scenes.datasets import render_many
-from scenes.render import DOMAINS
-from training.gan import GANTrainConfig, ImageBank, train_gan
+from mganprior.scenes.datasets import render_many
+from mganprior.scenes.render import DOMAINS
+from mganprior.training.gan import GANTrainConfig, ImageBank, train_gan
 
 
 def main() -> None:

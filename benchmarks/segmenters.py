@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from analysis.attribution import attribute
-from core.devices import timed
 from helpers import tiny_hf_folder
-from inversion.engine import invert
+from inversion.engine import QUIET, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
+from mganprior.core.devices import timed
 from mganprior.zoo import load_generator
 from segmentation.formats import load_segmenter_dir
 
@@ -89,7 +89,7 @@ def transformers_rows(folder: Path, images: int, side: int, repeats: int) -> lis
     generator = load_generator("bedroom-pggan64", device="cpu").generator
     run = invert(generator, generator.sample(4, seed=3), Inversion(),
                  get_recipe("adam", "inversion").with_overrides(iterations=2, codes=20),
-                 seeds=[0, 1, 2, 3], progress=False)
+                 seeds=[0, 1, 2, 3], options=QUIET)
     rows = []
     for kind in KINDS:
         segmenter = load_segmenter_dir(tiny_hf_folder(kind, side, folder / kind), device="cpu")

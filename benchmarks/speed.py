@@ -38,12 +38,12 @@ import statistics
 
 import torch
 
-from core.devices import timed
-from inversion.engine import frozen, invert
+from inversion.engine import InvertOptions, frozen, invert
 from inversion.images import load_images
 from inversion.metrics import image_metrics
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
+from mganprior.core.devices import timed
 from mganprior.zoo import load_generator
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-images"
@@ -69,16 +69,17 @@ def cpu() -> str:
 def psnr_of(generator, targets, recipe, bf16=False) -> tuple[float, float, object]:
     """Mean PSNR (10 log10(4 / MSE), before 8-bit rounding) and the wall time."""
     result, seconds = timed(lambda: invert(generator, targets, Inversion(), recipe,
-                                           seeds=list(range(len(targets))), bf16=bf16,
-                                           progress=False), generator.device)
+                                           seeds=list(range(len(targets))),
+                                           options=InvertOptions(bf16=bf16, progress=False)),
+                            generator.device)
     mse = (result.reconstructions - targets.cpu()).pow(2).flatten(1).mean(dim=1)
     return statistics.fmean(10 * math.log10(4 / max(m, 1e-12)) for m in mse.tolist()), \
         seconds, result
 
 
 def scene_targets(generator, count: int) -> torch.Tensor:
-    from core.pixels import from_uint8
-    from scenes.datasets import HELD_OUT_SEED, render_many
+    from mganprior.core.pixels import from_uint8
+    from mganprior.scenes.datasets import HELD_OUT_SEED, render_many
 
     images, _ = render_many("bedroom", range(HELD_OUT_SEED, HELD_OUT_SEED + count),
                             generator.resolution, progress=False)

@@ -23,10 +23,11 @@ import statistics
 
 import torch
 
-from core.devices import timed
 from inversion import Inversion, get_recipe, invert
+from inversion.engine import QUIET
 from inversion.generators.stylegan1 import StyleGAN1Generator
 from inversion.generators.stylegan2 import StyleGAN2Generator
+from mganprior.core.devices import timed
 
 
 def seconds_per_iteration(generator, targets, codes: int, layer: str, repeats: int) -> float:
@@ -34,7 +35,7 @@ def seconds_per_iteration(generator, targets, codes: int, layer: str, repeats: i
         recipe = get_recipe("adam", "inversion").with_overrides(
             iterations=iterations, codes=codes, layer=layer, latent_space="w+")
         return invert(generator, targets, Inversion(), recipe,
-                      seeds=list(range(len(targets))), progress=False)
+                      seeds=list(range(len(targets))), options=QUIET)
 
     times = {n: statistics.median(timed(lambda n=n: run(n), generator.device)[1]
                                   for _ in range(repeats)) for n in (3, 13)}

@@ -24,8 +24,9 @@ import statistics
 
 import torch
 
-from core.devices import timed
 from inversion import Inversion, get_recipe, invert
+from inversion.engine import QUIET
+from mganprior.core.devices import timed
 from mganprior.zoo import load_generator
 
 
@@ -36,7 +37,7 @@ def mean_psnr(result) -> float:
 def run(generator, targets, **overrides):
     recipe = get_recipe("adam", "inversion").with_overrides(**overrides)
     return invert(generator, targets, Inversion(), recipe, seeds=list(range(len(targets))),
-                  references=targets, progress=False)
+                  references=targets, options=QUIET)
 
 
 def rules_part(generator, targets, layers, codes, iterations) -> None:
@@ -106,8 +107,8 @@ def main() -> None:
     torch.set_grad_enabled(True)
     generator = load_generator(checkpoint=args.checkpoint, device=args.device).generator
     if args.renders:
-        from core.pixels import from_uint8
-        from scenes.datasets import HELD_OUT_SEED, render_many
+        from mganprior.core.pixels import from_uint8
+        from mganprior.scenes.datasets import HELD_OUT_SEED, render_many
 
         images, _ = render_many(args.renders, range(HELD_OUT_SEED, HELD_OUT_SEED + args.images),
                                 generator.resolution, progress=False)

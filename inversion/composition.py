@@ -27,32 +27,15 @@ from collections.abc import Mapping
 
 import torch
 
-from core.errors import InputError
 from inversion.generators.base import CARRY_RULES, Cut, Layer, LayeredGenerator
-
-FUSIONS = ("sum", "mean")
+from inversion.options import FUSIONS, parse_carry
+from mganprior.core.errors import InputError
 
 
 def fusion_scale(fusion: str, codes: int) -> float:
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     return 1.0 if fusion == "sum" else 1.0 / codes
-
-
-def parse_carry(text: str | Mapping[str, str] | None) -> dict[str, str]:
-    """``"img=alpha,styles=latent"`` (or a mapping) as ``{name: rule}``; empty: family defaults."""
-    if text is None:
-        return {}
-    if isinstance(text, Mapping):
-        return {str(k): str(v) for k, v in text.items()}
-    rules = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, rule = part.partition("=")
-        if not sep or not name.strip() or not rule.strip():
-            raise InputError(f"carry must look like NAME=RULE[,NAME=RULE], got {text!r}",
-                             field="carry")
-        rules[name.strip()] = rule.strip()
-    return rules
 
 
 def resolve_carry(generator: LayeredGenerator, layer: Layer,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,25 +145,189 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, recipe: Recipe,
-           *, seeds: list[int], names: list[str] | None = None, ctx: TaskContext | None = None,
-           references: torch.Tensor | None = None, perceptual: VGGPerceptual | None = None,
-           bf16: bool = False, progress: bool = True, trace_points: int = 50,
-           description: str = "inverting", keep_features: bool = False,
-           latent_stats: LatentStats | None = None,
-           lpips: LPIPSDistance | None = None) -> InversionResult:
-    """Invert a batch of observations ``[B, 3, h, w]`` (in [-1, 1]) with ``recipe``.
+@dataclass(frozen=True)
+class InvertOptions:
+    """How an inversion runs, not what it computes: bf16 autocast of the generator, progress
+    bar and its label, how many loss-trace points to keep, and whether to keep the final head
+    features (so an attribution that follows in the same process skips the head pass)."""
 
-    ``references``: clean images ``[B, 3, H, W]`` for metrics (None: no metrics). ``seeds``: one per
-    image, for its initial codes (and its task randomness when ``ctx`` is built here).
-    ``keep_features``: keep the final head features in the result, so an attribution that follows
-    in the same process skips the head pass. ``latent_stats``: W statistics for a ``w_avg``
-    start and latent noise (estimated here when needed and not given). ``lpips``: the LPIPS
-    metric (None: results carry ``lpips: None``).
-    """
-    recipe.check_generator(generator)
-    generator = generator.in_space(recipe.latent_space)
-    device = generator.device
+    bf16: bool = False
+    progress: bool = True
+    trace_points: int = 50
+    description: str = "inverting"
+    keep_features: bool = False
+
+
+QUIET = InvertOptions(progress=False)
+
+
+class Variables:
+    """What one inversion optimises and how it renders: codes ``[B, N, Z]``, alphas ``[B, N, C]``
+    (trained or fixed), the extra latents of ``latent`` carry rules (noise maps among them), and
+    the per-step latent noise of the projector."""
+
+    def __init__(self, generator: LayeredGenerator, recipe: Recipe, layer: Layer,
+                 seeds: list[int], stats: LatentStats | None, bf16: bool) -> None:
+        device = generator.device
+        self.generator, self.recipe, self.layer, self.stats, self.bf16 = (
+            generator, recipe, layer, stats, bf16)
+        self.rules = recipe.carry_rules(generator, layer)
+        self.codes = start_codes(generator, recipe, seeds, stats).to(device)
+        self.alphas = initial_alphas(len(seeds), recipe.codes, layer.channels, device)
+        self.extras: dict[str, torch.Tensor] = {}
+        if "latent" in self.rules.values():
+            with torch.no_grad(), frozen(generator):
+                cut = code_cuts(generator, self.codes, layer)
+                self.extras = {name: value.detach().clone() for name, value in
+                               generator.extra_latents(layer, self.rules, cut, seeds).items()}
+        self.noise_sizes = ([m[0].numel() for m in
+                             generator.noise_maps(layer, self.extras["noise"]).values()]
+                            if "noise" in self.extras else [])
+        self.jitter_rngs = [torch.Generator().manual_seed(int(s) ^ LATENT_NOISE_SEED)
+                            for s in seeds]
+        self.params = [self.codes, *([self.alphas] if recipe.trains_alphas(layer) else []),
+                       *self.extras.values()]
+        for param in self.params:
+            param.requires_grad_(True)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        lr = self.recipe.resolve_lr(self.generator)
+        if self.recipe.optimizer == "sgd":
+            return torch.optim.SGD(self.params, lr=lr)
+        return torch.optim.Adam(self.params, lr=lr)
+
+    def jitter(self, step: int) -> torch.Tensor | None:
+        """The latent noise of ``step`` for every image ``[B, N, Z]`` (None when off), each
+        image's drawn from its own seed."""
+        std = self.recipe.latent_noise_std(step, self.stats.w_std) if self.stats else 0.0
+        if not std:
+            return None
+        draws = [torch.randn(self.codes.shape[1:], generator=rng) for rng in self.jitter_rngs]
+        return torch.stack(draws).to(self.codes.device) * std
+
+    def render(self, cut: Cut | None = None, index: torch.Tensor | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x_inv of every image, or of the images ``index`` only; ``noise`` is added to the
+        codes first."""
+        def part(t: torch.Tensor) -> torch.Tensor:
+            return t if index is None else t[index]
+
+        generator, layer = self.generator, self.layer
+        with _autocast(self.codes.device, self.bf16):
+            if cut is None:
+                codes = self.codes if noise is None else self.codes + noise
+                cut = code_cuts(generator, part(codes), layer)
+            chosen = {name: part(value) for name, value in self.extras.items()}
+            fused = fuse(cut, part(self.alphas), self.recipe.fusion, self.rules,
+                         latent_carry(generator, layer, self.rules, chosen))
+            return generator.tail(fused, layer).float()
+
+    def regularizer(self, index: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The noise maps' regulariser per image, weighted (0 when noise is not optimised)."""
+        if not self.noise_sizes or not self.recipe.noise_regularization:
+            return 0.0
+        noise = self.extras["noise"] if index is None else self.extras["noise"][index]
+        maps = list(self.generator.noise_maps(self.layer, noise).values())
+        return self.recipe.noise_regularization * noise_regularization(maps)
+
+    def after_step(self) -> None:
+        """The projector's re-normalisation of the noise maps."""
+        if self.noise_sizes:
+            normalize_noise_(self.extras["noise"], self.noise_sizes)
+
+
+class ImageStates:
+    """Per-image bookkeeping, on the device: which images failed (and when, at what loss), the
+    best loss so far, convergence stops, and the working set of images still optimised. The loop
+    reads it back (a host synchronisation) only every SYNC_EVERY iterations and at checkpoints."""
+
+    def __init__(self, batch: int, device: torch.device, recipe: Recipe) -> None:
+        self.batch, self.recipe = batch, recipe
+        self.failed = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.failed_at = torch.full((batch,), -1, dtype=torch.long, device=device)
+        self.failed_loss = torch.zeros(batch, device=device)
+        self.stopped: list[int | None] = [None] * batch  # the iteration each image converged at
+        self.best = torch.full((batch,), float("inf"), device=device)
+        self.checkpoint_best = self.best.clone()
+        self.working = torch.arange(batch, device=device)
+        self.frozen: dict[int, list[torch.Tensor]] = {}  # converged images' values
+
+    @property
+    def index(self) -> torch.Tensor | None:
+        """The working images, or None while every image is."""
+        return None if len(self.working) == self.batch else self.working
+
+    def observe(self, step: int, losses: torch.Tensor) -> torch.Tensor:
+        """Record the working images' losses; returns which are finite."""
+        working = self.working
+        finite = torch.isfinite(losses)
+        newly = ~finite & ~self.failed[working]
+        self.failed_at[working] = torch.where(newly, step, self.failed_at[working])
+        self.failed_loss[working] = torch.where(newly, losses.detach(),
+                                                self.failed_loss[working])
+        self.failed[working] |= ~finite
+        return finite
+
+    def mask_gradients(self, params: list[torch.Tensor]) -> None:
+        """Failed images get no update; non-finite gradient entries become 0."""
+        keep = (~self.failed).to(params[0].dtype)
+        for param in params:
+            param.grad.mul_(keep.view(-1, *[1] * (param.dim() - 1)))
+            torch.nan_to_num_(param.grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+    @torch.no_grad()
+    def settle(self, params: list[torch.Tensor], losses: torch.Tensor) -> None:
+        """After a step: converged images return to where they stopped; best losses update."""
+        for i, values in self.frozen.items():
+            for param, value in zip(params, values, strict=True):
+                param[i] = value
+        self.best[self.working] = torch.minimum(self.best[self.working],
+                                                losses.detach().nan_to_num(float("inf")))
+
+    def full_losses(self, losses: torch.Tensor) -> torch.Tensor:
+        """The working images' losses placed in a ``[B]`` tensor (NaN elsewhere)."""
+        full = torch.full((self.batch,), float("nan"), device=losses.device)
+        full[self.working] = losses.detach()
+        return full
+
+    def review(self, step: int, params: list[torch.Tensor]) -> bool:
+        """At a sync point or convergence checkpoint: stop converged images, shrink the working
+        set; False when nothing is left to optimise."""
+        window = self.recipe.converge_window
+        checkpoint = window and (step + 1) % window == 0
+        if not (checkpoint or (step + 1) % SYNC_EVERY == 0):
+            return True
+        if bool(self.failed.all()):
+            return False
+        if checkpoint:
+            self._converge(step, params)
+        done = torch.zeros_like(self.failed)  # failed images stay (their gradient is zero)
+        for i in self.frozen:
+            done[i] = True
+        remaining = torch.nonzero(~done).flatten()
+        if len(remaining) == 0:
+            return False
+        if len(remaining) != len(self.working):
+            self.working = remaining
+        return True
+
+    def _converge(self, step: int, params: list[torch.Tensor]) -> None:
+        gain = (self.checkpoint_best - self.best) / self.best.clamp(min=1e-12)
+        converged = (gain < self.recipe.converge_tolerance) & ~self.failed
+        converged &= torch.isfinite(self.checkpoint_best)
+        self.checkpoint_best = self.best.clone()
+        for i in torch.nonzero(converged).flatten().tolist():
+            if i not in self.frozen and self.stopped[i] is None:
+                self.stopped[i] = step + 1
+                self.frozen[i] = [param[i].detach().clone() for param in params]
+
+    def failures(self) -> dict[int, str]:
+        return {i: f"loss became {self.failed_loss[i].item()} at iteration "
+                   f"{self.failed_at[i].item()}"
+                for i in torch.nonzero(self.failed).flatten().tolist()}
+
+
+def check_observations(observations: torch.Tensor, seeds: list[int]) -> None:
     batch = observations.shape[0]
     if len(seeds) != batch:
         raise ValueError(f"{len(seeds)} seeds for {batch} observations")
@@ -171,59 +335,36 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         raise ValueError(f"observations must be [B, 3, h, w], got {list(observations.shape)}")
     if observations.min() < -1.001 or observations.max() > 1.001:
         raise ValueError("observations must be in [-1, 1]")
-    task.check(generator.resolution)
-    names = names if names is not None else [f"image{i}" for i in range(batch)]
-    ctx = ctx if ctx is not None else task.context(generator.resolution, seeds, device)
-    layer = recipe.resolve_layer(generator)
-    observations = observations.to(device)
-    if perceptual is not None:
-        perceptual = perceptual.to(device)
-    started = time.perf_counter()
 
-    rules = recipe.carry_rules(generator, layer)
+
+def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, recipe: Recipe,
+           *, seeds: list[int], names: list[str] | None = None, ctx: TaskContext | None = None,
+           references: torch.Tensor | None = None,
+           perceptual: VGGPerceptual | LPIPSDistance | None = None,
+           lpips: LPIPSDistance | None = None, latent_stats: LatentStats | None = None,
+           options: InvertOptions = InvertOptions()) -> InversionResult:
+    """Invert a batch of observations ``[B, 3, h, w]`` (in [-1, 1]) with ``recipe``.
+
+    ``references``: clean images ``[B, 3, H, W]`` for metrics (None: no metrics). ``seeds``: one
+    per image, for its initial codes (and its task randomness when ``ctx`` is built here).
+    ``perceptual``: the loss's perceptual module; ``lpips``: the LPIPS metric (None: results carry
+    ``lpips: None``). ``latent_stats``: W statistics for a ``w_avg`` start and latent noise
+    (estimated here when needed and not given).
+    """
+    recipe.check_generator(generator)
+    generator = generator.in_space(recipe.latent_space)
+    check_observations(observations, seeds)
+    task.check(generator.resolution)
+    device = generator.device
+    names = names if names is not None else [f"image{i}" for i in range(len(seeds))]
+    ctx = ctx if ctx is not None else task.context(generator.resolution, seeds, device)
+    observations = observations.to(device)
+    perceptual = perceptual.to(device) if perceptual is not None else None
+    started = time.perf_counter()
     if latent_stats is None and (recipe.init == "w_avg" or recipe.latent_noise):
         latent_stats = estimate_latent_stats(generator)
-    codes = start_codes(generator, recipe, seeds, latent_stats).to(device)
-    alphas = initial_alphas(batch, recipe.codes, layer.channels, device)
-    extras: dict[str, torch.Tensor] = {}
-    if "latent" in rules.values():
-        with torch.no_grad(), frozen(generator):
-            extras = {name: value.detach().clone() for name, value in generator.extra_latents(
-                layer, rules, code_cuts(generator, codes, layer), seeds).items()}
-    noise_sizes = ([m[0].numel() for m in generator.noise_maps(layer, extras["noise"]).values()]
-                   if "noise" in extras else [])
-    jitter_rngs = [torch.Generator().manual_seed(int(s) ^ LATENT_NOISE_SEED) for s in seeds]
-    params = [codes, *([alphas] if recipe.trains_alphas(layer) else []), *extras.values()]
-    for param in params:
-        param.requires_grad_(True)
-    lr = recipe.resolve_lr(generator)
-    optimizer = (torch.optim.SGD(params, lr=lr) if recipe.optimizer == "sgd"
-                 else torch.optim.Adam(params, lr=lr))
-
-    def jitter(step: int) -> torch.Tensor | None:
-        """The latent noise of ``step`` for every image ``[B, N, Z]`` (None when off)."""
-        std = recipe.latent_noise_std(step, latent_stats.w_std) if latent_stats else 0.0
-        if not std:
-            return None
-        draws = [torch.randn(codes.shape[1:], generator=rng) for rng in jitter_rngs]
-        return torch.stack(draws).to(device) * std
-
-    def render(cut: Cut | None = None, index: torch.Tensor | None = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x_inv of every image, or of the images ``index`` only; ``noise`` is added to the
-        codes first."""
-        def part(t: torch.Tensor) -> torch.Tensor:
-            return t if index is None else t[index]
-
-        with _autocast(device, bf16):
-            if cut is None:
-                moved = codes if noise is None else codes + noise
-                cut = code_cuts(generator, part(moved), layer)
-            chosen = {name: part(value) for name, value in extras.items()}
-            fused = fuse(cut, part(alphas), recipe.fusion, rules,
-                         latent_carry(generator, layer, rules, chosen))
-            return generator.tail(fused, layer).float()
-
+    layer = recipe.resolve_layer(generator)
+    variables = Variables(generator, recipe, layer, seeds, latent_stats, options.bf16)
     used = recipe.for_run(generator, perceptual is not None)
 
     def losses_of(images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -232,111 +373,71 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         return reconstruction_loss(task.view(images, view_ctx), target, perceptual,
                                    used.mse_weight, used.perceptual_weight)
 
-    def regularizer(index: torch.Tensor | None = None) -> torch.Tensor | float:
-        """The noise maps' regulariser per image, weighted (0 when noise is not optimised)."""
-        if not noise_sizes or not recipe.noise_regularization:
-            return 0.0
-        noise = extras["noise"] if index is None else extras["noise"][index]
-        maps = list(generator.noise_maps(layer, noise).values())
-        return recipe.noise_regularization * noise_regularization(maps)
-
-    # Per-image state lives on the device: the loop reads it back (a host synchronisation) only
-    # every SYNC_EVERY iterations, at trace points and when the working set changes.
-    failed = torch.zeros(batch, dtype=torch.bool, device=device)
-    failed_at = torch.full((batch,), -1, dtype=torch.long, device=device)
-    failed_loss = torch.zeros(batch, device=device)
-    stopped = [None] * batch  # the iteration each image converged at (convergence stop)
-    best = torch.full((batch,), float("inf"), device=device)
-    checkpoint_best = best.clone()
-    working = torch.arange(batch, device=device)  # the images still optimised
-    frozen_values: dict[int, list[torch.Tensor]] = {}
-    every = max(1, recipe.iterations // max(1, trace_points))
-    trace_iterations: list[int] = []
-    trace: list[torch.Tensor] = []
-    bar = tqdm(range(recipe.iterations), desc=description, disable=not progress, leave=False,
-               unit="it")
-    with frozen(generator):
-        for step in bar:
-            full = len(working) == batch
-            index = None if full else working
-            for group in optimizer.param_groups:
-                group["lr"] = lr * recipe.lr_factor(step)
-            losses = losses_of(render(index=index, noise=jitter(step)), index) + regularizer(index)
-            finite = torch.isfinite(losses)
-            newly = ~finite & ~failed[working]
-            failed_at[working] = torch.where(newly, step, failed_at[working])
-            failed_loss[working] = torch.where(newly, losses.detach(), failed_loss[working])
-            failed[working] |= ~finite
-            optimizer.zero_grad(set_to_none=False)
-            torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
-            keep = (~failed).to(codes.dtype)
-            for param in params:
-                param.grad.mul_(keep.view(-1, *[1] * (param.dim() - 1)))
-                torch.nan_to_num_(param.grad, nan=0.0, posinf=0.0, neginf=0.0)
-            optimizer.step()
-            if noise_sizes:
-                normalize_noise_(extras["noise"], noise_sizes)
-            with torch.no_grad():
-                for i, values in frozen_values.items():  # converged images stay where they were
-                    for param, value in zip(params, values, strict=True):
-                        param[i] = value
-                best[working] = torch.minimum(best[working], losses.detach().nan_to_num(
-                    float("inf")))
-            if step % every == 0 or step == recipe.iterations - 1:
-                trace_iterations.append(step)
-                full_losses = torch.full((batch,), float("nan"), device=device)
-                full_losses[working] = losses.detach()
-                trace.append(full_losses)
-                bar.set_postfix(loss=f"{float(losses.detach().nanmean()):.4f}")
-            window = recipe.converge_window
-            checkpoint = window and (step + 1) % window == 0
-            if checkpoint or (step + 1) % SYNC_EVERY == 0:
-                if bool(failed.all()):
-                    break
-                done = torch.zeros_like(failed)  # failed images stay (their gradient is zero)
-                if checkpoint:
-                    gain = (checkpoint_best - best) / best.clamp(min=1e-12)
-                    converged = (gain < recipe.converge_tolerance) & ~failed
-                    converged &= torch.isfinite(checkpoint_best)
-                    checkpoint_best = best.clone()
-                    for i in torch.nonzero(converged).flatten().tolist():
-                        if i not in frozen_values and stopped[i] is None:
-                            stopped[i] = step + 1
-                            frozen_values[i] = [param[i].detach().clone() for param in params]
-                    done |= converged
-                for i in frozen_values:
-                    done[i] = True
-                remaining = torch.nonzero(~done).flatten()
-                if len(remaining) == 0:
-                    break
-                if len(remaining) != len(working):
-                    working = remaining
-    failures = {i: f"loss became {failed_loss[i].item()} at iteration {failed_at[i].item()}"
-                for i in torch.nonzero(failed).flatten().tolist()}
+    states = ImageStates(len(seeds), device, recipe)
+    trace = _optimize(variables, states, losses_of, options)
     with frozen(generator), torch.no_grad():
-        with _autocast(device, bf16):
-            final_cut = code_cuts(generator, codes, layer)
-        reconstructions = render(final_cut)
-        final_losses = losses_of(reconstructions)
+        with _autocast(device, options.bf16):
+            final_cut = code_cuts(generator, variables.codes, layer)
+        reconstructions = variables.render(final_cut)
+        final_losses = losses_of(reconstructions).detach().cpu()
+    failures = states.failures()
     for i in torch.nonzero(~torch.isfinite(final_losses)).flatten().tolist():
         failures.setdefault(i, f"final loss is {final_losses[i].item()}")
+    final_losses[list(failures)] = float("nan")
     reconstructions = reconstructions.clamp(-1, 1)
     outputs = task.finalize(reconstructions, observations, ctx)
-    metrics: list[dict[str, float | None] | None] = [None] * batch
+    metrics: list[dict[str, float | None] | None] = [None] * len(seeds)
     if references is not None:
         metrics = evaluate_metrics(outputs, references, perceptual, lpips)
     for i in failures:
         metrics[i] = None
-    final_losses = final_losses.detach().cpu()
-    final_losses[list(failures)] = float("nan")
     return InversionResult(
-        names=list(names), codes=codes.detach().cpu(), alphas=alphas.detach().cpu(), layer=layer,
-        fusion=recipe.fusion, task=task.to_dict(), recipe=used.to_dict(), seeds=list(seeds),
+        names=list(names), codes=variables.codes.detach().cpu(),
+        alphas=variables.alphas.detach().cpu(), layer=layer, fusion=recipe.fusion,
+        task=task.to_dict(), recipe=used.to_dict(), seeds=list(seeds),
         reconstructions=torch.nan_to_num(reconstructions).cpu(),
         outputs=torch.nan_to_num(outputs).cpu(), observations=observations.cpu(),
-        losses=final_losses, trace_iterations=trace_iterations,
-        trace=torch.stack(trace).cpu() if trace else torch.empty(0, batch),
+        losses=final_losses, trace_iterations=trace[0],
+        trace=torch.stack(trace[1]).cpu() if trace[1] else torch.empty(0, len(seeds)),
         metrics=metrics, failures=failures, seconds=time.perf_counter() - started,
-        carry=rules, extras={name: value.detach().cpu() for name, value in extras.items()},
-        stopped=stopped,
-        features=final_cut.apply(lambda t: t.float().cpu()) if keep_features else None)
+        carry=variables.rules,
+        extras={name: value.detach().cpu() for name, value in variables.extras.items()},
+        stopped=states.stopped,
+        features=final_cut.apply(lambda t: t.float().cpu()) if options.keep_features else None)
+
+
+def _optimize(variables: Variables, states: ImageStates,
+              losses_of: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+              options: InvertOptions) -> tuple[list[int], list[torch.Tensor]]:
+    """The loop: every step renders the working images (codes moved by the latent noise),
+    adds the noise maps' regulariser, steps the optimiser at the scheduled learning rate and
+    keeps per-image state; returns the loss trace (iterations and ``[B]`` losses)."""
+    recipe = variables.recipe
+    optimizer = variables.optimizer()
+    base_lr = recipe.resolve_lr(variables.generator)
+    every = max(1, recipe.iterations // max(1, options.trace_points))
+    iterations: list[int] = []
+    trace: list[torch.Tensor] = []
+    bar = tqdm(range(recipe.iterations), desc=options.description, disable=not options.progress,
+               leave=False, unit="it")
+    with frozen(variables.generator):
+        for step in bar:
+            index = states.index
+            for group in optimizer.param_groups:
+                group["lr"] = base_lr * recipe.lr_factor(step)
+            images = variables.render(index=index, noise=variables.jitter(step))
+            losses = losses_of(images, index) + variables.regularizer(index)
+            finite = states.observe(step, losses)
+            optimizer.zero_grad(set_to_none=False)
+            torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
+            states.mask_gradients(variables.params)
+            optimizer.step()
+            variables.after_step()
+            states.settle(variables.params, losses)
+            if step % every == 0 or step == recipe.iterations - 1:
+                iterations.append(step)
+                trace.append(states.full_losses(losses))
+                bar.set_postfix(loss=f"{float(losses.detach().nanmean()):.4f}")
+            if not states.review(step, variables.params):
+                break
+    return iterations, trace

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import InputError
-from core.files import atomic_path, describe_missing
-from core.pixels import from_uint8, to_uint8
-from core.weights import file_sha256
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_path, describe_missing
+from mganprior.core.pixels import from_uint8, to_uint8
+from mganprior.core.weights import file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 

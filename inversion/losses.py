@@ -24,19 +24,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InputError
-from core.weights import check_state_dict, read_torch_checkpoint
+from inversion.options import (
+    LPIPS_BACKBONES,
+    LPIPS_METRIC_NET,
+    PERCEPTUAL_BACKENDS,
+    PERCEPTUAL_DISTANCES,
+    VGG_FILE,
+    VGG_LAYERS,
+)
+from mganprior.core.errors import InputError
+from mganprior.core.weights import check_state_dict, read_torch_checkpoint
 
-PERCEPTUAL_BACKENDS = ("vgg16", "none")
-PERCEPTUAL_DISTANCES = ("l1", "lpips")  # mGANprior's VGG16 feature L1, or LPIPS-VGG
-VGG_LAYERS = {"relu3_3": 16, "conv4_3": 22}
-VGG_FILE = "vgg16-397923af.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": VGG_FILE}  # torchvision's files
-LPIPS_METRIC_NET = "alex"
 
 
 def hub_vgg_path() -> Path:
@@ -186,7 +188,7 @@ def load_perceptual(backend: str = "vgg16", weights: str | Path | None = None,
             return PerceptualStatus(
                 None, "none",
                 note=f"perceptual: none (VGG16 weights not found; put {VGG_FILE} at {path} "
-                     "or pass its path with --vgg-weights); using the pixel loss only")
+                     "or give its path as vgg_weights); using the pixel loss only")
     state = read_torch_checkpoint(path)
     module = (LPIPSDistance(state, net="vgg", size=size, source=str(path))
               if distance == "lpips" else
@@ -226,7 +228,7 @@ def load_lpips(net: str | None = LPIPS_METRIC_NET, weights: str | Path | None = 
         if not path.is_file():
             return LPIPSStatus(None, net, note=(
                 f"lpips: null ({net} backbone weights not found; put {LPIPS_BACKBONES[net]} at "
-                f"{path} or pass its path with --lpips-weights)"))
+                f"{path} or give its path as lpips_weights)"))
     module = LPIPSDistance(read_torch_checkpoint(path), net=net, source=str(path))
     return LPIPSStatus(module, net, str(path))
 

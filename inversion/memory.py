@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 HEADROOM = 0.8  # use at most this share of what is free
 

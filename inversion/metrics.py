@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from core.pixels import to_uint8
+from mganprior.core.pixels import to_uint8
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.errors import InputError
 from inversion.generators.base import LayeredGenerator
+from mganprior.core.errors import InputError
 
 W_AVG_SAMPLES = 10_000
 W_AVG_SEED = 123

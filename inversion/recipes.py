@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.errors import InputError, field_error
-from inversion.composition import FUSIONS, parse_carry, resolve_carry
-from inversion.generators.base import Layer, LayeredGenerator
-from inversion.losses import PERCEPTUAL_DISTANCES
+from inversion.options import FUSIONS, PERCEPTUAL_DISTANCES, VGG_LAYERS, parse_carry
+from mganprior.core.errors import InputError, field_error
+from mganprior.core.settings import option
+
+if TYPE_CHECKING:
+    from inversion.generators.base import Layer, LayeredGenerator
 
 RECIPES = ("official", "adam", "projector")
 OPTIMIZERS = ("sgd", "adam")
@@ -62,32 +64,55 @@ ALPHA_MODES = ("auto", "train", "fixed")
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
-    optimizer: str
-    lr: float | None  # None: the recipe's measured default for the generator's family and space
-    iterations: int
-    codes: int
-    layer: str | int | None  # None: the deepest layer whose features are at most layer_side wide
-    layer_side: int
-    fusion: str
-    init: str
-    mse_weight: float = 1.0
-    perceptual_lambda: float = 1.0
-    perceptual_factor: float = 0.001
-    perceptual_layer: str = "relu3_3"
-    perceptual_size: int | None = 256
-    alphas: str = "auto"
-    carry: str = ""
-    latent_space: str = "z"
-    converge_window: int = 0  # 0: run every iteration; else check every this many iterations
-    converge_tolerance: float = 1e-3  # stop an image whose best loss fell by less (relative)
-    perceptual_distance: str = "l1"  # l1: VGG16 feature L1 at perceptual_layer; lpips: LPIPS-VGG
-    optimize_noise: bool | None = False  # None: where the generator has noise maps
-    noise_regularization: float = 1e5  # weight of the noise regulariser, when noise is optimised
-    lr_rampup: float = 0.0  # fraction of the iterations over which the learning rate ramps up
-    lr_rampdown: float = 0.0  # fraction at the end over which it ramps down (cosine)
-    latent_noise: float = 0.0  # initial std of the noise added to codes, in units of w_std
-    latent_noise_ramp: float = 0.75  # fraction of the iterations over which it decays to 0
+    name: str = option("the recipe these settings started from", RECIPES)
+    optimizer: str = option("optimiser of codes, alphas and extra latents", OPTIMIZERS)
+    lr: float | None = option("learning rate (unset: the one measured for the generator's "
+                              "family, latent space and code count)")
+    iterations: int = option("optimisation steps (with converge_window: the most)")
+    codes: int = option("number of latent codes N (1 at layer 0: plain single-code "
+                        "optimisation)")
+    layer: str | int | None = option("composing layer: name or index from `mganprior zoo NAME` "
+                                     "(negative counts from the deepest; unset: the deepest "
+                                     "layer at most layer_side wide)")
+    layer_side: int = option("with no layer: the widest feature side the cut may have")
+    fusion: str = option("sum: F = sum alpha_n F_n; mean: the official (1/N) sum", FUSIONS)
+    init: str = option("initial codes: seeded normal draws, zeros, or w_avg (W and W+)", INITS)
+    mse_weight: float = option("weight of the pixel MSE", default=1.0)
+    perceptual_lambda: float = option("weight of the perceptual distance (times "
+                                      "perceptual_factor)", default=1.0)
+    perceptual_factor: float = option("scale of the perceptual distance (the official 0.001)",
+                                      default=0.001)
+    perceptual_layer: str = option("VGG16 layer of the l1 perceptual distance",
+                                   tuple(VGG_LAYERS), default="relu3_3")
+    perceptual_size: int | None = option("side images are resized to for the perceptual "
+                                         "distance (unset: their own)", default=256)
+    alphas: str = option("train or fix the channel weights (auto: fixed only for the "
+                         "single-code baseline, one code at layer 0)", ALPHA_MODES,
+                         default="auto")
+    carry: str = option("fusion rule of each tensor the cut carries besides the features, "
+                        "NAME=RULE[,NAME=RULE] (see `mganprior zoo NAME`)", default="")
+    latent_space: str = option("where codes live, for generators with more than one "
+                               "(StyleGAN: z, w, w+)", default="z")
+    converge_window: int = option("every W iterations, stop images whose best loss fell by less "
+                                  "than converge_tolerance over the last W (0: off)", default=0)
+    converge_tolerance: float = option("relative improvement below which an image has "
+                                       "converged", default=1e-3)
+    perceptual_distance: str = option("l1: VGG16 feature L1 (mGANprior); lpips: LPIPS-VGG "
+                                      "(NVIDIA's projector)", PERCEPTUAL_DISTANCES,
+                                      default="l1")
+    optimize_noise: bool | None = option("optimise per-image noise maps beside the codes "
+                                         "(StyleGAN2; unset: where the generator has them)",
+                                         default=False)
+    noise_regularization: float = option("weight of the noise-map regulariser, when noise is "
+                                         "optimised", default=1e5)
+    lr_rampup: float = option("fraction of the iterations over which the learning rate ramps "
+                              "up", default=0.0)
+    lr_rampdown: float = option("fraction at the end over which it ramps down (cosine)",
+                                default=0.0)
+    latent_noise: float = option("initial std of the noise added to codes, in units of w_std",
+                                 default=0.0)
+    latent_noise_ramp: float = option("fraction of the iterations over which the latent noise "
+                                      "decays to zero", default=0.75)
 
     @property
     def perceptual_weight(self) -> float:
@@ -107,22 +132,29 @@ class Recipe:
             raise field_error("iterations", f"must be >= 0, got {self.iterations}")
         if self.lr is not None and not 0 < self.lr < math.inf:
             raise field_error("lr", f"must be a finite number above 0, got {self.lr}")
+        self._check_choices()
+        self._check_numbers()
+        parse_carry(self.carry)
+        if isinstance(self.converge_window, bool) or not isinstance(self.converge_window, int) \
+                or self.converge_window < 0:
+            raise field_error("converge_window", f"must be an integer >= 0, got "
+                                                 f"{self.converge_window}")
+
+    def _check_choices(self) -> None:
         choices = {"optimizer": OPTIMIZERS, "init": INITS, "fusion": FUSIONS,
-                   "alphas": ALPHA_MODES}
+                   "alphas": ALPHA_MODES, "perceptual_distance": PERCEPTUAL_DISTANCES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise field_error(name, f"must be one of {', '.join(allowed)}, got "
                                         f"{getattr(self, name)!r}")
-        if self.perceptual_distance not in PERCEPTUAL_DISTANCES:
-            raise field_error("perceptual_distance", f"must be one of "
-                                                     f"{', '.join(PERCEPTUAL_DISTANCES)}, got "
-                                                     f"{self.perceptual_distance!r}")
-        for name in ("lr_rampup", "lr_rampdown", "latent_noise_ramp"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise field_error(name, f"must be a fraction in [0, 1], got {getattr(self, name)}")
         if self.optimize_noise not in (True, False, None):
             raise field_error("optimize_noise", f"must be true, false or null, got "
                                                 f"{self.optimize_noise!r}")
+
+    def _check_numbers(self) -> None:
+        for name in ("lr_rampup", "lr_rampdown", "latent_noise_ramp"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise field_error(name, f"must be a fraction in [0, 1], got {getattr(self, name)}")
         for name in ("mse_weight", "perceptual_lambda", "perceptual_factor", "latent_noise",
                      "noise_regularization"):
             if not 0 <= getattr(self, name) < math.inf:
@@ -131,11 +163,6 @@ class Recipe:
         if self.perceptual_size is not None and not 16 <= self.perceptual_size <= 1024:
             raise field_error("perceptual_size", f"must be between 16 and 1024 pixels, got "
                                                  f"{self.perceptual_size}")
-        parse_carry(self.carry)
-        if isinstance(self.converge_window, bool) or not isinstance(self.converge_window, int) \
-                or self.converge_window < 0:
-            raise field_error("converge_window", f"must be an integer >= 0, got "
-                                                 f"{self.converge_window}")
         if not 0 <= self.converge_tolerance < 1:
             raise field_error("converge_tolerance", f"must be in [0, 1), got "
                                                     f"{self.converge_tolerance}")
@@ -187,6 +214,8 @@ class Recipe:
     def carry_rules(self, generator: LayeredGenerator, layer: Layer) -> dict[str, str]:
         """The fusion rule of every carried tensor: the ``carry`` field, the family's defaults,
         and ``noise=latent`` when noise maps are optimised."""
+        from inversion.composition import resolve_carry  # torch: only when a run is planned
+
         rules = resolve_carry(generator, layer, self.carry)
         if self.optimizes_noise(generator, layer):
             rules["noise"] = "latent"

@@ -44,20 +44,20 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from safetensors.torch import save_file
 
-from core.claims import Claims, locked
-from core.errors import InputError
-from core.files import atomic_write_bytes
-from core.jsonio import json_line, read_json, read_jsonl, write_json
-from core.pixels import from_uint8
-from core.resume import check_resume, settings_differences
 from inversion.engine import InversionResult
 from inversion.generators.base import Layer, LayeredGenerator
 from inversion.images import safe_name, save_png
 from inversion.projector import LatentStats, estimate_latent_stats
+from mganprior.core.claims import Claims, locked
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_write_bytes
+from mganprior.core.jsonio import json_line, read_json, read_jsonl, write_json
+from mganprior.core.pixels import from_uint8
+from mganprior.core.resume import check_resume, settings_differences
 
 # Settings that may change between a run and its resumption without changing the results' meaning.
 VOLATILE_KEYS = ("created", "versions", "device", "batch_size", "command", "progress", "shard",
-                 "lpips")
+                 "lpips", "threads")
 IMAGE_FILES = {"target": "target.png", "degraded": "degraded.png",
                "reconstruction": "reconstruction.png", "output": "output.png",
                "latents": "latents.safetensors", "record": "record.json"}
@@ -122,8 +122,10 @@ class RunDirectory:
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise InputError(f"{run.path} exists and is not a directory", field="out")
+        # hidden entries are ours (.locks, and the temporary of a config.json that another
+        # process is writing this instant) or the system's
         if run.path.is_dir() and not run.config_path.is_file() and \
-                any(p.name != ".locks" for p in run.path.iterdir()):
+                any(not p.name.startswith(".") for p in run.path.iterdir()):
             raise InputError(f"{run.path} is not empty and holds no run (no config.json)",
                              field="out")
         try:

@@ -22,19 +22,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from core.errors import InputError
-from core.jsonio import read_json
-from core.sharding import Shard
 from inversion import engine
-from inversion.engine import evaluate_metrics, invert
+from inversion.engine import InvertOptions, evaluate_metrics, invert
 from inversion.generators.base import LayeredGenerator
 from inversion.images import LoadedImage
 from inversion.losses import LPIPSStatus, PerceptualStatus
 from inversion.memory import plan_memory, saved_bytes
+from inversion.options import DEFAULT_BATCH_SIZE, DEFAULT_SEED
 from inversion.projector import LatentStats
 from inversion.recipes import Recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Task
+from mganprior.core.errors import InputError
+from mganprior.core.jsonio import read_json
+from mganprior.core.sharding import Shard
 
 VERSIONED = ("torch", "torchvision", "numpy", "scikit-image", "safetensors", "mganprior")
 
@@ -69,8 +70,8 @@ class RunSettings:
     recipe: Recipe
     perceptual: PerceptualStatus = field(default_factory=lambda: PerceptualStatus(None, "none"))
     lpips: LPIPSStatus = field(default_factory=lambda: LPIPSStatus(None, note="lpips: off"))
-    seed: int = 0
-    batch_size: int = 8
+    seed: int = DEFAULT_SEED
+    batch_size: int = DEFAULT_BATCH_SIZE
     observed: bool = False
     bf16: bool = False
     progress: bool = True
@@ -99,6 +100,7 @@ class RunSettings:
             "mask_convention": "1 = known pixel",
             "batch_size": self.batch_size,
             "device": str(self.generator.device),
+            "threads": torch.get_num_threads(),
             "versions": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **(extra or {}),
@@ -121,8 +123,8 @@ def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
         recipe = settings.recipe.with_overrides(iterations=1, codes=codes)
         with saved_bytes() as total:
             engine.invert(generator, observation, task, recipe, seeds=[0], ctx=ctx,
-                          perceptual=settings.perceptual.module, bf16=settings.bf16,
-                          progress=False, latent_stats=stand_in)
+                          perceptual=settings.perceptual.module, latent_stats=stand_in,
+                          options=InvertOptions(bf16=settings.bf16, progress=False))
         return total[0]
 
     modules = [generator] + [m for m in (settings.perceptual.module, settings.lpips.module) if m]
@@ -169,50 +171,25 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
     In observed mode the images are the degraded observations and ``references`` (by name) give
     clean images for metrics; otherwise the images are clean and the task degrades them.
     """
-    generator, task = settings.generator, settings.task
     if shard is not None:
         images = shard.take(images)
-    if settings.batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {settings.batch_size}",
-                         field="batch_size")
-    task.check(generator.resolution)
-    if references is not None:
-        missing = [img.name for img in images if img.name not in references]
-        if missing:
-            raise InputError(f"no reference image for {', '.join(missing[:5])}"
-                             f"{' ...' if len(missing) > 5 else ''} (references match by name)")
+    _check_inputs(settings, images, references)
     existing = RunDirectory(out_dir)
     unfinished = [image for image in images if not existing.is_finished(image.name)]
     # the memory plan comes before anything is written (and only when there is work to do)
     batch_size = plan_batch(settings, log) if unfinished else settings.batch_size
     run = RunDirectory.open(out_dir, settings.config(config_extra), log=log)
     check_sources(run, images)
-    for note in (settings.perceptual.note, settings.lpips.note, noise_note(settings)):
-        if note and note != "lpips: off":
-            log(note)
     pending = [image for image in images if not run.is_finished(image.name)]
-    if len(pending) < len(images):
-        log(f"resuming {run.path}: {len(images) - len(pending)} of {len(images)} images done")
-    for image in pending:
-        for note in image.notes:
-            log(f"note: {image.path}: {note}")
+    _announce(run, settings, images, pending, log)
     started = time.perf_counter()
     outer = tqdm(total=len(pending), desc="images", unit="img", disable=not settings.progress)
     batches, elsewhere, inverted = 0, 0, 0
     queue = list(pending)
     while queue:
-        chunk = []
-        while queue and len(chunk) < batch_size:
-            image = queue.pop(0)
-            if not run.claims.try_claim(image.name):
-                elsewhere += 1  # another process works on it
-                outer.update(1)
-                continue
-            if run.is_finished(image.name):  # finished by another process meanwhile
-                run.claims.release(image.name, finished=True)
-                outer.update(1)
-                continue
-            chunk.append(image)
+        chunk, held, done = _claim_chunk(run, queue, batch_size)
+        elsewhere += held
+        outer.update(held + done)
         if not chunk:
             break
         try:
@@ -233,6 +210,51 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
     summary = run.write_summary({"last_session_seconds": time.perf_counter() - started,
                                  "last_session_images": inverted})
     return run, summary
+
+
+def _check_inputs(settings: RunSettings, images: list[LoadedImage],
+                  references: dict[str, LoadedImage] | None) -> None:
+    if settings.batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {settings.batch_size}",
+                         field="batch_size")
+    settings.task.check(settings.generator.resolution)
+    if references is not None:
+        missing = [img.name for img in images if img.name not in references]
+        if missing:
+            raise InputError(f"no reference image for {', '.join(missing[:5])}"
+                             f"{' ...' if len(missing) > 5 else ''} (references match by name)")
+
+
+def _announce(run: RunDirectory, settings: RunSettings, images: list[LoadedImage],
+              pending: list[LoadedImage], log: Callable[[str], None]) -> None:
+    """One line per note: missing weights, noise maps, a resumption, converted images."""
+    for note in (settings.perceptual.note, settings.lpips.note, noise_note(settings)):
+        if note and note != "lpips: off":
+            log(note)
+    if len(pending) < len(images):
+        log(f"resuming {run.path}: {len(images) - len(pending)} of {len(images)} images done")
+    for image in pending:
+        for note in image.notes:
+            log(f"note: {image.path}: {note}")
+
+
+def _claim_chunk(run: RunDirectory, queue: list[LoadedImage], size: int
+                 ) -> tuple[list[LoadedImage], int, int]:
+    """Up to ``size`` images of ``queue`` this process claimed and that are still unfinished;
+    how many it passed over because another process holds them, and because another process
+    finished them meanwhile."""
+    chunk, held, done = [], 0, 0
+    while queue and len(chunk) < size:
+        image = queue.pop(0)
+        if not run.claims.try_claim(image.name):
+            held += 1
+            continue
+        if run.is_finished(image.name):
+            run.claims.release(image.name, finished=True)
+            done += 1
+            continue
+        chunk.append(image)
+    return chunk, held, done
 
 
 def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedImage],
@@ -259,8 +281,9 @@ def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedIm
              else None)
     result = invert(generator, observations, task, recipe, seeds=seeds, names=names,
                     ctx=ctx, references=refs, perceptual=settings.perceptual.module,
-                    bf16=settings.bf16, progress=settings.progress, description=description,
-                    latent_stats=stats, lpips=settings.lpips.module)
+                    latent_stats=stats, lpips=settings.lpips.module,
+                    options=InvertOptions(bf16=settings.bf16, progress=settings.progress,
+                                          description=description))
     if refs is None:  # metrics where the observation lives
         viewed = task.view(result.outputs.to(device), ctx)
         metrics = evaluate_metrics(viewed, result.observations.to(device), None,

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.errors import InputError
-from core.files import describe_missing
+from mganprior.core.errors import InputError
+from mganprior.core.files import describe_missing
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -255,7 +255,7 @@ class Denoising(Task):
 
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (Inversion, Colorization, SuperResolution,
-                                                     Inpainting, Denoising)}
+                                                     Inpainting, Denoising)}  # TASK_NAMES' order
 
 
 def make_task(name: str, **options: Any) -> Task:

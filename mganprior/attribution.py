@@ -30,16 +30,17 @@ from analysis.attribution_files import (
     AttributionDirectory,
     header_of,
 )
-from core.errors import InputError
-from core.jsonio import append_csv
-from core.sharding import Shard, barrier
-from inversion.losses import load_perceptual
+from inversion.generators.base import LayeredGenerator
+from inversion.losses import VGGPerceptual, load_perceptual
 from inversion.rundir import RunDirectory
+from mganprior.core.errors import InputError
+from mganprior.core.jsonio import append_csv
+from mganprior.core.sharding import Shard, barrier
 from mganprior.zoo import load_generator, load_segmenter
 from reports.figures import attribution_grid, class_histogram, code_class_heatmap, save_figure
 from segmentation.labelmaps import read_label_maps
-from segmentation.segmenters import vocabulary_from
-from segmentation.vocabularies import SCENE_WORLD
+from segmentation.segmenters import Segmenter, vocabulary_from
+from segmentation.vocabularies import SCENE_WORLD, Vocabulary
 
 # Mean |re-rendered x_inv - saved reconstruction.png| above this many 8-bit levels means the codes
 # were not made with this generator (8-bit rounding alone gives about 0.25).
@@ -87,12 +88,12 @@ def run_generator(config: dict, name: str | None, checkpoint: str | Path | None,
     elif recorded.get("checkpoint"):
         path = Path(recorded["checkpoint"])
         if not path.is_file():
-            raise InputError(f"the run's generator file {path} is missing; pass --checkpoint "
-                             "PATH (the same file) or --generator NAME")
+            raise InputError(f"the run's generator file {path} is missing; give checkpoint "
+                             "PATH (the same file) or generator NAME")
         loaded = load_generator(checkpoint=path, device=device, truncation_psi=psi)
     else:
-        raise InputError("the run's config.json names no generator; pass --generator or "
-                         "--checkpoint")
+        raise InputError("the run's config.json names no generator; give generator NAME or "
+                         "checkpoint PATH")
     if recorded.get("sha256") and loaded.info["sha256"] != recorded["sha256"]:
         raise InputError(f"the run used generator {loaded.info['checkpoint']} with sha256 "
                          f"{recorded['sha256'][:12]}..., but that file is now "
@@ -134,38 +135,14 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
     settings = settings or AttributionSettings()
     shard = shard or Shard(0, 1)
     run = RunDirectory(run_dir)
-    if not run.path.is_dir():
-        raise InputError(f"run directory {run.path} does not exist")
+    names = _finished_names(run)
     config = run.config()
-    names = [r["image"] for r in run.folder_records() if r.get("status") == "ok"]
-    if not names:
-        raise InputError(f"{run.path} has no finished images")
     out = _out_dir(run, out)
-    if image_figures is not None and image_figures < 0:
-        raise InputError(f"image_figures must be >= 0, got {image_figures}",
-                         field="image_figures")
-    if part_images < 1:
-        raise InputError(f"part_images must be at least 1, got {part_images}",
-                         field="part_images")
+    _check_counts(image_figures=image_figures, part_images=part_images)
     loaded = run_generator(config, generator, checkpoint, device, log)
     check_compatible(loaded.generator, run.load_result(names[:1]))
-    vocabulary = None
-    if choice.labels_dir is not None:
-        vocabulary = vocabulary_from(choice.label_names or DEFAULT_LABEL_VOCABULARY)
-        read_label_maps(choice.labels_dir, names, loaded.generator.resolution,
-                        choice.resize_labels)  # every map is checked before any work
-        segmenter = None
-    else:
-        segmenter = load_segmenter(choice.segmenter, choice.segmenter_dir,
-                                   labels=choice.label_names, device=loaded.generator.device,
-                                   scales=choice.scales)
-    perceptual = None
-    if settings.difference == "perceptual":
-        status = load_perceptual("vgg16", vgg_weights)
-        if status.module is None:
-            raise InputError(f"difference perceptual needs VGG16 weights: {status.note}",
-                             field="difference")
-        perceptual = status.module
+    segmenter, vocabulary = _segmentation(choice, names, loaded.generator)
+    perceptual = _perceptual(settings, vgg_weights)
     extra = {"run": str(run.path), "generator": loaded.info.get("name") or
              loaded.info.get("checkpoint"), "generator_sha256": loaded.info["sha256"],
              "task": config.get("task", {}).get("name")}
@@ -208,6 +185,46 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
         return aggregate, out
     merged = merge_shards(run.path / SHARDS, shard.count, out, names)
     return (merged, out) if merged is not None else (aggregate, out)
+
+
+def _finished_names(run: RunDirectory) -> list[str]:
+    if not run.path.is_dir():
+        raise InputError(f"run directory {run.path} does not exist")
+    names = [r["image"] for r in run.folder_records() if r.get("status") == "ok"]
+    if not names:
+        raise InputError(f"{run.path} has no finished images")
+    return names
+
+
+def _check_counts(image_figures: int | None, part_images: int) -> None:
+    if image_figures is not None and image_figures < 0:
+        raise InputError(f"image_figures must be >= 0, got {image_figures}",
+                         field="image_figures")
+    if part_images < 1:
+        raise InputError(f"part_images must be at least 1, got {part_images}",
+                         field="part_images")
+
+
+def _segmentation(choice: SegmentationChoice, names: list[str], generator: LayeredGenerator
+                  ) -> tuple[Segmenter | None, Vocabulary | None]:
+    """The segmenter, or (for label maps, every one checked before any work) the vocabulary."""
+    if choice.labels_dir is None:
+        return load_segmenter(choice.segmenter, choice.segmenter_dir, labels=choice.label_names,
+                              device=generator.device, scales=choice.scales), None
+    vocabulary = vocabulary_from(choice.label_names or DEFAULT_LABEL_VOCABULARY)
+    read_label_maps(choice.labels_dir, names, generator.resolution, choice.resize_labels)
+    return None, vocabulary
+
+
+def _perceptual(settings: AttributionSettings, vgg_weights: str | Path | None
+                ) -> VGGPerceptual | None:
+    if settings.difference != "perceptual":
+        return None
+    status = load_perceptual("vgg16", vgg_weights)
+    if status.module is None:
+        raise InputError(f"difference perceptual needs VGG16 weights: {status.note}",
+                         field="difference")
+    return status.module
 
 
 def _check_reproduction(result: AttributionResult) -> None:

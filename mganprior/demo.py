@@ -12,7 +12,9 @@
 6. One self-contained report, ``OUT/report.html``.
 
 Settings are reduced so it all fits in about 10 minutes on 2 CPU cores; :data:`FULL` says what
-the full-quality commands are. Rerunning resumes: finished parts are not recomputed.
+the full-quality commands are. Rerunning resumes: finished parts are not recomputed. Steps whose
+models are not installed (the DigiFace faces come from an optional package) are skipped, each
+with one line naming what is missing and the ``pip install`` that adds it.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from pathlib import Path
 from analysis.edit_files import EditDirectory
 from analysis.editing import EditSettings
 from inversion.images import load_images, save_png
-from inversion.losses import load_lpips, load_perceptual
+from inversion.losses import LPIPSStatus, PerceptualStatus, load_lpips, load_perceptual
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
 from mganprior.attribution import SegmentationChoice, attribute_run
 from mganprior.editing import edit_run, find_directions
 from mganprior.studies import CROSS_DOMAIN_PRIORS, StudySpec, default_images, run_study
-from mganprior.zoo import load_generator, load_segmenter
+from mganprior.zoo import LoadedGenerator, load_generator, load_segmenter, missing_generators
 from reports.html import write_report
 
 DEMO_SEED = 2026
@@ -100,17 +102,10 @@ class _StepClock:
                          for (message, start), end in zip(self.marks, ends, strict=True))
 
 
-def run_demo(out: Path, device: str | None = None, progress: bool = True,
-             scale: DemoScale = DEFAULT) -> Path:
-    started = time.perf_counter()
-    step = _StepClock()
-    out.mkdir(parents=True, exist_ok=True)
-    perceptual, lpips = load_perceptual("vgg16"), load_lpips()
-    for note in (perceptual.note, lpips.note):
-        if note:
-            _say(note)
-
-    # 1. faces through the real DigiFace prior: multi-code vs single-code
+def _faces(out: Path, device: str | None, progress: bool, scale: DemoScale,
+           step: _StepClock, perceptual: PerceptualStatus, lpips: LPIPSStatus
+           ) -> LoadedGenerator:
+    """Step 1: DigiFace samples inverted with 20 codes and with one."""
     faces = load_generator("digiface-dcgan64", device=device)
     face_folder = out / "inputs" / "faces"
     face_folder.mkdir(parents=True, exist_ok=True)
@@ -126,6 +121,27 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                                lpips, seed=0, batch_size=scale.faces, progress=progress)
         run_inversion(settings, face_images, out / folder,
                       config_extra={"command": "mganprior demo"}, log=lambda _m: None)
+    return faces
+
+
+def run_demo(out: Path, device: str | None = None, progress: bool = True,
+             scale: DemoScale = DEFAULT) -> Path:
+    started = time.perf_counter()
+    step = _StepClock()
+    out.mkdir(parents=True, exist_ok=True)
+    perceptual, lpips = load_perceptual("vgg16"), load_lpips()
+    for note in (perceptual.note, lpips.note):
+        if note:
+            _say(note)
+
+    # 1. faces through the real DigiFace prior: multi-code vs single-code
+    missing = missing_generators(["digiface-dcgan64"])
+    faces = None
+    if missing:
+        _say(f"skipped: the face steps (1/6, the face prior of 4/6, the face edit of 5/6): "
+             f"{missing['digiface-dcgan64']}")
+    else:
+        faces = _faces(out, device, progress, scale, step, perceptual, lpips)
 
     # 2. bedrooms through the bedroom prior, codes attributed to classes
     bedroom = load_generator("bedroom-pggan64", device=device)
@@ -155,7 +171,7 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
               log=lambda _m: None)
     step("demo 4/6: cross-domain, bedrooms through five priors at every layer")
     run_study(StudySpec(kind="cross-domain",
-                        generators=list(CROSS_DOMAIN_PRIORS),
+                        generators=[name for name in CROSS_DOMAIN_PRIORS if name not in missing],
                         codes=[scale.cross_codes], iterations=scale.cross_iterations),
               study_images, out / "cross-domain", device=device, progress=progress,
               log=lambda _m: None)
@@ -163,9 +179,10 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
     step("demo 5/6: edits along a SeFa direction (faces) and a trained boundary (bedrooms)")
     settings = EditSettings(steps=scale.edit_steps, code_sets=scale.edit_code_sets)
     face_direction = out / "directions" / "faces" / "sefa_00.npy"
-    if not face_direction.is_file():
+    if faces is not None and not face_direction.is_file():
         find_directions("sefa", faces, face_direction.parent, count=3)
-    if not EditDirectory(out / "faces-multi-code" / "edits" / "sefa_00").exists():
+    if faces is not None and not EditDirectory(out / "faces-multi-code" / "edits" /
+                                               "sefa_00").exists():
         edit_run(out / "faces-multi-code", face_direction, settings, device=device,
                  progress=progress, log=lambda _m: None)
     bed_direction = out / "directions" / "bedrooms" / "class_bed.npy"
@@ -179,9 +196,9 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                  target="bed", device=device, progress=progress, log=lambda _m: None)
 
     step("demo 6/6: report")
-    report = write_report([out / name for name in ("faces-multi-code", "faces-single-code",
-                                                   "bedrooms", "bedrooms-stylegan2", "layers",
-                                                   "cross-domain")],
+    sections = ("faces-multi-code", "faces-single-code", "bedrooms", "bedrooms-stylegan2",
+                "layers", "cross-domain")
+    report = write_report([out / name for name in sections if (out / name).is_dir()],
                           out / "report.html", title="mganprior demo report")
     finished = time.perf_counter()
     print(f"\ndemo finished in {(finished - started) / 60:.1f} min (reduced settings):")

@@ -21,15 +21,18 @@ from analysis.directions import (
 )
 from analysis.edit_files import EditDirectory
 from analysis.editing import EditResult, EditSettings, check_zero_frame, edit
-from core.errors import InputError
 from inversion.rundir import RunDirectory
 from mganprior.attribution import REPRODUCTION_TOLERANCE, run_generator
+from mganprior.core.errors import InputError
 from mganprior.zoo import LoadedGenerator, load_segmenter
 from reports.figures import edit_changed, edit_curves, edit_disentanglement, save_figure
 
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+DIRECTION_METHODS = ("sefa", "interfacegan", "file")
 
 
 def find_directions(method: str, loaded: LoadedGenerator, out: str | Path, *, count: int = 5,
@@ -64,8 +67,8 @@ def find_directions(method: str, loaded: LoadedGenerator, out: str | Path, *, co
         direction.meta["generator_sha256"] = sha
         directions = [direction]
     else:
-        raise InputError(f"method {method!r} is unknown; methods: sefa, interfacegan, file",
-                         field="method")
+        raise InputError(f"method {method!r} is unknown; methods: "
+                         f"{', '.join(DIRECTION_METHODS)}", field="method")
     return [direction.save(out) for direction in directions]
 
 
@@ -96,7 +99,7 @@ def edit_run(run_dir: str | Path, direction_path: str | Path, settings: EditSett
                              device=loaded.generator.device, scales=segmenter_scales)
     if target is not None:
         if seg is None:
-            raise InputError("target needs a segmenter (--segmenter or --segmenter-dir)",
+            raise InputError("target needs a segmenter (segmenter or segmenter_dir)",
                              field="target")
         seg.vocabulary.index(target)
     out = EditDirectory.check_target(out if out is not None else

@@ -22,14 +22,14 @@ from analysis.studies import (
     study_cost,
 )
 from analysis.study_files import StudyDirectory
-from core.errors import InputError
-from core.sharding import Shard, barrier
 from inversion.images import LoadedImage, load_images, save_png
 from inversion.losses import load_lpips, load_perceptual
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, package_versions, run_inversion
 from inversion.tasks import TASKS, make_task
 from mganprior.attribution import SegmentationChoice, attribute_run
+from mganprior.core.errors import InputError
+from mganprior.core.sharding import Shard, barrier
 from mganprior.zoo import GENERATORS, LoadedGenerator, load_generator
 from reports.figures import (
     attribution_by_layer,
@@ -123,7 +123,7 @@ def default_images(source: str, loaded: LoadedGenerator, count: int, folder: Pat
     """Write ``count`` default images to ``folder``: renders of ``domain`` (or of the scene
     generator's own domain), else samples of the generator itself. Returns the folder and what
     the images are."""
-    from scenes.datasets import HELD_OUT_SEED, iter_scenes
+    from mganprior.scenes.datasets import HELD_OUT_SEED, iter_scenes
 
     if count < 1:
         raise InputError(f"count must be at least 1, got {count}", field="count")
@@ -165,11 +165,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
                          for label, g in loaded.items()}, spec.tasks,
                         spec.layers, spec.codes, spec.single_code, spec.latent_space,
                         {label: _baselines(g, spec) for label, g in loaded.items()})
-    by_resolution: dict[int, list[LoadedImage]] = {}
-    for g in loaded.values():
-        resolution = g.generator.resolution
-        if resolution not in by_resolution:
-            by_resolution[resolution] = load_images(images, resolution)
+    by_resolution = {resolution: load_images(images, resolution) for resolution in
+                     dict.fromkeys(g.generator.resolution for g in loaded.values())}
     names = [image.name for image in next(iter(by_resolution.values()))]
     iterations = {cell: _recipe(spec, cell).iterations for cell in cells}
     record = {
@@ -192,8 +189,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
     if max_cost is not None and remaining > max_cost:
         raise InputError(f"this study still needs {remaining:,} image-iterations "
                          f"({len(pending)} cells x {len(names)} images x iterations), above "
-                         f"--max-cost {max_cost:,}; use fewer layers, codes, images or "
-                         "iterations, or raise --max-cost")
+                         f"max_cost {max_cost:,}; use fewer layers, codes, images or "
+                         "iterations, or raise max_cost")
     if dry_run:
         for cell in cells:
             log(f"  {'todo' if cell in pending else 'done'}  {cell.describe()}, "

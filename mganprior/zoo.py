@@ -6,7 +6,7 @@ committed to this repository. User files come in through ``checkpoint=PATH``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from core.devices import resolve_device
-from core.errors import InputError
-from core.weights import file_sha256, read_torch_checkpoint
 from inversion.generators.base import LayeredGenerator
 from inversion.generators.dcgan import DCGANGenerator
 from inversion.generators.formats import load_generator_file
+from mganprior.core.devices import resolve_device
+from mganprior.core.errors import InputError
+from mganprior.core.weights import file_sha256, read_torch_checkpoint
 from segmentation.formats import load_segmenter_dir
 from segmentation.segmenters import Segmenter
 
@@ -33,12 +33,15 @@ class GeneratorEntry:
     domain: str | None = None  # the scene-world domain it was trained on
 
 
+DIGIFACE_INSTALL = "pip install 'mganprior[digiface]' (or gan-face-generate==1.1.1 --no-deps)"
+
+
 def _digiface_weights() -> Path:
     try:
         path = Path(str(resources.files("gan_face_generate") / "weights.tar"))
     except ModuleNotFoundError:
-        raise InputError("digiface-dcgan64 needs the package gan-face-generate "
-                         "(pip install gan-face-generate==1.1.1)") from None
+        raise InputError(f"digiface-dcgan64 needs the package gan-face-generate "
+                         f"({DIGIFACE_INSTALL})") from None
     if not path.is_file():
         raise InputError(f"digiface-dcgan64: {path} is missing from gan-face-generate; "
                          "reinstall it")
@@ -49,7 +52,7 @@ def _load_digiface(path: Path) -> LayeredGenerator:
     return DCGANGenerator.from_state_dict(read_torch_checkpoint(path), source=str(path))
 
 
-SCENE_WEIGHTS = Path(__file__).resolve().parent.parent / "scenes" / "weights"
+SCENE_WEIGHTS = Path(__file__).resolve().parent / "scenes" / "weights"
 
 
 def _scene_weights(name: str) -> Callable[[], Path]:
@@ -57,8 +60,8 @@ def _scene_weights(name: str) -> Callable[[], Path]:
         path = SCENE_WEIGHTS / f"{name}.safetensors"
         if not path.is_file():
             raise InputError(f"{name}: weights file {path} is missing; it is committed with the "
-                             "repository (retrain with scenes/train_models.sh and "
-                             "python -m scenes.publish)")
+                             "repository (retrain with mganprior/scenes/train_models.sh and "
+                             "python -m mganprior.scenes.publish)")
         return path
     return locate
 
@@ -92,6 +95,18 @@ SEGMENTERS: dict[str, str] = {
 }
 
 
+def missing_generators(names: Iterable[str]) -> dict[str, str]:
+    """The named generators whose weights are not installed, each with the one line saying why
+    and how to add them (nothing is loaded)."""
+    missing = {}
+    for name in names:
+        try:
+            GENERATORS[name].weights()
+        except InputError as err:
+            missing[name] = str(err)
+    return missing
+
+
 @dataclass
 class LoadedGenerator:
     generator: LayeredGenerator
@@ -104,8 +119,8 @@ def load_generator(name: str | None = None, checkpoint: str | Path | None = None
     """A named zoo generator or a checkpoint file (any known format), in eval mode on
     ``device``, with provenance; ``truncation_psi`` overrides the file's truncation (StyleGAN2)."""
     if (name is None) == (checkpoint is None):
-        raise InputError("give exactly one of a generator name (--generator) or a checkpoint "
-                         "(--checkpoint)")
+        raise InputError("give exactly one of a generator name (generator) or a checkpoint "
+                         "file (checkpoint)")
     target = resolve_device(device)
     if name is not None:
         if name not in GENERATORS:
@@ -134,8 +149,8 @@ def load_segmenter(name: str | None = None, directory: str | Path | None = None,
     its folder does not. ``scales`` asks a CSAIL folder for multi-scale inference.
     """
     if (name is None) == (directory is None):
-        raise InputError("give exactly one of a segmenter name (--segmenter) or a segmenter "
-                         "folder (--segmenter-dir)")
+        raise InputError("give exactly one of a segmenter name (segmenter) or a segmenter "
+                         "folder (segmenter_dir)")
     if name is not None:
         if name not in SEGMENTERS:
             raise InputError(f"unknown segmenter {name!r}; named segmenters: "
@@ -144,6 +159,7 @@ def load_segmenter(name: str | None = None, directory: str | Path | None = None,
         if not (directory / "model.safetensors").is_file():
             raise InputError(f"{name}: weights file {directory / 'model.safetensors'} is missing; "
                              "it is committed with the repository (retrain with "
-                             "scenes/train_models.sh and python -m scenes.publish)")
+                             "mganprior/scenes/train_models.sh and "
+                             "python -m mganprior.scenes.publish)")
     return load_segmenter_dir(directory, labels=labels, device=resolve_device(device),
                               scales=scales)

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analysis.attribution import UNASSIGNED, AttributionAggregate, AttributionResult
-from core.files import atomic_path
-from core.pixels import to_uint8
+from mganprior.core.files import atomic_path
+from mganprior.core.pixels import to_uint8
 
 UNASSIGNED_COLOR = "#9e9e9e"
 
@@ -122,7 +122,7 @@ def class_histogram(result: AttributionResult | AttributionAggregate) -> Figure:
     """How many codes went to each class (and how many stayed unassigned); beyond the top
     classes of a long vocabulary, the rest are one bar, "other"."""
     result = _aggregate(result)
-    rows = [row for row in result.class_summary() if row["codes"] or row["class"] == "unassigned"]
+    rows = [row for row in result.class_rows() if row["codes"] or row["class"] == "unassigned"]
     named = [row for row in rows if row["class"] != "unassigned"]
     if len(named) > TOP_CLASSES:
         rest = named[TOP_CLASSES:]

@@ -24,10 +24,10 @@ from analysis.attribution_files import AttributionDirectory
 from analysis.edit_files import EditDirectory
 from analysis.editing import EditSettings
 from analysis.study_files import StudyDirectory
-from core.errors import InputError
-from core.files import atomic_write_bytes
-from core.jsonio import csv_text
 from inversion.rundir import RunDirectory
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_write_bytes
+from mganprior.core.jsonio import csv_text
 from reports.figures import attribution_grid, class_histogram, code_class_heatmap
 
 THUMBNAIL_SIDE = 128  # images larger than this are downscaled in the gallery
@@ -242,7 +242,7 @@ def attribution_blocks(directory: AttributionDirectory, problems: list[str],
     text = (f"{result.batch} images x {result.codes} codes at {result.layer.name}; ablation "
             f"alpha > {settings.threshold:g} ({settings.relative}), {settings.binarize}, "
             f"min IoU {settings.min_iou:g}; segmentation: {result.segmentation_source}")
-    classes = result.class_summary()
+    classes = result.class_rows()
     blocks = [
         Block("Attribution: codes per class", text=text,
               figures=[figure_uri(class_histogram(result), "class histogram"),

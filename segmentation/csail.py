@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import InputError
-from core.pixels import to_uint8
-from core.weights import load_strict, read_torch_checkpoint
+from mganprior.core.errors import InputError
+from mganprior.core.pixels import to_uint8
+from mganprior.core.weights import load_strict, read_torch_checkpoint
 from segmentation.segmenters import check_images
 from segmentation.vocabularies import ADE20K_150, Vocabulary
 
@@ -308,7 +308,7 @@ def load_csail_segmenter(directory: str | Path, *, labels: Any = None,
                          device: str | torch.device | None = None,
                          scales: str | None = None) -> CSAILSegmenter:
     """A CSAIL folder as a Segmenter; ``scales`` as :func:`parse_scales` reads them."""
-    from core.devices import resolve_device
+    from mganprior.core.devices import resolve_device
     from segmentation.segmenters import vocabulary_from
 
     directory = Path(directory)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 from segmentation.csail import is_csail_folder, load_csail_segmenter
 from segmentation.hf import is_hf_folder, load_hf_segmenter, resolve_hub
 from segmentation.segmenters import Segmenter, load_smp_segmenter

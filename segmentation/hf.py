@@ -37,8 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from core.errors import InputError
-from core.pixels import to_uint8
+from mganprior.core.errors import InputError
+from mganprior.core.pixels import to_uint8
 from segmentation.segmenters import check_images
 from segmentation.vocabularies import ADE20K_150, Vocabulary, spread_colors
 
@@ -99,7 +99,7 @@ def vocabulary_of(config: Any, name: str, source: str) -> Vocabulary:
         return Vocabulary(name, names, spread_colors(len(names)))
     except InputError as err:
         raise InputError(f"{where}: id2label: {err}; rename one of them there, or pass "
-                         "labels= (--label-names) with distinct names", field="id2label") \
+                         "label_names with distinct names", field="id2label") \
             from None
 
 
@@ -210,7 +210,7 @@ def load_hf_segmenter(directory: str | Path, *, labels: Any = None,
     except ModuleNotFoundError:
         raise InputError("Hugging Face segmenters need transformers (pip install "
                          '"mganprior[hf]")') from None
-    from core.devices import resolve_device
+    from mganprior.core.devices import resolve_device
 
     directory = resolve_hub(str(directory)) or Path(directory)
     source = str(directory)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 INDEX_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 

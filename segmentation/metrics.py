@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 
 def confusion_matrix(predicted: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:

@@ -18,9 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from core.devices import resolve_device
-from core.errors import InputError
-from core.jsonio import write_json
+from mganprior.core.devices import resolve_device
+from mganprior.core.errors import InputError
+from mganprior.core.jsonio import write_json
 from segmentation.vocabularies import VOCABULARIES, Vocabulary, spread_colors
 
 META_FILE = "segmenter.json"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 
 def class_key(name: str) -> str:

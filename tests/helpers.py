@@ -15,10 +15,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.errors import InputError
-from core.weights import load_strict
 from inversion.composition import initial_alphas, render
-from inversion.engine import InversionResult, invert
+from inversion.engine import QUIET, InversionResult, invert
 from inversion.generators import CarrySpec, DCGANGenerator, PGGANGenerator, StagedGenerator
 from inversion.generators.formats import load_generator_file
 from inversion.generators.saving import save_generator
@@ -27,6 +25,8 @@ from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
 from inversion.recipes import get_recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Inversion
+from mganprior.core.errors import InputError
+from mganprior.core.weights import load_strict
 from segmentation.vocabularies import ADE20K_150, Vocabulary, spread_colors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -468,7 +468,7 @@ class GeneratorContract:
         recipe = get_recipe("adam", "inversion").with_overrides(
             iterations=2, codes=2, layer=layer.name, carry=self.extra_carry or "")
         targets = rendered_targets(generator)
-        result = invert(generator, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
+        result = invert(generator, targets, Inversion(), recipe, seeds=[0, 1], options=QUIET)
         if self.extra_carry is not None:
             assert result.extras, "the carry rule should have asked for extra latents"
         run = RunDirectory.open(tmp_path / "run", {"recipe": result.recipe, "task": result.task})

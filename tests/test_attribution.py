@@ -21,7 +21,6 @@ from analysis.attribution import (
     parse_binarization,
 )
 from analysis.attribution_files import load_attribution, save_attribution
-from core.errors import InputError
 from helpers import (
     REGION_VOCABULARY,
     RegionGenerator,
@@ -31,6 +30,7 @@ from helpers import (
     specialised_alphas,
 )
 from inversion.composition import code_cuts, render
+from mganprior.core.errors import InputError
 
 
 # -- known answers -----------------------------------------------------------------------------
@@ -221,7 +221,10 @@ def test_records_summaries_and_files_round_trip(tmp_path):
         "image", "code", "rank", "class", "iou", "alpha_zeroed_fraction", "changed_fraction",
         "mean_difference"}
     assert rows[5]["class"] == "unassigned" and rows[5]["alpha_zeroed_fraction"] == 0
-    classes = {row["class"]: row for row in result.class_summary()}
+    classes = {row["class"]: row for row in result.class_rows()}
+    table = result.class_summary()  # the same, as a DataFrame indexed by class
+    assert list(table.index) == list(classes)
+    assert table["codes"].tolist() == [row["codes"] for row in classes.values()]
     assert classes["top"]["codes"] == 2 and classes["bottom-right"]["codes"] == 1
     assert classes["bottom-right"]["images_present"] == 2
     assert classes["unassigned"]["codes"] == 1
@@ -285,17 +288,18 @@ def test_an_incompatible_generator_is_refused(tiny_pggan):
 
 def test_invert_can_keep_its_features_for_attribution(tiny_pggan):
     from inversion import Inversion, get_recipe, invert
+    from inversion.engine import QUIET, InvertOptions
 
     targets = tiny_pggan.sample(2, seed=4)
     recipe = get_recipe("adam", "inversion").with_overrides(iterations=3, codes=3, layer=4)
-    result = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], progress=False,
-                    keep_features=True)
+    result = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1],
+                    options=InvertOptions(progress=False, keep_features=True))
     with torch.no_grad():
         expected = code_cuts(tiny_pggan, result.codes, result.layer)
     assert result.features is not None
     assert torch.allclose(result.features.features, expected.features, atol=1e-6)
     assert invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1],
-                  progress=False).features is None
+                  options=QUIET).features is None
 
 
 def test_figures_are_built_without_pyplot():

@@ -14,9 +14,9 @@ from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
 from mganprior.attribution import SegmentationChoice, attribute_run
+from mganprior.scenes.datasets import HELD_OUT_SEED
+from mganprior.scenes.render import render
 from mganprior.zoo import load_generator
-from scenes.datasets import HELD_OUT_SEED
-from scenes.render import render
 
 pytestmark = pytest.mark.slow
 SEEDS = [HELD_OUT_SEED + 11, HELD_OUT_SEED + 12, HELD_OUT_SEED + 13]

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from analysis.attribution import ablated_renders
-from core.errors import InputError
 from helpers import CarryToy
 from inversion.composition import code_cuts, fuse, render, resolve_carry
-from inversion.engine import invert
+from inversion.engine import QUIET, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
+from mganprior.core.errors import InputError
 
 CODES = torch.tensor([[[1.0, 2.0], [3.0, -1.0]]])  # [B=1, N=2, Z=2]
 ALPHAS = torch.tensor([[[0.5, 1.0], [0.25, 0.0]]])  # [B=1, N=2, C=2]; mean alphas 0.75, 0.125
@@ -55,7 +55,7 @@ def test_the_engine_optimises_the_extra_latent_a_rule_asks_for(carrying):
     recipe = get_recipe("adam", "inversion").with_overrides(
         iterations=400, codes=2, layer="feat", lr=0.02, carry="shift=latent")
     result = invert(carrying, target.clamp(-1, 1), Inversion(), recipe, seeds=[0],
-                    references=target, progress=False)
+                    references=target, options=QUIET)
     assert result.carry == {"shift": "latent"} and result.extras["shift"].shape == (1, 1)
     assert result.metrics[0]["psnr"] > 40
     start = 0.5 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0))[:, 0].mean()

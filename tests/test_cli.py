@@ -195,8 +195,8 @@ def test_training_stopped_by_a_signal_checkpoints_and_says_how_to_resume(tmp_pat
     import signal
     import time
 
-    from training.gan import CHECKPOINT, CHECKPOINT_KEYS
-    from training.loop import load_state
+    from mganprior.training.gan import CHECKPOINT, CHECKPOINT_KEYS
+    from mganprior.training.loop import load_state
 
     out = tmp_path / "g"
     command = [sys.executable, "-m", "mganprior", "train-generator", "--domain", "bedroom",
@@ -239,3 +239,34 @@ def test_the_wait_policy_yields_to_any_policy_the_user_set():
         environ = dict(before)
         apply_wait_policy(environ)
         assert environ == after
+
+
+@pytest.mark.parametrize(("command", "owner", "module"), [
+    ("invert", "Recipe", "inversion.recipes"),
+    ("attribute", "AttributionSettings", "analysis.attribution"),
+    ("edit", "EditSettings", "analysis.editing"),
+])
+def test_every_settings_field_is_a_flag_with_the_fields_help(command, owner, module):
+    import dataclasses
+    import importlib
+
+    from mganprior.cli import build_parser, flag_for
+
+    cls = getattr(importlib.import_module(module), owner)
+    sub = build_parser(command)._subparsers._group_actions[0].choices[command]
+    actions = {option: action for action in sub._actions for option in action.option_strings}
+    for item in dataclasses.fields(cls):
+        if item.name == "name":  # the recipe's own name is --recipe
+            continue
+        action = actions[flag_for(item.name)]
+        assert action.help.startswith(item.metadata["help"]), item.name
+        assert action.choices == item.metadata["choices"] or action.choices is None
+
+
+def test_recipe_flags_reach_the_run(tmp_path, checkpoint, face_pngs):
+    out = tmp_path / "run"
+    assert main(["invert", "--checkpoint", str(checkpoint), "--images", str(face_pngs),
+                 "--out", str(out), "--iterations", "2", "--codes", "2", "--lr-rampup", "0.5",
+                 "--mse-weight", "2", "--quiet"]) == 0
+    recipe = json.loads((out / "config.json").read_text())["recipe"]
+    assert (recipe["lr_rampup"], recipe["mse_weight"], recipe["codes"]) == (0.5, 2.0, 2)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from core.errors import InputError
 from inversion.generators import DCGANGenerator, load_generator_file, save_generator
+from mganprior.core.errors import InputError
 
 
 def test_tutorial_state_dict_round_trips_and_keeps_batchnorm_statistics(tmp_path, tiny_dcgan):

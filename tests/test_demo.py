@@ -54,3 +54,30 @@ def test_demo_report_in_headless_chromium(demo_dir, tmp_path):
         assert len(after) > 10
         page.screenshot(path=str(tmp_path / "demo-report.png"), full_page=True)
     assert log.errors == [] and log.blocked == []
+
+
+def test_without_the_face_package_the_demo_skips_its_face_steps_and_says_how_to_add_them(
+        tmp_path, monkeypatch, capsys):
+    from importlib import resources
+
+    from mganprior import zoo
+
+    real = resources.files
+
+    def without_faces(package):
+        if package == "gan_face_generate":
+            raise ModuleNotFoundError("No module named 'gan_face_generate'")
+        return real(package)
+
+    monkeypatch.setattr(zoo.resources, "files", without_faces)
+    report = run_demo(tmp_path / "demo", device="cpu", progress=False, scale=TINY)
+    output = capsys.readouterr()
+    skipped = [line for line in (output.out + output.err).splitlines()
+               if line.startswith("skipped:")]
+    assert len(skipped) == 1 and "pip install 'mganprior[digiface]'" in skipped[0]
+    assert not (tmp_path / "demo" / "faces-multi-code").exists()
+    html = report.read_text()
+    for source in ("bedrooms", "bedrooms-stylegan2", "layers", "cross-domain"):
+        assert f": {source}</h2>" in html
+    assert "faces-multi-code" not in html and "digiface" not in html
+    assert "<h3>Edits: class_bed" in html

@@ -9,6 +9,7 @@ import torch
 
 from helpers import REAL_IMAGES
 from inversion import Inversion, get_recipe, invert, load_images
+from inversion.engine import QUIET
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +38,9 @@ def test_multi_code_at_the_deepest_layer_beats_single_code(digiface, targets):
     images = targets(generator)
     recipe = get_recipe("adam", "inversion").with_overrides(iterations=50)
     multi = invert(generator, images, Inversion(), recipe.with_overrides(codes=20, layer=-1),
-                   seeds=[0, 1], references=images, progress=False)
+                   seeds=[0, 1], references=images, options=QUIET)
     single = invert(generator, images, Inversion(), recipe.with_overrides(codes=1, layer=0),
-                    seeds=[0, 1], references=images, progress=False)
+                    seeds=[0, 1], references=images, options=QUIET)
     assert multi.layer.name == "main.11"
     gains = [m["psnr"] - s["psnr"] for m, s in zip(multi.metrics, single.metrics, strict=True)]
     assert min(gains) > 3.0, gains

@@ -23,12 +23,12 @@ from analysis.directions import (
 )
 from analysis.edit_files import EditDirectory
 from analysis.editing import EditSettings, edit, moved_codes
-from core.errors import InputError
 from helpers import BrightnessToy, ThresholdSegmenter, make_tiny_stylegan2, rendered_targets
 from inversion.composition import render
-from inversion.engine import InversionResult, invert
+from inversion.engine import QUIET, InversionResult, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
+from mganprior.core.errors import InputError
 
 GRAM = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])  # eigenvalues 1.5, 1, 0.5
 
@@ -175,7 +175,7 @@ def test_absolute_mode_places_the_code_at_a_signed_distance():
 def test_t_zero_reproduces_the_inversion_exactly(tiny_pggan):
     targets = rendered_targets(tiny_pggan)
     recipe = get_recipe("adam", "inversion").with_overrides(iterations=3, codes=3, layer=4)
-    inversion = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
+    inversion = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], options=QUIET)
     direction = sefa_directions(tiny_pggan, 1)[0]
     result = edit(tiny_pggan, inversion, direction, EditSettings(steps=5, range=2.0),
                   progress=False)
@@ -191,12 +191,12 @@ def test_a_direction_in_another_space_than_the_codes_is_refused():
     generator = make_tiny_stylegan2()
     targets = rendered_targets(generator)
     recipe = get_recipe("adam", "inversion").with_overrides(iterations=2, codes=2, layer="b8")
-    inversion = invert(generator, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
+    inversion = invert(generator, targets, Inversion(), recipe, seeds=[0, 1], options=QUIET)
     w_direction = sefa_directions(generator, 1)[0]
     with pytest.raises(InputError, match=r"lives in w .* but the run's codes live in z"):
         edit(generator, inversion, w_direction, progress=False)
     in_w = invert(generator, targets, Inversion(), recipe.with_overrides(latent_space="w+"),
-                  seeds=[0, 1], progress=False)
+                  seeds=[0, 1], options=QUIET)
     result = edit(generator, in_w, w_direction, EditSettings(steps=3, code_sets="all"),
                   progress=False)  # a W direction moves every layer of W+ codes
     assert result.frames.shape == (2, 1, 3, 3, 16, 16)

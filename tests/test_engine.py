@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import Poisoned, ToyGenerator, rendered_targets
-from inversion.engine import frozen, initial_codes, invert
+from inversion.engine import QUIET, InvertOptions, frozen, initial_codes, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Colorization, Inpainting, Inversion
 
@@ -17,7 +17,7 @@ def adam(**overrides):
 def test_targets_the_generator_made_are_reconstructed_to_high_psnr(tiny_pggan, layer):
     targets = rendered_targets(tiny_pggan)
     result = invert(tiny_pggan, targets, Inversion(), adam(iterations=300, codes=4, layer=layer),
-                    seeds=[1, 2], references=targets, progress=False)
+                    seeds=[1, 2], references=targets, options=QUIET)
     # where the optimisation ends depends on the CPU's rounding: the worst image cleared 35 dB /
     # SSIM 0.99 on an AMD EPYC but reached 35.78 dB / 0.9898 on a Xeon (layer -1)
     assert min(m["psnr"] for m in result.metrics) > 33
@@ -29,7 +29,7 @@ def test_toy_generator_recovers_a_colour_by_gradient_descent():
     toy = ToyGenerator().eval()
     target = torch.tensor([0.3, -0.6, -0.6]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
     recipe = adam(iterations=400, codes=2, layer="feat", lr=0.02)
-    result = invert(toy, target, Inversion(), recipe, seeds=[0], references=target, progress=False)
+    result = invert(toy, target, Inversion(), recipe, seeds=[0], references=target, options=QUIET)
     torch.testing.assert_close(result.reconstructions, target, atol=2e-3, rtol=0)
     assert result.alphas.shape == (1, 2, 2) and result.codes.shape == (1, 2, 2)
 
@@ -38,10 +38,10 @@ def test_toy_generator_recovers_a_colour_by_gradient_descent():
 def test_batched_inversion_equals_one_image_at_a_time(tiny_pggan, optimizer):
     targets = rendered_targets(tiny_pggan, n=3)
     recipe = adam(iterations=25, codes=3, layer=4, optimizer=optimizer, lr=0.05)
-    batched = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[4, 5, 6], progress=False)
+    batched = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[4, 5, 6], options=QUIET)
     for i, seed in enumerate([4, 5, 6]):
         alone = invert(tiny_pggan, targets[i:i + 1], Inversion(), recipe, seeds=[seed],
-                       progress=False)
+                       options=QUIET)
         torch.testing.assert_close(batched.codes[i], alone.codes[0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(batched.alphas[i], alone.alphas[0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(batched.losses[i], alone.losses[0], atol=1e-5, rtol=1e-4)
@@ -52,7 +52,7 @@ def test_single_code_baseline_is_plain_latent_optimisation(tiny_pggan):
     loop on G(z) after the same steps."""
     targets = rendered_targets(tiny_pggan)
     recipe = adam(iterations=25, codes=1, layer=0, lr=0.05)
-    result = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
+    result = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], options=QUIET)
     assert result.layer.name == "z" and result.codes.shape == (2, 1, 8)
     assert result.recipe["alphas"] == "fixed" and torch.equal(result.alphas, torch.ones(2, 1, 8))
 
@@ -69,13 +69,13 @@ def test_single_code_baseline_is_plain_latent_optimisation(tiny_pggan):
 def test_alphas_are_trained_by_default_and_can_be_fixed(tiny_pggan):
     targets = rendered_targets(tiny_pggan)
     trained = invert(tiny_pggan, targets, Inversion(), adam(iterations=3, codes=1, layer=2),
-                     seeds=[0, 1], progress=False)
+                     seeds=[0, 1], options=QUIET)
     channels = tiny_pggan.layer(2).channels
     assert trained.recipe["alphas"] == "train"
     assert not torch.equal(trained.alphas, torch.ones(2, 1, channels))
     fixed = invert(tiny_pggan, targets, Inversion(),
                    adam(iterations=3, codes=3, layer=2, alphas="fixed"), seeds=[0, 1],
-                   progress=False)
+                   options=QUIET)
     assert torch.equal(fixed.alphas, torch.full((2, 3, channels), 1 / 3))
 
 
@@ -83,7 +83,7 @@ def test_a_nan_loss_stops_that_image_only(toy):
     target = torch.tensor([0.5, 0.0, 0.0]).view(1, 3, 1, 1).expand(3, 3, 2, 2)
     result = invert(Poisoned().eval(), target, Inversion(),
                     adam(iterations=300, codes=2, layer="feat", lr=0.05), seeds=[0, 1, 2],
-                    references=target, progress=False)
+                    references=target, options=QUIET)
     assert list(result.failures) == [1]
     assert "loss became nan" in result.failures[1]
     assert result.metrics[1] is None and torch.isnan(result.losses[1])
@@ -95,7 +95,7 @@ def test_generator_weights_modes_and_flags_are_untouched(tiny_dcgan):
     before = {k: v.clone() for k, v in tiny_dcgan.state_dict().items()}
     targets = torch.zeros(1, 3, 16, 16)
     invert(tiny_dcgan, targets, Inversion(), adam(iterations=3, codes=2, layer=1), seeds=[0],
-           progress=False)
+           options=QUIET)
     assert tiny_dcgan.training
     assert all(p.requires_grad for p in tiny_dcgan.parameters())
     for key, value in tiny_dcgan.state_dict().items():
@@ -114,7 +114,7 @@ def test_task_views_enter_the_loss(tiny_pggan):
     colorization = Colorization()
     ctx = colorization.context(16, [0, 1], "cpu")
     colour = invert(tiny_pggan, colorization.observe(targets, ctx), colorization,
-                    adam(iterations=0, codes=2, layer=2), seeds=[0, 1], ctx=ctx, progress=False)
+                    adam(iterations=0, codes=2, layer=2), seeds=[0, 1], ctx=ctx, options=QUIET)
     gray_recon = colorization.view(colour.reconstructions, ctx)
     torch.testing.assert_close(colour.losses, ((gray_recon - colour.observations) ** 2)
                                .mean(dim=(1, 2, 3)), atol=1e-3, rtol=1e-2)
@@ -122,7 +122,7 @@ def test_task_views_enter_the_loss(tiny_pggan):
     ctx = masked.context(16, [0, 1], "cpu")
     observations = masked.observe(targets, ctx)
     result = invert(tiny_pggan, observations, masked, adam(iterations=0, codes=2, layer=2),
-                    seeds=[0, 1], ctx=ctx, progress=False)
+                    seeds=[0, 1], ctx=ctx, options=QUIET)
     # the loss only sees known pixels: it equals the MSE of masked images
     masked_mse = ((result.reconstructions * ctx.mask - observations) ** 2).mean(dim=(1, 2, 3))
     torch.testing.assert_close(result.losses, masked_mse, atol=1e-3, rtol=1e-2)
@@ -132,18 +132,18 @@ def test_bad_observations_are_rejected(tiny_pggan):
     recipe = adam(iterations=1, codes=1)
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         invert(tiny_pggan, torch.full((1, 3, 16, 16), 3.0), Inversion(), recipe, seeds=[0],
-               progress=False)
+               options=QUIET)
     with pytest.raises(ValueError, match="seeds"):
-        invert(tiny_pggan, torch.zeros(2, 3, 16, 16), Inversion(), recipe, seeds=[0],
-               progress=False)
+        invert(tiny_pggan, torch.zeros(2, 3, 16, 16), Inversion(), recipe, seeds=[0], options=QUIET)
 
 
 def test_bf16_autocast_runs_and_stays_close_to_fp32(tiny_pggan):
     targets = rendered_targets(tiny_pggan)
     recipe = adam(iterations=30, codes=3, layer=4)
-    fp32 = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], progress=False)
-    bf16 = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], bf16=True,
-                  progress=False)
+    fp32 = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1],
+                  options=QUIET)
+    bf16 = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1],
+                  options=InvertOptions(bf16=True, progress=False))
     assert bf16.reconstructions.dtype == torch.float32 and not bf16.failures
     assert (bf16.losses - fp32.losses).abs().max() < 0.05 * fp32.losses.max()
 
@@ -154,14 +154,13 @@ def test_converged_images_stop_where_they_would_have_been(tiny_pggan):
     targets = rendered_targets(tiny_pggan, n=3)
     recipe = adam(iterations=400, codes=2, layer=4, lr=0.05, converge_window=20,
                   converge_tolerance=0.05)
-    stopping = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[1, 2, 3],
-                      progress=False)
+    stopping = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[1, 2, 3], options=QUIET)
     assert all(isinstance(s, int) and 0 < s < 400 for s in stopping.stopped)
     for i, stop in enumerate(stopping.stopped):
         plain = invert(tiny_pggan, targets[i:i + 1], Inversion(),
                        recipe.with_overrides(iterations=stop, converge_window=0), seeds=[i + 1],
-                       progress=False)
+                       options=QUIET)
         torch.testing.assert_close(stopping.codes[i], plain.codes[0], atol=1e-5, rtol=1e-5)
     without = invert(tiny_pggan, targets, Inversion(), adam(iterations=5, codes=2, layer=4),
-                     seeds=[1, 2, 3], progress=False)
+                     seeds=[1, 2, 3], options=QUIET)
     assert without.stopped == [None, None, None]

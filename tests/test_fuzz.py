@@ -23,7 +23,6 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from core.errors import InputError
 from helpers import (
     copy_with_json,
     make_tiny_pggan,
@@ -31,6 +30,7 @@ from helpers import (
     make_tiny_stylegan2,
     nvidia_pickle,
 )
+from mganprior.core.errors import InputError
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -170,8 +170,8 @@ CONFIG_FIELDS = ("family", "resolution", "z_dim", "w_dim", "channels", "mapping_
 def test_our_safetensors_configs(tmp_path, ours, fields):
     import shutil
 
-    from core.weights import config_path
     from inversion.generators.formats import load_generator_file
+    from mganprior.core.weights import config_path
 
     path = tmp_path / "g.safetensors"
     shutil.copy(ours, path)
@@ -348,7 +348,7 @@ def test_csail_checkpoints(tmp_path, csail_pair, data):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     from helpers import rendered_targets
-    from inversion.engine import invert
+    from inversion.engine import QUIET, invert
     from inversion.recipes import get_recipe
     from inversion.rundir import ImageRecord, RunDirectory
     from inversion.tasks import Inversion
@@ -356,7 +356,7 @@ def finished_run(tmp_path_factory):
     generator = make_tiny_pggan()
     result = invert(generator, rendered_targets(generator), Inversion(),
                     get_recipe("adam", "inversion").with_overrides(iterations=2, codes=2),
-                    seeds=[0, 1], names=["a", "b"], progress=False)
+                    seeds=[0, 1], names=["a", "b"], options=QUIET)
     run = RunDirectory.open(tmp_path_factory.mktemp("run") / "run",
                             {"recipe": result.recipe, "task": result.task})
     run.write_batch(result, [ImageRecord(name, [], None, None) for name in ("a", "b")])

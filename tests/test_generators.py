@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from core.errors import InputError
 from helpers import make_tiny_stylegan2
 from inversion.generators import PGGANGenerator
 from inversion.generators.base import capture_outputs
+from mganprior.core.errors import InputError
 
 
 def test_pggan_256_listing_follows_official_numbering():

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import InputError
 from inversion.generators import Cut, HookedGenerator
+from mganprior.core.errors import InputError
 
 
 class Custom(nn.Module):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import InputError
 from helpers import write_png
 from inversion.images import expand_image_paths, load_image, load_images, unique_names
+from mganprior.core.errors import InputError
 
 
 def rgb(size=(8, 8), value=(200, 100, 50)):

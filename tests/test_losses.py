@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import InputError
 from helpers import inversion_of
 from inversion.losses import VGG_FILE, VGGPerceptual, load_perceptual, reconstruction_loss
+from mganprior.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

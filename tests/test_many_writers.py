@@ -16,8 +16,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.claims import Claims
-from core.errors import InputError
 from helpers import REPO, make_tiny_pggan, write_png
 from inversion.generators.saving import save_generator
 from inversion.images import load_images
@@ -26,6 +24,9 @@ from inversion.rundir import RunDirectory
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
 from mganprior.cli import main
+from mganprior.core.claims import Claims
+from mganprior.core.errors import InputError
+from mganprior.core.sharding import Shard
 
 WORKER = textwrap.dedent("""
     import json, sys, time
@@ -96,7 +97,7 @@ def test_two_uncoordinated_processes_split_one_run(tmp_path, six_pngs):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from core.claims import Claims
+    from mganprior.core.claims import Claims
     assert Claims(sys.argv[1]).try_claim(sys.argv[2])
     print("held", flush=True)
     time.sleep(120)
@@ -240,6 +241,8 @@ def test_torchrun_ranks_fill_one_run_as_one_process_would(tmp_path, tiny_checkpo
     for record in two.records():
         assert record["psnr"] == pytest.approx(psnr[record["image"]], abs=0.01)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["images"] == 6
+    # torchrun's OMP_NUM_THREADS=1 is replaced by each rank's share of the cores
+    assert two.config()["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def test_shards_of_a_study_and_of_an_attribution_add_up_to_the_whole(tmp_path, tiny_checkpoint,
@@ -276,3 +279,30 @@ def test_shards_of_a_study_and_of_an_attribution_add_up_to_the_whole(tmp_path, t
     assert (tmp_path / "a1" / "classes.csv").read_text() == \
         (tmp_path / "a2" / "classes.csv").read_text()
     assert not (run / ".attribution-shards").exists()
+
+
+@pytest.mark.parametrize(("environ", "shard", "flags", "expected"), [
+    ({}, Shard(0, 1), (None, None), None),  # one process: torch's default
+    ({}, Shard(0, 2, "flag"), (2, None), 8),  # --shard 0/2 --local-processes 2
+    ({}, Shard(0, 2, "flag"), (None, None), None),  # --shard alone: other machines
+    ({"LOCAL_WORLD_SIZE": "4", "OMP_NUM_THREADS": "1"}, Shard(1, 4, "torchrun"), (None, None),
+     4),  # torchrun's OMP_NUM_THREADS=1 is its default, not the user's
+    ({"LOCAL_WORLD_SIZE": "4", "OMP_NUM_THREADS": "3"}, Shard(1, 4, "torchrun"), (None, None),
+     None),  # a user's value is kept
+    ({"SLURM_NTASKS_PER_NODE": "3(x2)"}, Shard(0, 6, "slurm"), (None, None), 5),
+    ({"LOCAL_WORLD_SIZE": "32"}, Shard(0, 32, "torchrun"), (None, None), 1),  # at least one
+    ({"LOCAL_WORLD_SIZE": "4"}, Shard(0, 4, "torchrun"), (None, 6), 6),  # --threads wins
+])
+def test_local_processes_share_the_cores(environ, shard, flags, expected):
+    from mganprior.core.sharding import thread_share
+
+    assert thread_share(shard, *flags, environ=environ, cores=16) == expected
+
+
+def test_a_bad_thread_setting_is_one_line_naming_it():
+    from mganprior.core.sharding import thread_share
+
+    with pytest.raises(InputError, match="threads must be at least 1"):
+        thread_share(Shard(0, 1), None, 0, environ={}, cores=4)
+    with pytest.raises(InputError, match="local_processes must be at least 1"):
+        thread_share(Shard(0, 2, "flag"), 0, None, environ={}, cores=4)

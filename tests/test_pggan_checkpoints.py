@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.errors import InputError
 from inversion.generators import PGGANGenerator, load_generator_file, save_generator
+from mganprior.core.errors import InputError
 
 Z, WIDTHS = 8, [16, 12, 8]  # 16 px
 SQRT2 = math.sqrt(2)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import InputError
 from helpers import SHARED, make_tiny_pggan, make_tiny_stylegan2, needs_shared, sample_pngs
+from inversion.engine import QUIET
 from inversion.losses import LPIPSDistance, load_lpips, noise_regularization, normalize_noise_
 from inversion.recipes import get_recipe
+from mganprior.core.errors import InputError
 
 FIXTURE = SHARED / "fixtures" / "stylegan2" / "stylegan2-tiny32.pkl"
 needs_fixture = needs_shared("stylegan2", "the reference StyleGAN2 checkpoints")
@@ -103,18 +104,18 @@ def test_lpips_without_its_backbone_is_a_note_naming_the_file(tmp_path, monkeypa
 
 # -- where the projector runs and where it does not --------------------------------------------
 def test_the_projector_on_a_generator_without_w_is_refused_naming_the_recipes_that_fit():
-    from inversion.engine import invert
+    from inversion.engine import QUIET, invert
     from inversion.tasks import Inversion
 
     generator = make_tiny_pggan()
     recipe = get_recipe("projector", "inversion").with_overrides(iterations=2)
     observations = generator.sample(1)
     with pytest.raises(InputError, match="no W space; recipes that fit: official, adam"):
-        invert(generator, observations, Inversion(), recipe, seeds=[0], progress=False)
+        invert(generator, observations, Inversion(), recipe, seeds=[0], options=QUIET)
     with pytest.raises(InputError, match="optimize_noise: a pggan generator has no"):
         invert(generator, observations, Inversion(),
                get_recipe("adam", "inversion").with_overrides(optimize_noise=True),
-               seeds=[0], progress=False)
+               seeds=[0], options=QUIET)
 
 
 def test_w_statistics_are_nvidias_estimate_and_cached_beside_the_run(tmp_path):
@@ -148,7 +149,7 @@ def test_multi_code_runs_can_optimise_noise_maps_and_the_record_says_so(tmp_path
     target = generator.sample(2, seed=9)
     recipe = get_recipe("adam", "inversion").with_overrides(
         iterations=6, codes=3, layer="b8", optimize_noise=True)
-    result = invert(generator, target, Inversion(), recipe, seeds=[1, 2], progress=False)
+    result = invert(generator, target, Inversion(), recipe, seeds=[1, 2], options=QUIET)
     assert result.carry["noise"] == "latent" and result.recipe["optimize_noise"] is True
     layer = generator.layer("b8")
     noise = result.extras["noise"]
@@ -163,7 +164,7 @@ def test_multi_code_runs_can_optimise_noise_maps_and_the_record_says_so(tmp_path
     torch.testing.assert_close(again, result.reconstructions, atol=1e-5, rtol=0)
     assert (stored - result.reconstructions).abs().max() > 1e-3  # the maps matter
     plain = invert(generator, target, Inversion(), recipe.with_overrides(optimize_noise=False),
-                   seeds=[1, 2], progress=False)
+                   seeds=[1, 2], options=QUIET)
     assert plain.carry["noise"] == "drop" and "noise" not in plain.extras
 
 
@@ -223,7 +224,7 @@ def test_multi_code_against_the_projector_at_equal_iterations_on_the_fixture():
     rows = {}
     for name, recipe in methods.items():
         result = invert(generator, target, Inversion(), recipe.with_overrides(iterations=40),
-                        seeds=[3, 4], references=target, progress=False)
+                        seeds=[3, 4], references=target, options=QUIET)
         psnr = float(np.mean([m["psnr"] for m in result.metrics]))
         rows[name] = (psnr, result.seconds)
         assert result.trace[-1].mean() < result.trace[0].mean(), name

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from core.errors import InputError
 from helpers import make_tiny_stylegan2, nvidia_pickle
 from inversion.generators.formats import load_generator_file
+from mganprior.core.errors import InputError
 
 HUGE = torch.zeros(1).expand(10 ** 5, 10 ** 5)  # 40 GB declared over 4 bytes
 
@@ -212,7 +212,7 @@ def test_an_edit_that_would_not_fit_in_memory_is_refused_up_front():
      r"SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT give shard 9 of 4"),
 ])
 def test_the_sharding_environment_is_named_when_it_is_wrong(environ, message):
-    from core.sharding import current_shard
+    from mganprior.core.sharding import current_shard
 
     with pytest.raises(InputError, match=message) as caught:
         current_shard(None, environ)
@@ -226,7 +226,8 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_waits_for_debug(capsy
     def broken(args):
         raise ZeroDivisionError("division by zero\nsecond line")
 
-    monkeypatch.setitem(cli.HANDLERS, "zoo", broken)
+    monkeypatch.setitem(cli.COMMANDS, "zoo", cli.COMMANDS["zoo"].__class__(
+        "zoo", cli.COMMANDS["zoo"].add_arguments, broken))
     assert cli.main(["zoo"]) == 3
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "internal error (a bug" in error
@@ -247,11 +248,11 @@ def test_wording_names_the_flag_users_type(capsys, tmp_path, tiny_pggan):
 
 def test_scenes_are_written_one_at_a_time(tmp_path, monkeypatch, capsys):
     """A huge count streams: the first scene is on disk before the second is rendered."""
-    import scenes.datasets
     from mganprior.cli import main
+    from mganprior.scenes import datasets as scene_datasets
 
     rendered = []
-    real = scenes.datasets.render
+    real = scene_datasets.render
 
     def watched(domain, seed, size=64):
         if rendered:  # every earlier scene is already written
@@ -261,7 +262,7 @@ def test_scenes_are_written_one_at_a_time(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt  # stop a count of a billion after three
         return real(domain, seed, size=size)
 
-    monkeypatch.setattr(scenes.datasets, "render", watched)
+    monkeypatch.setattr(scene_datasets, "render", watched)
     assert main(["scenes", "--domain", "bedroom", "--count", "1000000000", "--size", "32",
                  "--out", str(tmp_path / "out"), "--quiet"]) == 130
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [

@@ -11,8 +11,8 @@ import torch
 
 from analysis.directions import sefa_directions, train_boundary
 from analysis.editing import EditSettings, moved_codes
-from core.errors import InputError
 from helpers import SHARED, make_tiny_pggan, make_tiny_stylegan2
+from mganprior.core.errors import InputError
 
 STYLEGAN2_FIXTURE = SHARED / "fixtures" / "stylegan2" / "stylegan2-tiny32.pkl"
 

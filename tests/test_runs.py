@@ -8,13 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 import inversion.runs as runs
-from core.errors import InputError
 from helpers import Poisoned, write_png
 from inversion.images import load_images
 from inversion.recipes import get_recipe
 from inversion.rundir import RunDirectory
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Colorization, Inversion, SuperResolution
+from mganprior.core.errors import InputError
 
 INFO = {"name": "tiny", "sha256": "0" * 64}
 

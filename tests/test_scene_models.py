@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import mganprior.zoo as zoo
-from core.errors import InputError
-from core.pixels import from_uint8
-from scenes.datasets import HELD_OUT_SEED, rendered_dataset
-from scenes.publish import GENERATOR_NAMES
+from mganprior.core.errors import InputError
+from mganprior.core.pixels import from_uint8
+from mganprior.scenes.datasets import HELD_OUT_SEED, rendered_dataset
+from mganprior.scenes.publish import GENERATOR_NAMES
 from segmentation.metrics import confusion_matrix, iou_report
 from segmentation.vocabularies import SCENE_WORLD
 

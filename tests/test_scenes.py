@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import InputError
-from scenes.datasets import HELD_OUT_SEED, render_many, rendered_dataset
-from scenes.render import DOMAINS, LABEL, Camera, Canvas, Face, box, render
+from mganprior.core.errors import InputError
+from mganprior.scenes.datasets import HELD_OUT_SEED, render_many, rendered_dataset
+from mganprior.scenes.render import DOMAINS, LABEL, Camera, Canvas, Face, box, render
 from segmentation.vocabularies import SCENE_WORLD
 
 CORE = {"bedroom": ("wall", "floor", "bed"), "conference_room": ("wall", "floor", "table",
@@ -121,7 +121,7 @@ def test_publish_copies_generators_and_the_segmenter(tmp_path, tiny_pggan):
     import json
 
     from inversion.generators import load_generator_file, save_generator
-    from scenes.publish import GENERATOR_NAMES, publish
+    from mganprior.scenes.publish import GENERATOR_NAMES, publish
 
     source = tmp_path / "trained"
     for domain in GENERATOR_NAMES:
@@ -144,7 +144,7 @@ def test_publish_copies_generators_and_the_segmenter(tmp_path, tiny_pggan):
 
 
 def test_nearest_neighbour_known_answer():
-    from scenes.evaluate import nearest
+    from mganprior.scenes.evaluate import nearest
 
     bank = np.zeros((3, 2, 2, 3), dtype=np.uint8)
     bank[1] += 10

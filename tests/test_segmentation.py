@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 from segmentation.metrics import (
     class_fractions,
     confusion_matrix,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 from segmentation.formats import load_segmenter_dir
 
 pytest.importorskip("mit_semseg", reason="the csail extra (mit-semseg) is not installed")
@@ -121,8 +121,8 @@ def csail_evaluation(folder: Path, pngs: list[Path], sizes, max_size: int,
 
 
 def test_multiscale_maps_equal_the_csail_evaluation(csail_random, tmp_path):
-    from core.pixels import from_uint8
     from helpers import write_png
+    from mganprior.core.pixels import from_uint8
 
     rng = np.random.default_rng(0)
     for height, width in ((40, 52), (64, 64)):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import InputError
 from helpers import tiny_hf_folder
+from mganprior.core.errors import InputError
 from segmentation.formats import load_segmenter_dir
 from segmentation.vocabularies import ADE20K_150
 
@@ -52,7 +52,7 @@ def pipeline_maps(folder: Path, pixels: np.ndarray) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["segformer", "upernet", "mask2former", "oneformer"])
 def test_label_maps_equal_the_transformers_pipeline(kind, tmp_path):
-    from core.pixels import from_uint8
+    from mganprior.core.pixels import from_uint8
 
     rng = np.random.default_rng(0)
     for side in (48, 64):  # two processor sizes

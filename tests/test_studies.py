@@ -19,10 +19,10 @@ from analysis.studies import (
     study_cost,
     tidy_rows,
 )
-from core.errors import InputError
 from helpers import make_tiny_pggan, make_tiny_stylegan2
 from inversion.generators import PGGANGenerator, save_generator
 from mganprior.cli import main
+from mganprior.core.errors import InputError
 from mganprior.studies import StudySpec, run_study
 
 
@@ -184,7 +184,7 @@ def test_cost_cap_dry_run_and_changed_settings(tmp_path, checkpoint, face_pngs):
     assert planned.summary == {"dry_run": True, "pending": 6}
     assert "6 cells x 3 images (54 image-iterations)" in logged[0]
     assert not out.exists()
-    with pytest.raises(InputError, match=r"still needs 54 image-iterations.*above --max-cost 50"):
+    with pytest.raises(InputError, match=r"still needs 54 image-iterations.*above max_cost 50"):
         run_study(spec_for(checkpoint), [face_pngs], out, max_cost=50, progress=False,
                   log=lambda _: None)
     run_study(spec_for(checkpoint, tasks=["inversion"]), [face_pngs], out, progress=False,
@@ -267,8 +267,8 @@ def test_real_dcgan_reconstructs_better_from_shallow_to_deep_layers(tmp_path):
     main.5 (8x8) and main.8 (16x16). The deepest layer, main.11 (32x32, one transposed conv from
     the pixels), falls back below main.8; docs/studies.md shows why."""
     from inversion.images import save_png
-    from scenes.datasets import HELD_OUT_SEED
-    from scenes.render import render
+    from mganprior.scenes.datasets import HELD_OUT_SEED
+    from mganprior.scenes.render import render
 
     folder = tmp_path / "bedrooms"
     folder.mkdir()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.errors import InputError
 from helpers import (
     SHARED,
     GeneratorContract,
@@ -20,6 +19,7 @@ from inversion.composition import render
 from inversion.generators.formats import load_generator_file, sniff_format
 from inversion.generators.saving import save_generator
 from inversion.generators.stylegan1_files import from_genforce
+from mganprior.core.errors import InputError
 
 FIXTURE = SHARED / "fixtures" / "stylegan1"
 needs_fixture = needs_shared("stylegan1", "the reference StyleGAN checkpoint and its outputs")

@@ -8,7 +8,6 @@ import pickle
 import pytest
 import torch
 
-from core.errors import InputError
 from helpers import (
     SHARED,
     GeneratorContract,
@@ -21,6 +20,7 @@ from helpers import (
 from inversion.composition import code_cuts, fuse, render
 from inversion.generators.formats import load_generator_file, sniff_format
 from inversion.generators.saving import save_generator
+from mganprior.core.errors import InputError
 
 FIXTURES = SHARED / "fixtures" / "stylegan2"
 needs_fixtures = needs_shared("stylegan2", "the reference StyleGAN2 checkpoints")

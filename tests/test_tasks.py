@@ -5,8 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-from core.errors import InputError
-from core.pixels import from_uint8, to_uint8
 from helpers import write_png
 from inversion.tasks import (
     Colorization,
@@ -17,6 +15,8 @@ from inversion.tasks import (
     gray,
     make_task,
 )
+from mganprior.core.errors import InputError
+from mganprior.core.pixels import from_uint8, to_uint8
 
 
 def ctx_for(task, resolution=8, seeds=(1, 2)):

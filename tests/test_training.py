@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import InputError
-from core.pixels import from_uint8
 from inversion.generators import load_generator_file
-from training.gan import GANTrainConfig, ImageBank, PGGANDiscriminator, train_gan
+from mganprior.core.errors import InputError
+from mganprior.core.pixels import from_uint8
+from mganprior.training.gan import GANTrainConfig, ImageBank, PGGANDiscriminator, train_gan
 
 CPU = torch.device("cpu")
 
@@ -172,8 +172,8 @@ def stripes(count: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
 
 @pytest.fixture(scope="module")
 def trained_segmenter(tmp_path_factory):
+    from mganprior.training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
     from segmentation.vocabularies import Vocabulary
-    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     out = tmp_path_factory.mktemp("segmenter")
     vocabulary = Vocabulary("two", ("left", "right"), ((0, 0, 255), (255, 128, 0)))
@@ -209,7 +209,7 @@ def test_saved_segmenter_loads_with_smp_and_predicts_the_same(trained_segmenter)
 
 
 def test_segmenter_resume_refuses_other_settings(trained_segmenter):
-    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
+    from mganprior.training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     result, vocabulary, *_ = trained_segmenter
     images, labels = stripes(8)
@@ -221,8 +221,8 @@ def test_segmenter_resume_refuses_other_settings(trained_segmenter):
 
 
 def test_labels_beyond_the_vocabulary_are_refused(tmp_path):
+    from mganprior.training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
     from segmentation.vocabularies import Vocabulary
-    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     images, labels = stripes(4)
     labels[0, 0, 0] = 5
@@ -234,7 +234,7 @@ def test_labels_beyond_the_vocabulary_are_refused(tmp_path):
 
 
 def test_fine_tuning_starts_from_the_saved_model(trained_segmenter, tmp_path):
-    from training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
+    from mganprior.training.segmenter import LabelledBank, SegmenterTrainConfig, train_segmenter
 
     result, vocabulary, held_images, held_labels = trained_segmenter
     images, labels = stripes(16, seed=2)
@@ -259,7 +259,7 @@ def test_fine_tuning_starts_from_the_saved_model(trained_segmenter, tmp_path):
 
 
 def tiny_stylegan2_config(**overrides):
-    from training.stylegan2 import StyleGAN2TrainConfig
+    from mganprior.training.stylegan2 import StyleGAN2TrainConfig
 
     settings = {"resolution": 8, "z_dim": 8, "w_dim": 8, "mapping_layers": 2,
                 "channels": [16, 8], "iterations": 30, "batch": 8, "lr": 0.01,
@@ -298,7 +298,7 @@ def test_interrupted_stylegan2_training_resumes_to_the_same_weights(tmp_path):
 
 
 def test_training_records_give_their_config_back():
-    from training.gan import GANTrainConfig, train_config_from_dict
+    from mganprior.training.gan import GANTrainConfig, train_config_from_dict
 
     for config in (GANTrainConfig(resolution=16, channels=[8, 8, 8]), tiny_stylegan2_config()):
         assert train_config_from_dict(config.to_dict()) == config

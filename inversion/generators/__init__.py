@@ -24,7 +24,7 @@ _EXPORTS = {
     "FORMATS": "inversion.generators.formats",
     "load_generator_file": "inversion.generators.formats",
     "save_generator": "inversion.generators.saving",
-    "file_sha256": "core.weights",
+    "file_sha256": "mganprior.core.weights",
 }
 
 __all__ = sorted(_EXPORTS)

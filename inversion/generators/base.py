@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 # How a carried tensor may be fused across the N codes of an image (``inversion.composition``).
 CARRY_RULES: dict[str, str] = {

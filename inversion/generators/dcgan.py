@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InputError
-from core.weights import build_checked, check_backed
 from inversion.generators.base import StagedGenerator
+from mganprior.core.errors import InputError
+from mganprior.core.weights import build_checked, check_backed
 
 
 class FoldedBlock(nn.Module):

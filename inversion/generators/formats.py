@@ -16,8 +16,15 @@ from typing import Any
 
 import torch
 
-from core.errors import InputError
-from core.weights import (
+from inversion.generators.base import LayeredGenerator
+from inversion.generators.dcgan import DCGANGenerator
+from inversion.generators.pggan import PGGANGenerator, detect_layout
+from inversion.generators.stylegan1 import StyleGAN1Generator
+from inversion.generators.stylegan1_files import from_genforce, is_genforce_stylegan
+from inversion.generators.stylegan2 import StyleGAN2Generator
+from inversion.generators.stylegan2_files import from_rosinality, is_rosinality, read_nvidia_pickle
+from mganprior.core.errors import InputError
+from mganprior.core.weights import (
     check_shapes,
     load_strict,
     module_shapes,
@@ -26,13 +33,6 @@ from core.weights import (
     read_weights_config,
     safetensors_shapes,
 )
-from inversion.generators.base import LayeredGenerator
-from inversion.generators.dcgan import DCGANGenerator
-from inversion.generators.pggan import PGGANGenerator, detect_layout
-from inversion.generators.stylegan1 import StyleGAN1Generator
-from inversion.generators.stylegan1_files import from_genforce, is_genforce_stylegan
-from inversion.generators.stylegan2 import StyleGAN2Generator
-from inversion.generators.stylegan2_files import from_rosinality, is_rosinality, read_nvidia_pickle
 
 # Families that can be rebuilt from ``config()`` + weights (``"family"`` in the config).
 FAMILIES: dict[str, type[LayeredGenerator]] = {"pggan": PGGANGenerator, "dcgan": DCGANGenerator,

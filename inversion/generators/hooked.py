@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.errors import InputError
 from inversion.generators.base import (
     Cut,
     Layer,
@@ -26,6 +25,7 @@ from inversion.generators.base import (
     evaluating,
     no_carry,
 )
+from mganprior.core.errors import InputError
 
 
 class _StopForward(Exception):

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InputError
-from core.weights import build_checked, check_backed, check_state_dict
 from inversion.generators.base import StagedGenerator
+from mganprior.core.errors import InputError
+from mganprior.core.weights import build_checked, check_backed, check_state_dict
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

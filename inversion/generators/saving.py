@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from core.errors import InputError
-from core.weights import save_weights
 from inversion.generators.base import LayeredGenerator
+from mganprior.core.errors import InputError
+from mganprior.core.weights import save_weights
 
 
 def save_generator(generator: LayeredGenerator, path: str | Path,

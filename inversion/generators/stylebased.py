@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.errors import InputError
 from inversion.generators.base import CarrySpec, Cut, Layer, LayeredGenerator
+from mganprior.core.errors import InputError
 
 LATENT_SPACES = ("z", "w", "w+")
 STYLES = CarrySpec("styles", ("latent", "mean", "alpha"), "latent",

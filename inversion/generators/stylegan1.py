@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InputError
 from inversion.generators.base import CarrySpec, Cut, Layer
 from inversion.generators.stylebased import STYLES, StyleBasedGenerator, check_truncation
+from mganprior.core.errors import InputError
 
 SQRT2 = math.sqrt(2.0)
 MAX_RESOLUTION = 4096

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from core.errors import InputError
-from core.weights import build_checked, check_backed
 from inversion.generators.stylegan1 import MAX_RESOLUTION, StyleGAN1Generator
+from mganprior.core.errors import InputError
+from mganprior.core.weights import build_checked, check_backed
 
 MAX_WIDTH = 8192  # channels or latent sizes beyond this are no StyleGAN
 MAX_MAPPING_LAYERS = 64

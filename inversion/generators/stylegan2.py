@@ -44,13 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InputError
 from inversion.generators.base import CarrySpec, Cut, Layer
 from inversion.generators.stylebased import STYLES, StyleBasedGenerator, check_truncation
+from mganprior.core.errors import InputError
 
 SQRT2 = math.sqrt(2.0)
 NOISE = CarrySpec("noise", ("drop", "latent"), "drop",
-                  "the noise maps after the cut; drop keeps the stored ones (--optimize-noise)")
+                  "the noise maps after the cut; drop keeps the stored ones (optimize_noise)")
 NOISE_SEED = 0x6E6F697365  # mixed into an image's seed for its noise maps, apart from its codes
 FIR = (1.0, 3.0, 3.0, 1.0)
 

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import InputError
-from core.weights import build_checked, check_backed, shorten
 from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
+from mganprior.core.errors import InputError
+from mganprior.core.weights import build_checked, check_backed, shorten
 
 W_AVG_SAMPLES = 10_000
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 from segmentation.vocabularies import SCENE_WORLD
 
 LABEL = {name: k for k, name in enumerate(SCENE_WORLD.names)}

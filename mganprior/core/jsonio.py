@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError
-from core.files import atomic_write_bytes
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_write_bytes
 
 
 def json_safe(value: Any) -> Any:

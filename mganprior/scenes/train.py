@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scenes.datasets import HELD_OUT_SEED, rendered_dataset
-from scenes.render import DOMAINS, get_domain
-from segmentation.vocabularies import SCENE_WORLD
-from training.gan import GANTrainConfig, GANTrainResult, ImageBank, train_gan
-from training.loop import DEFAULT_CHECKPOINT_EVERY, check_checkpoint_every
-from training.segmenter import (
+from mganprior.scenes.datasets import HELD_OUT_SEED, rendered_dataset
+from mganprior.scenes.render import DOMAINS, get_domain
+from mganprior.training.gan import GANTrainConfig, GANTrainResult, ImageBank, train_gan
+from mganprior.training.loop import DEFAULT_CHECKPOINT_EVERY, check_checkpoint_every
+from mganprior.training.segmenter import (
     LabelledBank,
     SegmenterTrainConfig,
     SegmenterTrainResult,
     train_segmenter,
 )
+from segmentation.vocabularies import SCENE_WORLD
 
 
 def train_scene_generator(domain: str, out_dir: str | Path, config: GANTrainConfig, *,

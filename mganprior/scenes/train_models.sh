@@ -4,8 +4,8 @@
 # the committed weights (docs/models.md): on 2 CPU cores the generators took 86 min and the
 # segmenter's three stages 75 min, all at once. On a GPU pass DEVICE=cuda (and larger settings).
 #
-#   scenes/train_models.sh [OUT]            # default OUT: runs/scene-models
-#   python -m scenes.publish OUT            # copy the weights into scenes/weights/
+#   mganprior/scenes/train_models.sh [OUT]            # default OUT: runs/scene-models
+#   python -m mganprior.scenes.publish OUT            # copy the weights into mganprior/scenes/weights/
 #
 # Every command resumes from its last checkpoint when rerun with the same OUT; a generator rerun
 # with a larger GAN_ITERATIONS continues training.

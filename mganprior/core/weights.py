@@ -20,8 +20,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from core.errors import InputError
-from core.files import atomic_path, atomic_write_bytes
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_path, atomic_write_bytes
 
 M = TypeVar("M", bound=nn.Module)
 

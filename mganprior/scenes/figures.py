@@ -53,7 +53,7 @@ def image_rows_figure(rows: list[tuple[str, list[np.ndarray]]], *,
 
 def scene_world_figure(seeds: range = range(10), size: int = 64) -> Figure:
     """Renders and their exact label maps, two rows per domain."""
-    from scenes.render import DOMAINS, render
+    from mganprior.scenes.render import DOMAINS, render
     from segmentation.vocabularies import SCENE_WORLD
 
     rows: list[tuple[str, list[np.ndarray]]] = []
@@ -66,15 +66,15 @@ def scene_world_figure(seeds: range = range(10), size: int = 64) -> Figure:
 
 
 def main() -> None:
-    """Write the figures of docs/scenes.md: ``python -m scenes.figures [DOCS_DIR]``."""
+    """Write the figures of docs/scenes.md: ``python -m mganprior.scenes.figures [DOCS_DIR]``."""
     import sys
     from pathlib import Path
 
     from PIL import Image
 
-    from scenes.datasets import render_many
-    from scenes.render import DOMAINS
-    from training.gan import image_grid
+    from mganprior.scenes.datasets import render_many
+    from mganprior.scenes.render import DOMAINS
+    from mganprior.training.gan import image_grid
 
     docs = Path(sys.argv[1] if len(sys.argv) > 1 else "docs") / "images"
     docs.mkdir(parents=True, exist_ok=True)

@@ -33,15 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InputError, field_error
-from core.jsonio import write_json
-from core.pixels import from_uint8, to_uint8
-from core.resume import check_resume
 from inversion.generators import PGGANGenerator, save_generator
 from inversion.generators.base import LayeredGenerator
 from inversion.generators.pggan import EqualizedConv2d
 from inversion.images import save_png
-from training.loop import (
+from mganprior.core.errors import InputError, field_error
+from mganprior.core.jsonio import write_json
+from mganprior.core.pixels import from_uint8, to_uint8
+from mganprior.core.resume import check_resume
+from mganprior.training.loop import (
     DEFAULT_CHECKPOINT_EVERY,
     LoopState,
     check_checkpoint_every,
@@ -142,7 +142,7 @@ def train_config_class(architecture: str) -> type:
     if architecture == "pggan":
         return GANTrainConfig
     if architecture == "stylegan2":
-        from training.stylegan2 import StyleGAN2TrainConfig
+        from mganprior.training.stylegan2 import StyleGAN2TrainConfig
 
         return StyleGAN2TrainConfig
     raise InputError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}",

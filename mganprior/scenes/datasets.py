@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from core.errors import InputError
-from core.files import atomic_path
-from scenes.render import get_domain, render
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_path
+from mganprior.scenes.render import get_domain, render
 
 HELD_OUT_SEED = 1_000_000
 

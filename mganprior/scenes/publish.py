@@ -1,10 +1,11 @@
-"""Copy trained scene-world models from a training folder into ``scenes/weights/``.
+"""Copy trained scene-world models from a training folder into ``mganprior/scenes/weights/``.
 
-    python -m scenes.publish runs/scene-models                      # the PGGANs and the segmenter
-    python -m scenes.publish --generator runs/sg2-bedroom bedroom-stylegan2-64   # one generator
+    python -m mganprior.scenes.publish runs/scene-models   # the PGGANs and the segmenter
+    python -m mganprior.scenes.publish --generator runs/sg2-bedroom bedroom-stylegan2-64
 
-Generators become ``scenes/weights/{name}.safetensors`` (+ ``.json`` with a ``training`` record);
-the segmenter's ``save_pretrained`` folder becomes ``scenes/weights/scenes-segmenter64/``.
+Generators become ``mganprior/scenes/weights/{name}.safetensors`` (+ ``.json`` with a
+``training`` record); the segmenter's ``save_pretrained`` folder becomes
+``mganprior/scenes/weights/scenes-segmenter64/``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import json
 import shutil
 from pathlib import Path
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 GENERATOR_NAMES = {"bedroom": "bedroom-pggan64", "conference_room": "conference-pggan64",
                    "church_outdoor": "church-pggan64"}
 SEGMENTER_NAME = "scenes-segmenter64"
-SEGMENTER_RUN = "segmenter-finetune2"  # the last stage of scenes/train_models.sh
+SEGMENTER_RUN = "segmenter-finetune2"  # the last stage of mganprior/scenes/train_models.sh
 
 
 STYLEGAN2_NAMES = {"bedroom": "bedroom-stylegan2-64"}
@@ -36,7 +37,7 @@ def publish_generator(folder: Path, name: str, target: Path = WEIGHTS) -> list[P
                          f"{', '.join(GENERATOR_DOMAINS)}")
     weights = folder / "generator.safetensors"
     if not weights.is_file():
-        raise InputError(f"{weights} is missing; train it first (scenes/train_models.sh)")
+        raise InputError(f"{weights} is missing; train it first (mganprior/scenes/train_models.sh)")
     config = json.loads((folder / "generator.json").read_text())
     state = folder / "training.json"
     if state.is_file():
@@ -52,7 +53,8 @@ def publish_generator(folder: Path, name: str, target: Path = WEIGHTS) -> list[P
 
 def publish(source: Path, target: Path = WEIGHTS, segmenter_run: str = SEGMENTER_RUN,
             ) -> list[Path]:
-    """The three PGGANs (``source/DOMAIN``) and the segmenter of ``scenes/train_models.sh``."""
+    """The three PGGANs (``source/DOMAIN``) and the segmenter of
+    ``mganprior/scenes/train_models.sh``."""
     written = []
     for domain, name in GENERATOR_NAMES.items():
         written += publish_generator(source / domain, name, target)
@@ -69,7 +71,7 @@ def publish(source: Path, target: Path = WEIGHTS, segmenter_run: str = SEGMENTER
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, nargs="?",
-                        help="the OUT folder of scenes/train_models.sh")
+                        help="the OUT folder of mganprior/scenes/train_models.sh")
     parser.add_argument("--segmenter-run", default=SEGMENTER_RUN,
                         help=f"which segmenter stage to publish (default {SEGMENTER_RUN})")
     parser.add_argument("--generator", nargs=2, metavar=("FOLDER", "NAME"),

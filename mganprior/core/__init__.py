@@ -2,5 +2,5 @@
 weights files with strict checks, the resume rule and per-item claims.
 
 Nothing here imports the inversion engine, a segmenter or a report, and this ``__init__`` imports
-nothing at all, so ``import core.errors`` costs microseconds.
+nothing at all, so ``import mganprior.core.errors`` costs microseconds.
 """

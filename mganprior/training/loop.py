@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from core.errors import InputError
-from core.files import atomic_path
-from core.weights import read_torch_checkpoint
+from mganprior.core.errors import InputError
+from mganprior.core.files import atomic_path
+from mganprior.core.weights import read_torch_checkpoint
 
 
 @dataclass

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 T = TypeVar("T")
 
@@ -118,6 +118,47 @@ def current_shard(flag: str | None = None, environ: Mapping[str, str] | None = N
                            "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and "
                            "SLURM_ARRAY_TASK_COUNT")
     return Shard(0, 1)
+
+
+def local_processes(shard: Shard, flag: int | None = None,
+                    environ: Mapping[str, str] | None = None) -> int:
+    """How many processes of this job share this machine: torchrun's ``LOCAL_WORLD_SIZE``,
+    ``--local-processes`` beside ``--shard``, SLURM's ``SLURM_NTASKS_PER_NODE``, else 1."""
+    environ = os.environ if environ is None else environ
+    if shard.source == "torchrun":
+        count = _variable(environ, "LOCAL_WORLD_SIZE", 1)
+    elif flag is not None:
+        count = flag
+    elif "SLURM_NTASKS_PER_NODE" in environ:
+        text = environ["SLURM_NTASKS_PER_NODE"].split("(")[0].split(",")[0]  # "2(x3)" -> 2
+        count = _variable({"SLURM_NTASKS_PER_NODE": text}, "SLURM_NTASKS_PER_NODE")
+    else:
+        count = 1
+    if count < 1:
+        raise InputError(f"local_processes must be at least 1, got {count}",
+                         field="local_processes")
+    return count
+
+
+def thread_share(shard: Shard, local_flag: int | None = None, threads: int | None = None,
+                 environ: Mapping[str, str] | None = None,
+                 cores: int | None = None) -> int | None:
+    """The CPU threads this process should use, or None to keep torch's default (one process
+    on the machine, or the user's ``OMP_NUM_THREADS``). ``threads`` (``--threads``) wins;
+    several local processes split the cores this process may run on. torchrun sets
+    ``OMP_NUM_THREADS=1`` for every worker; under torchrun that value is taken as its default,
+    not the user's, and replaced by the share."""
+    environ = os.environ if environ is None else environ
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}", field="threads")
+        return threads
+    local = local_processes(shard, local_flag, environ)
+    user_threads = environ.get("OMP_NUM_THREADS")
+    if local == 1 or (user_threads and not (shard.source == "torchrun" and user_threads == "1")):
+        return None
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, cores // local)
 
 
 RENDEZVOUS_TIMEOUT = "MGANPRIOR_RENDEZVOUS_TIMEOUT"  # seconds to wait for every rank

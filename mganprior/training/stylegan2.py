@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import field_error
 from inversion.generators.pggan import EqualizedConv2d
 from inversion.generators.stylegan2 import StyleGAN2Generator
-from training.gan import check_common
+from mganprior.core.errors import field_error
+from mganprior.training.gan import check_common
 
 W_AVG_BETA = 0.995
 

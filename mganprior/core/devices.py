@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import torch
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 
 def _umask() -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError
+from mganprior.core.errors import InputError
 
 
 def _canonical(value: Any) -> Any:

@@ -21,11 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InputError, field_error
-from core.jsonio import write_json
-from core.pixels import from_uint8
-from core.resume import check_resume
-from core.weights import load_strict
+from mganprior.core.errors import InputError, field_error
+from mganprior.core.jsonio import write_json
+from mganprior.core.pixels import from_uint8
+from mganprior.core.resume import check_resume
+from mganprior.core.weights import load_strict
+from mganprior.training.loop import (
+    DEFAULT_CHECKPOINT_EVERY,
+    LoopState,
+    check_checkpoint_every,
+    load_state,
+    run_steps,
+    save_state,
+)
 from segmentation.metrics import IoUReport, confusion_matrix, iou_report
 from segmentation.segmenters import (
     SmpSegmenter,
@@ -34,14 +42,6 @@ from segmentation.segmenters import (
     save_segmenter,
 )
 from segmentation.vocabularies import Vocabulary
-from training.loop import (
-    DEFAULT_CHECKPOINT_EVERY,
-    LoopState,
-    check_checkpoint_every,
-    load_state,
-    run_steps,
-    save_state,
-)
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = ("config", "step", "seconds", "log", "model", "optimizer", "schedule",

@@ -1,6 +1,6 @@
 """Quality figures of the scene-world models, for the model cards in ``docs/models.md``.
 
-    python -m scenes.evaluate [--samples 500] [--only NAME ...]
+    python -m mganprior.scenes.evaluate [--samples 500] [--only NAME ...]
 
 Generators: Frechet Segmentation Distance (FSD, via the scene segmenter) of trained samples and of
 the untrained initialisation against held-out renders, with the FSD between two disjoint sets of
@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.pixels import from_uint8, to_uint8
 from inversion.generators import load_generator_file
-from scenes.datasets import HELD_OUT_SEED, rendered_dataset
-from scenes.figures import image_rows_figure
-from scenes.publish import GENERATOR_DOMAINS, GENERATOR_NAMES, SEGMENTER_NAME, WEIGHTS
+from mganprior.core.pixels import from_uint8, to_uint8
+from mganprior.scenes.datasets import HELD_OUT_SEED, rendered_dataset
+from mganprior.scenes.figures import image_rows_figure
+from mganprior.scenes.publish import GENERATOR_DOMAINS, GENERATOR_NAMES, SEGMENTER_NAME, WEIGHTS
+from mganprior.training.gan import image_grid, train_config_from_dict
 from segmentation.metrics import confusion_matrix, frechet_segmentation_distance, iou_report
 from segmentation.segmenters import load_smp_segmenter
 from segmentation.vocabularies import SCENE_WORLD
-from training.gan import image_grid, train_config_from_dict
 
 
 def _samples(generator: torch.nn.Module, count: int, seed: int) -> np.ndarray:
@@ -175,7 +175,8 @@ def main() -> None:
                         help="training renders to search for nearest neighbours")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     parser.add_argument("--cache", type=Path, default=Path("runs/scene-models/cache"))
-    parser.add_argument("--out", type=Path, default=Path("scenes/weights/evaluation.json"))
+    parser.add_argument("--out", type=Path,
+                        default=Path("mganprior/scenes/weights/evaluation.json"))
     parser.add_argument("--only", nargs="+", choices=sorted(GENERATOR_DOMAINS),
                         help="evaluate only these generators, keeping the rest of --out")
     args = parser.parse_args()

@@ -1,0 +1,122 @@
+"""What the command modules share: the command record, flag names, flags generated from
+settings dataclasses, and option groups several commands take. Light to import."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mganprior.core.errors import InputError
+
+# Library fields whose flag is not ``--`` + the field name with dashes.
+FLAGS = {"ema_half_life_images": "--ema-half-life", "generator_override": "--generator",
+         "labels_dir": "--labels", "label_names": "--label-names", "code_sets": "--codes"}
+SCALES_HELP = ("CSAIL segmenters: multi-scale inference as CSAIL's evaluation runs it: csail "
+               "(the folder's test scales, else 300,375,450,525,600), or short sides such as "
+               "300,450 (default: one pass at the image's size)")
+DEVICE_HELP = "cpu, cuda, cuda:N (default: cuda if available)"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command: its one-line help, its description, what adds its arguments (called only
+    when it is the chosen command) and what runs it."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+def flag_for(field: str) -> str:
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def default(owner: type | Callable[..., Any], name: str) -> Any:
+    """A dataclass field's default, or a function parameter's."""
+    if dataclasses.is_dataclass(owner):
+        for item in dataclasses.fields(owner):
+            if item.name == name:
+                if item.default_factory is not dataclasses.MISSING:
+                    return item.default_factory()
+                return item.default
+        raise KeyError(name)
+    return inspect.signature(owner).parameters[name].default
+
+
+def dataclass_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                    skip: Iterable[str] = (), unset: str | None = None) -> list[str]:
+    """One flag per field of ``cls`` made with ``mganprior.core.settings.option``: its help and
+    choices from the field, its type from the annotation (bool: ``--x/--no-x``). With ``unset``
+    every flag defaults to None (the caller keeps the object's value) and the help says
+    ``(default: UNSET)``; otherwise the flag defaults to the field's default. Returns the field
+    names, the ``dest`` of each flag."""
+    names = []
+    for item in dataclasses.fields(cls):
+        if item.name in skip or "help" not in item.metadata:
+            continue
+        kind = str(item.type)
+        value = None if unset is not None else default(cls, item.name)
+        shown = unset if unset is not None else "%(default)s"
+        options: dict[str, Any] = {"dest": item.name, "default": value,
+                                   "help": f"{item.metadata['help']} (default: {shown})"}
+        if item.metadata.get("choices"):
+            options["choices"] = item.metadata["choices"]
+        if kind.startswith("bool"):
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind.startswith("int"):
+            options["type"] = int
+        elif kind.startswith("float"):
+            options["type"] = float
+        parser.add_argument(flag_for(item.name), **options)
+        names.append(item.name)
+    return names
+
+
+def values_of(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names}
+
+
+def int_list(text: str, field: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"{field} must be comma-separated integers, got {text!r}",
+                         field=field) from None
+
+
+def add_shard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", metavar="I/K", help="do share I of K of the images (job "
+                        "arrays, several machines on one filesystem); under torchrun the "
+                        "ranks decide, and SLURM_ARRAY_TASK_ID/COUNT when set (docs/scaling.md)")
+    parser.add_argument("--local-processes", type=int, metavar="N",
+                        help="with --shard: how many of the K processes share this machine; "
+                        "each then takes 1/N of its cores (torchrun and SLURM say it "
+                        "themselves)")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of this process "
+                        "(default: all cores for one process, its share for several)")
+
+
+def add_generator_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--generator", help="a named generator (see `mganprior zoo`)")
+    source.add_argument("--checkpoint", help="a generator file in any known format "
+                        "(.safetensors + .json, official PGGAN / tutorial DCGAN .pth, NVIDIA "
+                        ".pkl, ...)")
+
+
+def summary_line(summary: dict) -> str:
+    parts = [f"{summary['ok']}/{summary['images']} images inverted"]
+    if "psnr_mean" in summary:
+        parts.append(f"PSNR {summary['psnr_mean']:.2f} ± {summary['psnr_std']:.2f} dB")
+    if "ssim_mean" in summary:
+        parts.append(f"SSIM {summary['ssim_mean']:.3f}")
+    if summary.get("lpips_mean") is not None:
+        parts.append(f"LPIPS {summary['lpips_mean']:.3f}")
+    if summary["failed"]:
+        parts.append(f"{summary['failed']} failed (see results.jsonl)")
+    return ", ".join(parts)
