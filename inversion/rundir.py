@@ -143,9 +143,9 @@ class RunDirectory:
                         "image; it now holds this one")
             elif stored is not None:
                 check_resume(stored, config, what="run", where=run.path, may_change=may_change)
-            else:
-                run.images_dir.mkdir(parents=True, exist_ok=True)
+            else:  # config first: another process that looks in meanwhile sees a run
                 write_json(run.config_path, config)
+                run.images_dir.mkdir(parents=True, exist_ok=True)
         return run
 
     def config(self) -> dict[str, Any]:

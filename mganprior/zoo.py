@@ -115,9 +115,11 @@ class LoadedGenerator:
 
 def load_generator(name: str | None = None, checkpoint: str | Path | None = None,
                    device: str | torch.device | None = None,
-                   truncation_psi: float | None = None) -> LoadedGenerator:
+                   truncation_psi: float | None = None,
+                   label: int | None = None) -> LoadedGenerator:
     """A named zoo generator or a checkpoint file (any known format), in eval mode on
-    ``device``, with provenance; ``truncation_psi`` overrides the file's truncation (StyleGAN2)."""
+    ``device``, with provenance; ``truncation_psi`` overrides the file's truncation (style-based
+    generators), ``label`` chooses the class of a conditional one."""
     if (name is None) == (checkpoint is None):
         raise InputError("give exactly one of a generator name (generator) or a checkpoint "
                          "file (checkpoint)")
@@ -134,6 +136,7 @@ def load_generator(name: str | None = None, checkpoint: str | Path | None = None
         generator = load_generator_file(path)
     if truncation_psi is not None:
         generator = generator.with_truncation(truncation_psi)
+    generator = generator.with_label(label)
     info = {"name": name, "checkpoint": str(path), "sha256": file_sha256(path),
             "family": generator.family, "resolution": generator.resolution,
             "z_dim": generator.z_dim, "config": generator.config()}

@@ -110,23 +110,25 @@ def make_tiny_dcgan(seed: int = 0) -> DCGANGenerator:
     return generator.eval()
 
 
-def make_tiny_stylegan2(seed: int = 0, resolution: int = 16) -> StyleGAN2Generator:
+def make_tiny_stylegan2(seed: int = 0, resolution: int = 16, architecture: str = "skip",
+                        c_dim: int = 0) -> StyleGAN2Generator:
     """A StyleGAN2 built by our code (16 px, widths 8): every parameter and buffer perturbed so
     that no loader or forward can get away with a dropped or mis-scaled tensor; the ToRGB
-    weights scaled so images stay near [-1, 1]."""
+    weights scaled so images stay near [-1, 1]. A conditional one (``c_dim``) makes class 1."""
     blocks = resolution.bit_length() - 2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = StyleGAN2Generator(resolution=resolution, z_dim=8, w_dim=8,
                                        channels=[8] * (blocks - 1) + [4], mapping_layers=2,
-                                       conv_clamp=256.0)
+                                       conv_clamp=256.0, architecture=architecture,
+                                       c_dim=c_dim)
         with torch.no_grad():
             for name, tensor in generator.state_dict(keep_vars=True).items():
                 if name.endswith(("bias", "noise_strength", "w_avg")):
                     tensor.add_(torch.randn_like(tensor) * 0.1)
-            for k in range(blocks):
-                getattr(generator.synthesis, f"b{4 << k}").torgb.weight.mul_(0.3)
-    return generator.eval()
+                if name.endswith("torgb.weight"):
+                    tensor.mul_(0.3)
+    return generator.with_label(1 if c_dim else None).eval()
 
 
 def make_tiny_stylegan1(seed: int = 0, fused: tuple[int, ...] = ()) -> StyleGAN1Generator:

@@ -137,7 +137,8 @@ def test_a_pickle_whose_hook_would_write_a_file_is_refused_before_it_runs(tmp_pa
 
 
 @pytest.mark.parametrize(("top", "class_name", "message"), [
-    ({"c_dim": 10}, "Generator", r"conditional generator \(c_dim=10\)"),
+    # conditional, but without the label embedding a conditional mapping has
+    ({"c_dim": 10}, "Generator", "missing keys: mapping.embed.bias, mapping.embed.weight"),
     ({}, "Discriminator", "G_ema is a Discriminator, not a Generator"),
 ])
 def test_unsupported_networks_get_one_line(tmp_path, top, class_name, message):
@@ -283,3 +284,143 @@ def test_attribute_layers_and_report_on_a_stylegan2(tmp_path, capsys, stylegan2_
     assert main(["report", str(run), str(study), "--out", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()
     assert "stylegan2" in html and "Attribution" in html
+
+
+# -- the other synthesis architectures and conditional generators ------------------------------
+class TestStyleGAN2OrigContract(GeneratorContract):
+    extra_carry = "styles=latent"
+
+    def make(self):
+        return make_tiny_stylegan2(architecture="orig")
+
+
+class TestStyleGAN2ResnetContract(GeneratorContract):
+    extra_carry = "styles=latent"
+
+    def make(self):
+        return make_tiny_stylegan2(architecture="resnet")
+
+
+class TestConditionalStyleGAN2Contract(GeneratorContract):
+    extra_carry = "styles=latent"
+
+    def make(self):
+        return make_tiny_stylegan2(c_dim=3)
+
+
+def test_each_architecture_carries_what_crosses_its_cuts():
+    def carried(generator, layer):
+        return [spec.name for spec in generator.carry_specs(generator.layer(layer))]
+
+    skip, orig, resnet = (make_tiny_stylegan2(architecture=a) for a in ("skip", "orig", "resnet"))
+    assert carried(skip, "b8.conv0") == ["img", "styles", "noise"]
+    assert carried(orig, "b8.conv0") == ["styles", "noise"]  # nothing painted before the end
+    assert carried(resnet, "b8.conv0") == ["res", "styles", "noise"]  # the pending shortcut
+    assert carried(resnet, "b8") == ["styles", "noise"]
+    with torch.no_grad():
+        cut = resnet.head(torch.randn(2, 8), "b16.conv0")
+    assert cut.carry["res"].shape == cut.features.shape
+
+
+def test_labels_are_refused_where_they_do_not_apply():
+    conditional = make_tiny_stylegan2(c_dim=3)
+    conditional.label = None  # as a conditional file loads
+    unconditional = make_tiny_stylegan2()
+    with pytest.raises(InputError, match=r"label: this generator is conditional \(3 classes\)"):
+        conditional.sample(1)
+    with pytest.raises(InputError, match="label: this generator is conditional"):
+        conditional(torch.randn(1, 8))
+    with pytest.raises(InputError, match=r"label must be a class in 0\.\.2, got 3"):
+        conditional.with_label(3)
+    with pytest.raises(InputError, match="label 1: this generator is unconditional"):
+        unconditional.with_label(1)
+    with pytest.raises(InputError, match="label 0: this pggan generator is unconditional"):
+        make_tiny_pggan().with_label(0)
+    a, b = conditional.with_label(0), conditional.with_label(2)
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        assert not torch.allclose(a(z), b(z))  # the label reaches the image
+
+
+ARCHITECTURE_FIXTURES = ["stylegan2-orig-tiny32", "stylegan2-resnet-tiny32"]
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name", ARCHITECTURE_FIXTURES)
+def test_orig_and_resnet_pickles_reproduce_every_reference_output(name):
+    expected = torch.load(FIXTURES / f"{name}-expected.pt", weights_only=True)
+    generator = load_generator_file(FIXTURES / f"{name}.pkl")
+    assert generator.architecture == name.split("-")[1]
+    with torch.no_grad():
+        torch.testing.assert_close(generator.ws(expected["z"]), expected["ws"], **TOLERANCE)
+        torch.testing.assert_close(generator(expected["z"]), expected["image"], **TOLERANCE)
+        torch.testing.assert_close(generator.synthesize(expected["ws"]),
+                                   expected["image_from_ws"], **TOLERANCE)
+        truncated = generator.with_truncation(0.7)
+        torch.testing.assert_close(truncated.ws(expected["z"]), expected["ws_psi07"], **TOLERANCE)
+        torch.testing.assert_close(truncated(expected["z"]), expected["image_psi07"], **TOLERANCE)
+        for block, (x, img) in generator.block_outputs(expected["ws"]).items():
+            torch.testing.assert_close(x, expected[f"{block}_x"], **TOLERANCE)
+            if img is None:
+                assert expected[f"{block}_img"].numel() == 0  # no image before the last block
+            else:
+                torch.testing.assert_close(img, expected[f"{block}_img"], **TOLERANCE)
+        assert (generator(expected["z"]) - expected["image_G_not_ema"]).abs().max() > 1e-2
+
+
+@needs_fixtures
+def test_the_conditional_pickle_reproduces_every_reference_output():
+    expected = torch.load(FIXTURES / "stylegan2-cond5-tiny32-expected.pt", weights_only=True)
+    generator = load_generator_file(FIXTURES / "stylegan2-cond5-tiny32.pkl")
+    assert generator.c_dim == 5 and generator.label is None
+    labels = expected["c"].argmax(dim=1).tolist()
+
+    def per_row(fn, truncation=1.0):
+        return torch.cat([fn(generator.with_truncation(truncation).with_label(label),
+                             expected["z"][i:i + 1]) for i, label in enumerate(labels)])
+
+    with torch.no_grad():
+        torch.testing.assert_close(per_row(lambda g, z: g.ws(z)), expected["ws"], **TOLERANCE)
+        torch.testing.assert_close(per_row(lambda g, z: g(z)), expected["image"], **TOLERANCE)
+        torch.testing.assert_close(per_row(lambda g, z: g.ws(z), 0.7), expected["ws_psi07"],
+                                   **TOLERANCE)
+        torch.testing.assert_close(per_row(lambda g, z: g(z), 0.7), expected["image_psi07"],
+                                   **TOLERANCE)
+        fourth = generator.with_label(4)
+        torch.testing.assert_close(fourth.ws(expected["z"]), expected["ws_label4"], **TOLERANCE)
+        torch.testing.assert_close(fourth(expected["z"]), expected["image_label4"], **TOLERANCE)
+
+
+@needs_fixtures
+@pytest.mark.parametrize(("name", "label"), [("stylegan2-orig-tiny32", None),
+                                             ("stylegan2-resnet-tiny32", None),
+                                             ("stylegan2-cond5-tiny32", 2)])
+def test_invert_attribute_and_a_sefa_edit_on_each_new_kind(tmp_path, capsys, name, label):
+    from helpers import half_label_maps
+    from mganprior.cli import main
+
+    path = FIXTURES / f"{name}.pkl"
+    generator = load_generator_file(path).with_label(label)
+    images = sample_pngs(generator, tmp_path / "images")
+    labelled = [] if label is None else ["--label", str(label)]
+    run = tmp_path / "run"
+    assert main(["invert", "--checkpoint", str(path), "--images", str(images), "--out", str(run),
+                 "--layer", "b16.conv0", "--codes", "3", "--iterations", "3", "--quiet",
+                 "--latent-space", "w",
+                 *labelled]) == 0
+    assert main(["attribute", str(run), "--labels", str(half_label_maps(tmp_path / "maps",
+                                                                          size=32)),
+                 "--quiet"]) == 0  # the run's generator and label come back from its record
+    directions = tmp_path / "directions"
+    assert main(["directions", "sefa", "--checkpoint", str(path), "--out", str(directions),
+                 "--count", "1", *labelled]) == 0
+    assert main(["edit", str(run), "--direction", str(directions / "sefa_00.npy"), "--steps",
+                 "3", "--codes", "all", "--quiet"]) == 0
+    converted = save_generator(generator, tmp_path / "ours.safetensors")
+    again = load_generator_file(converted)
+    assert (again.architecture, again.c_dim, again.label) == \
+        (generator.architecture, generator.c_dim, label)
+    z = torch.randn(2, generator.z_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(again(z), generator(z))
+    capsys.readouterr()

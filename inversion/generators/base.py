@@ -238,6 +238,13 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
                          f"(StyleGAN2), not to this {self.family} generator",
                          field="truncation_psi")
 
+    def with_label(self, label: int | None) -> LayeredGenerator:
+        """This generator making class ``label`` (class-conditional families only)."""
+        if label is None:
+            return self
+        raise InputError(f"label {label}: this {self.family} generator is unconditional and "
+                         "takes no label", field="label")
+
     def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
         """The weight of the first layer that acts on the latent, as a matrix ``[out, latent]``,
         and the latent space it acts on: what closed-form direction finding (SeFa) factorises.

@@ -36,6 +36,7 @@ family (``stylebased``).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -51,6 +52,9 @@ from mganprior.core.errors import InputError
 SQRT2 = math.sqrt(2.0)
 NOISE = CarrySpec("noise", ("drop", "latent"), "drop",
                   "the noise maps after the cut; drop keeps the stored ones (optimize_noise)")
+SHORTCUT = CarrySpec("res", ("alpha", "mean"), "alpha",
+                     "the resnet shortcut of the block's input, added after its second "
+                     "convolution")
 NOISE_SEED = 0x6E6F697365  # mixed into an image's seed for its noise maps, apart from its codes
 FIR = (1.0, 3.0, 3.0, 1.0)
 
@@ -97,19 +101,29 @@ class EqualLinear(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_multiplier: float) -> None:
+    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_multiplier: float,
+                 c_dim: int = 0) -> None:
         super().__init__()
+        if c_dim:  # a conditional generator embeds its one-hot label beside z
+            self.embed = EqualLinear(c_dim, w_dim)
         for i in range(layers):
-            self.add_module(f"fc{i}", EqualLinear(z_dim if i == 0 else w_dim, w_dim,
-                                                  lr_multiplier, activate=True))
+            self.add_module(f"fc{i}", EqualLinear((z_dim + (w_dim if c_dim else 0)) if i == 0
+                                                  else w_dim, w_dim, lr_multiplier,
+                                                  activate=True))
         self.layers = layers
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = normalize_2nd_moment(z)
+        if c is not None:
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c))], dim=1)
         for i in range(self.layers):
             x = getattr(self, f"fc{i}")(x)
         return x
+
+
+def normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
 
 
 class ModulatedConv(nn.Module):
@@ -135,6 +149,7 @@ class ModulatedConv(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.up = up
         self.conv_clamp = conv_clamp
+        self.gain = 1.0  # the resnet architecture scales its second convolution by sqrt(1/2)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, kernel: torch.Tensor,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -153,8 +168,11 @@ class ModulatedConv(nn.Module):
             x = x * demod[:, :, None, None]
         noise = self.noise_const if noise is None else noise[:, None]
         x = x + noise * self.noise_strength
-        x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
-        return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
+        x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * (SQRT2 * self.gain)
+        if self.conv_clamp:
+            clamp = self.conv_clamp * self.gain
+            return x.clamp(-clamp, clamp)
+        return x
 
     def _per_sample(self, x: torch.Tensor, styles: torch.Tensor,
                     kernel: torch.Tensor) -> torch.Tensor:
@@ -201,48 +219,73 @@ class ToRGB(nn.Module):
         return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp else x
 
 
+class SkipConv(nn.Module):
+    """The resnet architecture's shortcut: a 1x1 convolution without bias, then 2x up-sampling
+    by the FIR filter, scaled by sqrt(1/2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        return upsample_2x(F.conv2d(x, self.weight * self.weight_gain), kernel) * math.sqrt(0.5)
+
+
 class SynthesisBlock(nn.Module):
     def __init__(self, resolution: int, in_channels: int, out_channels: int, w_dim: int,
-                 conv_clamp: float | None) -> None:
+                 conv_clamp: float | None, architecture: str = "skip",
+                 last: bool = True) -> None:
         super().__init__()
         if resolution == 4:
             self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
         else:
             self.conv0 = ModulatedConv(in_channels, out_channels, w_dim, resolution, up=True,
                                        conv_clamp=conv_clamp)
+            if architecture == "resnet":
+                self.skip = SkipConv(in_channels, out_channels)
         self.conv1 = ModulatedConv(out_channels, out_channels, w_dim, resolution,
                                    conv_clamp=conv_clamp)
-        self.torgb = ToRGB(out_channels, w_dim, conv_clamp)
+        if architecture == "resnet" and resolution > 4:
+            self.conv1.gain = math.sqrt(0.5)
+        if architecture == "skip" or last:
+            self.torgb = ToRGB(out_channels, w_dim, conv_clamp)
 
 
 class SynthesisNetwork(nn.Module):
     def __init__(self, resolution: int, channels: list[int], w_dim: int,
-                 conv_clamp: float | None) -> None:
+                 conv_clamp: float | None, architecture: str = "skip") -> None:
         super().__init__()
         for k, width in enumerate(channels):
             res = 4 << k
             self.add_module(f"b{res}", SynthesisBlock(res, channels[k - 1] if k else 0, width,
-                                                      w_dim, conv_clamp))
+                                                      w_dim, conv_clamp, architecture,
+                                                      last=k == len(channels) - 1))
 
 
 # One step of synthesis: (block index, what it runs, the index of the w it uses).
 Step = tuple[int, str, int]
+ARCHITECTURES = ("skip", "orig", "resnet")  # NVIDIA's synthesis architectures
 
 
-def synthesis_steps(blocks: int) -> list[Step]:
-    """conv0 (blocks after the first), conv1 and torgb of every block, with their w indices:
-    block 0 uses w0 (conv1) and w1 (torgb); block k uses w(2k-1), w(2k), w(2k+1)."""
+def synthesis_steps(blocks: int, architecture: str = "skip") -> list[Step]:
+    """conv0 (blocks after the first), conv1 and torgb, with their w indices: block 0 uses w0
+    (conv1) and w1 (torgb); block k uses w(2k-1), w(2k), w(2k+1). Only the skip architecture
+    paints at every block; orig and resnet have a torgb in the last block only."""
     steps: list[Step] = []
     for k in range(blocks):
         if k:
             steps.append((k, "conv0", 2 * k - 1))
         steps.append((k, "conv1", 2 * k if k else 0))
-        steps.append((k, "torgb", 2 * k + 1))
+        if architecture == "skip" or k == blocks - 1:
+            steps.append((k, "torgb", 2 * k + 1))
     return steps
 
 
 class StyleGAN2Generator(StyleBasedGenerator):
-    """StyleGAN2 generator (skip architecture), any resolution and widths.
+    """StyleGAN2 generator, any resolution and widths, in NVIDIA's three synthesis
+    architectures (``skip``, the default of every official model; ``orig``; ``resnet``),
+    unconditional or class-conditional (``c_dim`` classes; :meth:`with_label`).
 
     ``channels[k]`` is the width of block ``b{4 * 2**k}``; ``truncation_psi`` pulls every ``w``
     toward ``w_avg`` (1: none); ``conv_clamp`` clamps activations as NVIDIA's checkpoints do.
@@ -253,8 +296,15 @@ class StyleGAN2Generator(StyleBasedGenerator):
     def __init__(self, resolution: int = 256, z_dim: int = 512, w_dim: int = 512,
                  channels: list[int] | None = None, mapping_layers: int = 8,
                  lr_multiplier: float = 0.01, conv_clamp: float | None = None,
-                 truncation_psi: float = 1.0) -> None:
+                 truncation_psi: float = 1.0, architecture: str = "skip",
+                 c_dim: int = 0) -> None:
         super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise InputError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got "
+                             f"{architecture!r}", field="architecture")
+        if isinstance(c_dim, bool) or not isinstance(c_dim, int) or c_dim < 0:
+            raise InputError(f"c_dim must be a count of classes (0: unconditional), got "
+                             f"{c_dim!r}", field="c_dim")
         blocks = int(math.log2(resolution)) - 1
         if resolution < 4 or 4 << (blocks - 1) != resolution:
             raise InputError(f"resolution must be a power of two >= 4, got {resolution}",
@@ -276,10 +326,13 @@ class StyleGAN2Generator(StyleBasedGenerator):
         self.truncation_layers: int | None = None
         self.latent_space = "z"
         self.num_ws = 2 * blocks
-        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, lr_multiplier)
-        self.synthesis = SynthesisNetwork(resolution, channels, w_dim, conv_clamp)
+        self.architecture = architecture
+        self.c_dim = c_dim
+        self.label: int | None = None
+        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, lr_multiplier, c_dim)
+        self.synthesis = SynthesisNetwork(resolution, channels, w_dim, conv_clamp, architecture)
         self.register_buffer("fir", fir_filter(), persistent=False)
-        self._steps = synthesis_steps(blocks)
+        self._steps = synthesis_steps(blocks, architecture)
 
     # -- what the contract asks for --------------------------------------------------------------
     @property
@@ -290,7 +343,41 @@ class StyleGAN2Generator(StyleBasedGenerator):
         return {"family": self.family, "resolution": self.resolution, "z_dim": self.mapping_z_dim,
                 "w_dim": self.w_dim, "channels": self.channels,
                 "mapping_layers": self.mapping_layers, "lr_multiplier": self.lr_multiplier,
-                "conv_clamp": self.conv_clamp, "truncation_psi": self.truncation_psi}
+                "conv_clamp": self.conv_clamp, "truncation_psi": self.truncation_psi,
+                "architecture": self.architecture, "c_dim": self.c_dim, "label": self.label}
+
+    def map(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` to ``w``; a conditional generator embeds the label of :meth:`with_label`."""
+        if not self.c_dim:
+            return self.mapping(z)
+        if self.label is None:
+            raise InputError(f"label: this generator is conditional ({self.c_dim} classes); "
+                             f"choose a class with with_label(k), k in 0..{self.c_dim - 1}",
+                             field="label")
+        c = F.one_hot(torch.full((z.shape[0],), self.label, device=z.device),
+                      self.c_dim).to(z.dtype)
+        return self.mapping(z, c)
+
+    def with_label(self, label: int | None) -> StyleGAN2Generator:
+        """This conditional generator making class ``label`` (sharing every weight); an
+        unconditional one refuses a label."""
+        if label is None:
+            return self
+        if not self.c_dim:
+            raise InputError(f"label {label}: this generator is unconditional and takes no "
+                             "label", field="label")
+        if isinstance(label, bool) or not isinstance(label, int) or \
+                not 0 <= label < self.c_dim:
+            raise InputError(f"label must be a class in 0..{self.c_dim - 1}, got {label!r}",
+                             field="label")
+        view = copy.copy(self)
+        view.label = label
+        return view
+
+    def describe(self) -> str:
+        classes = (f"; conditional, {self.c_dim} classes (label "
+                   f"{'unset' if self.label is None else self.label})" if self.c_dim else "")
+        return f"{super().describe()}; {self.architecture} architecture{classes}"
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> StyleGAN2Generator:
@@ -300,7 +387,9 @@ class StyleGAN2Generator(StyleBasedGenerator):
                    mapping_layers=int(config["mapping_layers"]),
                    lr_multiplier=float(config["lr_multiplier"]),
                    conv_clamp=float(clamp) if clamp is not None else None,
-                   truncation_psi=float(config.get("truncation_psi", 1.0)))
+                   truncation_psi=float(config.get("truncation_psi", 1.0)),
+                   architecture=str(config.get("architecture", "skip")),
+                   c_dim=int(config.get("c_dim", 0))).with_label(config.get("label"))
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Any], source: str = "StyleGAN2 state dict"
@@ -339,41 +428,48 @@ class StyleGAN2Generator(StyleBasedGenerator):
     def _block(self, k: int) -> SynthesisBlock:
         return getattr(self.synthesis, f"b{4 << k}")
 
-    def _run(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-             start: int, stop: int, w_offset: int = 0,
-             noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Synthesis steps ``[start, stop)`` from state ``(x, img)``; ``ws[:, i - w_offset]`` is
-        the style of global index ``i``; ``noise`` replaces the stored noise of the convolutions
-        it names (``b{r}.conv0``/``b{r}.conv1``, maps ``[B, r, r]``)."""
-        noise = noise or {}
+    def _run(self, state: dict[str, torch.Tensor], ws: torch.Tensor, start: int, stop: int,
+             w_offset: int = 0, noise: dict[str, torch.Tensor] | None = None
+             ) -> dict[str, torch.Tensor]:
+        """Synthesis steps ``[start, stop)`` from ``state`` (``x``: features, ``img``: the
+        running image of the skip architecture, ``res``: the resnet shortcut between a block's
+        two convolutions); ``ws[:, i - w_offset]`` is the style of global index ``i``; ``noise``
+        replaces the stored noise of the convolutions it names (``b{r}.conv0``/``b{r}.conv1``,
+        maps ``[B, r, r]``)."""
+        noise, state = noise or {}, dict(state)
         for k, kind, index in self._steps[start:stop]:
             block, w = self._block(k), ws[:, index - w_offset]
             maps = noise.get(f"b{4 << k}.{kind}")
             if kind == "conv0":
-                x = block.conv0(x, w, self.fir, maps)
+                if self.architecture == "resnet":
+                    state["res"] = block.skip(state["x"], self.fir)
+                state["x"] = block.conv0(state["x"], w, self.fir, maps)
             elif kind == "conv1":
-                if k == 0:
-                    x = block.const[None].expand(ws.shape[0], -1, -1, -1)
-                x = block.conv1(x, w, self.fir, maps)
+                x = block.const[None].expand(ws.shape[0], -1, -1, -1) if k == 0 else state["x"]
+                state["x"] = block.conv1(x, w, self.fir, maps)
+                if "res" in state:
+                    state["x"] = state.pop("res") + state["x"]
             else:
-                rgb = block.torgb(x, w)
-                img = rgb if img is None else upsample_2x(img, self.fir) + rgb
-        return x, img
+                rgb = block.torgb(state["x"], w)
+                img = state.get("img")
+                state["img"] = rgb if img is None else upsample_2x(img, self.fir) + rgb
+        return state
 
     def synthesize(self, ws: torch.Tensor,
                    noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Styles ``[B, num_ws, w_dim]`` to images ``[B, 3, R, R]`` (unclamped, nominally
         [-1, 1]); ``noise`` as in :meth:`_run`."""
-        return self._run(None, None, ws, 0, len(self._steps), noise=noise)[1]
+        return self._run({}, ws, 0, len(self._steps), noise=noise)["img"]
 
-    def block_outputs(self, ws: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Every block's features and running image after it (``b{r}`` -> ``(x, img)``)."""
-        outputs = {}
-        x = img = None
-        for position, (k, kind, _) in enumerate(self._steps):
-            x, img = self._run(x, img, ws, position, position + 1)
-            if kind == "torgb":
-                outputs[f"b{4 << k}"] = (x, img)
+    def block_outputs(self, ws: torch.Tensor
+                      ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Every block's features and running image after it (``b{r}`` -> ``(x, img)``; img is
+        None before the last block of the orig and resnet architectures)."""
+        outputs, state = {}, {}
+        for position, (k, _, _) in enumerate(self._steps):
+            state = self._run(state, ws, position, position + 1)
+            if position + 1 == len(self._steps) or self._steps[position + 1][0] != k:
+                outputs[f"b{4 << k}"] = (state["x"], state.get("img"))
         return outputs
 
     def _cut_steps(self) -> list[tuple[str, int]]:
@@ -394,16 +490,20 @@ class StyleGAN2Generator(StyleBasedGenerator):
         ws = torch.zeros(1, self.num_ws, self.w_dim, device=self.device)
         shapes = []
         for _, done in self._cut_steps():
-            x, _ = self._run(None, None, ws, 0, done)
-            shapes.append(tuple(x.shape[1:]))
+            shapes.append(tuple(self._run({}, ws, 0, done)["x"].shape[1:]))
         return shapes
 
     def _position(self, layer: Layer) -> int:
         return dict(self._cut_steps())[layer.name]
 
     def _carries_image(self, layer: Layer) -> bool:
-        """Whether blocks before the cut have painted (every cut after block b4's)."""
-        return self._steps[self._position(layer)][0] > 0
+        """Whether blocks before the cut have painted (skip architecture, every cut after block
+        b4's)."""
+        return self.architecture == "skip" and self._steps[self._position(layer)][0] > 0
+
+    def _carries_shortcut(self, layer: Layer) -> bool:
+        """Whether the cut falls between a resnet block's convolutions."""
+        return self.architecture == "resnet" and layer.name.endswith(".conv0")
 
     def carry_specs(self, layer: Layer) -> tuple[CarrySpec, ...]:
         if layer.index == 0:
@@ -412,6 +512,8 @@ class StyleGAN2Generator(StyleBasedGenerator):
         if self._carries_image(layer):
             specs.append(CarrySpec("img", ("alpha", "mean", "drop"), "alpha",
                                    "the RGB image of the blocks before the cut"))
+        if self._carries_shortcut(layer):
+            specs.append(SHORTCUT)
         specs.extend((STYLES, NOISE))
         return tuple(specs)
 
@@ -467,11 +569,13 @@ class StyleGAN2Generator(StyleBasedGenerator):
             return Cut(self._check_latents(z)[:, :, None, None])
         ws = self.ws(z)
         done = self._position(layer)
-        x, img = self._run(None, None, ws, 0, done)
+        state = self._run({}, ws, 0, done)
         carry = {"styles": ws[:, self._steps[done][2]:]}
         if self._carries_image(layer):
-            carry["img"] = img
-        return Cut(x, carry)
+            carry["img"] = state["img"]
+        if self._carries_shortcut(layer):
+            carry["res"] = state["res"]
+        return Cut(state["x"], carry)
 
     def tail(self, cut: Cut, layer: str | int | Layer) -> torch.Tensor:
         layer = self.layer(layer)
@@ -479,7 +583,7 @@ class StyleGAN2Generator(StyleBasedGenerator):
         if layer.index == 0:
             return self.synthesize(self.ws(cut.features.flatten(1)), noise)
         done = self._position(layer)
-        styles = cut.carry["styles"]
-        _, img = self._run(cut.features, cut.carry.get("img"), styles, done, len(self._steps),
-                           w_offset=self._steps[done][2], noise=noise)
-        return img
+        state = {"x": cut.features, **{k: cut.carry[k] for k in ("img", "res")
+                                       if k in cut.carry}}
+        return self._run(state, cut.carry["styles"], done, len(self._steps),
+                         w_offset=self._steps[done][2], noise=noise)["img"]

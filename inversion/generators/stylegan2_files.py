@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
+from inversion.generators.stylegan2 import ARCHITECTURES, StyleGAN2Generator, fir_filter
 from mganprior.core.errors import InputError
 from mganprior.core.weights import build_checked, check_backed, shorten
 
@@ -250,20 +250,17 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
         raise InputError(f"{source}: G_ema's _init_kwargs is a {type(kwargs).__name__}, not a "
                          "dict")
     c_dim = _whole(top, "c_dim", source, kwargs.get("c_dim", 0) or 0)
-    if c_dim:
-        raise InputError(f"{source} is a conditional generator (c_dim={c_dim}); only "
-                         "unconditional StyleGAN2 generators are supported")
     if any(name.startswith("synthesis.input") or re.match(r"synthesis\.L\d+_", name)
            for name in tensors):
         raise InputError(f"{source} is a StyleGAN3 generator (networks_stylegan3); only StyleGAN2 "
                          "generators are supported")
     resolution = _whole(top, "img_resolution", source, 0)
     blocks = [k for k in settings if re.fullmatch(r"synthesis\.b\d+", k)]
-    for block in blocks:
-        architecture = settings[block].get("architecture", "skip")
-        if architecture != "skip":
-            raise InputError(f"{source}: block {block} uses the {architecture!r} architecture; "
-                             "only 'skip' (every official StyleGAN2 generator) is supported")
+    architectures = {settings[block].get("architecture", "skip") for block in blocks}
+    if len(architectures) > 1 or not architectures <= set(ARCHITECTURES):
+        raise InputError(f"{source}: the synthesis blocks use the {sorted(map(str, architectures))}"
+                         f" architecture(s); supported: one of {', '.join(ARCHITECTURES)}",
+                         field="architecture")
     if _whole(top, "img_channels", source, 3) != 3:
         raise InputError(f"{source} makes {top.get('img_channels')}-channel images; only RGB")
     mapping = [k for k in settings if re.fullmatch(r"mapping\.fc\d+", k)]
@@ -294,7 +291,8 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
     config = {"resolution": resolution, "z_dim": _whole(top, "z_dim", source),
               "w_dim": _whole(top, "w_dim", source), "channels": channels,
               "mapping_layers": len(mapping), "lr_multiplier": lr_multiplier,
-              "conv_clamp": float(clamp) if clamp is not None else None}
+              "conv_clamp": float(clamp) if clamp is not None else None,
+              "architecture": architectures.pop() if architectures else "skip", "c_dim": c_dim}
     return _build(config, tensors, f"{source} (NVIDIA G_ema)").eval()
 
 
@@ -316,6 +314,11 @@ def _check_config(config: dict[str, Any], source: str) -> None:
     whole("mapping_layers", config["mapping_layers"], MAX_MAPPING_LAYERS)
     for width in config["channels"]:
         whole("channels", width, MAX_WIDTH)
+    if config.get("c_dim", 0):
+        whole("c_dim", config["c_dim"], MAX_WIDTH)
+    if config.get("architecture", "skip") not in ARCHITECTURES:
+        raise InputError(f"{source}: architecture must be one of {', '.join(ARCHITECTURES)}, "
+                         f"got {config['architecture']!r}", field="architecture")
     multiplier = config["lr_multiplier"]
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or \
             not 0 < multiplier < float("inf"):
@@ -482,8 +485,17 @@ def from_native_state_dict(state_dict: dict[str, Any], source: str) -> StyleGAN2
     if fc0.dim() != 2 or not blocks or any(c is None or c.dim() != 4 for c in convs):
         raise InputError(f"{source}: mapping.fc0.weight must be 2-d and synthesis.b4 .. "
                          f"b{4 << max(0, blocks - 1)} must each hold a 4-d conv1.weight")
-    config = {"resolution": 4 << (blocks - 1), "z_dim": int(fc0.shape[1]),
+    embed = state_dict.get("mapping.embed.weight")
+    if embed is not None and (embed.dim() != 2 or embed.shape[0] >= fc0.shape[1]):
+        raise InputError(f"{source}: mapping.embed.weight must be [w_dim, classes] and narrower "
+                         "than mapping.fc0's input")
+    architecture = ("resnet" if "synthesis.b8.skip.weight" in state_dict else
+                    "orig" if blocks > 1 and "synthesis.b4.torgb.weight" not in state_dict
+                    else "skip")
+    config = {"resolution": 4 << (blocks - 1),
+              "z_dim": int(fc0.shape[1]) - (int(embed.shape[0]) if embed is not None else 0),
               "w_dim": int(fc0.shape[0]), "mapping_layers": mapping,
               "channels": [int(c.shape[0]) for c in convs], "lr_multiplier": 0.01,
-              "conv_clamp": None}
+              "conv_clamp": None, "architecture": architecture,
+              "c_dim": int(embed.shape[1]) if embed is not None else 0}
     return _build(config, state_dict, source).eval()

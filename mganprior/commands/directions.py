@@ -47,6 +47,7 @@ def add_directions_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interfacegan: project out up to two boundaries")
     parser.add_argument("--name", help="interfacegan: the direction's name")
     parser.add_argument("--seed", type=int, default=default(find_directions, "seed"))
+    parser.add_argument("--label", type=int, help="the class a conditional generator makes")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
@@ -57,7 +58,8 @@ def directions(args: argparse.Namespace) -> int:
     if (args.method == "file") != (args.boundary is not None):
         raise InputError("boundary: give a .npy file with `directions file`, and only then",
                          field="boundary")
-    loaded = load_generator(args.generator, args.checkpoint, device=args.device)
+    loaded = load_generator(args.generator, args.checkpoint, device=args.device,
+                            label=args.label)
     segmenter = None
     if args.segmenter or args.segmenter_dir:
         segmenter = load_segmenter(args.segmenter, args.segmenter_dir, labels=args.label_names,
