@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from skimage.filters import threshold_otsu
-from tqdm.auto import tqdm
 
 from inversion.composition import code_cuts, fuse, fusion_scale, latent_carry, resolve_carry
 from inversion.engine import InversionResult, frozen
 from inversion.generators.base import Cut, Layer, LayeredGenerator
 from inversion.losses import VGGPerceptual
 from mganprior.core.errors import InputError
+from mganprior.core.progress import progress_bar
 from mganprior.core.settings import option
 from segmentation.segmenters import Segmenter
 from segmentation.vocabularies import Vocabulary
@@ -528,7 +528,7 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     zeroed = ablation_mask(inversion.alphas, settings.threshold, settings.relative)
     x_inv, differences = [], []
     chunks = list(range(0, batch, max(1, images_per_pass)))
-    for start in tqdm(chunks, desc="attributing", unit="pass", disable=not progress,
+    for start in progress_bar(chunks, desc="attributing", unit="pass", enabled=progress,
                       leave=False):
         part = slice(start, start + max(1, images_per_pass))
         if inversion.features is not None:

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from analysis.directions import Direction
 from inversion.composition import render, resolve_carry
 from inversion.engine import InversionResult, frozen
 from inversion.generators.base import LayeredGenerator
 from mganprior.core.errors import InputError
+from mganprior.core.progress import progress_bar
 from mganprior.core.settings import option
 from segmentation.vocabularies import Vocabulary
 
@@ -268,7 +268,8 @@ def edit(generator: LayeredGenerator, inversion: InversionResult, direction: Dir
                          generator.resolution)
     work = [(s, i) for s in range(len(sets)) for i in range(len(ts))]
     with frozen(generator):
-        for s, i in tqdm(work, desc="editing", unit="frame", disable=not progress, leave=False):
+        for s, i in progress_bar(work, desc="editing", unit="frame", enabled=progress,
+                                 leave=False):
             edited = moved_codes(codes, vector, float(ts[i]), moving[s].to(device), mode)
             frames[:, s, i] = render(generator, edited, alphas, layer, inversion.fusion, rules,
                                      extras).float().clamp(-1, 1).cpu()

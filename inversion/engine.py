@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from inversion.composition import code_cuts, fuse, initial_alphas, latent_carry
 from inversion.generators.base import Cut, Layer, LayeredGenerator, evaluating
@@ -38,6 +37,7 @@ from inversion.metrics import image_metrics
 from inversion.projector import LatentStats, estimate_latent_stats
 from inversion.recipes import Recipe
 from inversion.tasks import Task, TaskContext
+from mganprior.core.progress import progress_bar
 
 
 @dataclass
@@ -418,8 +418,8 @@ def _optimize(variables: Variables, states: ImageStates,
     every = max(1, recipe.iterations // max(1, options.trace_points))
     iterations: list[int] = []
     trace: list[torch.Tensor] = []
-    bar = tqdm(range(recipe.iterations), desc=options.description, disable=not options.progress,
-               leave=False, unit="it")
+    bar = progress_bar(range(recipe.iterations), desc=options.description,
+                       enabled=options.progress, leave=False, unit="it")
     with frozen(variables.generator):
         for step in bar:
             index = states.index

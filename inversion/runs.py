@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from inversion import engine
 from inversion.engine import InvertOptions, evaluate_metrics, invert
@@ -35,6 +34,7 @@ from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Task
 from mganprior.core.errors import InputError
 from mganprior.core.jsonio import read_json
+from mganprior.core.progress import interactive, progress_bar
 from mganprior.core.sharding import Shard
 
 VERSIONED = ("torch", "torchvision", "numpy", "scikit-image", "safetensors", "mganprior")
@@ -183,7 +183,8 @@ def run_inversion(settings: RunSettings, images: list[LoadedImage], out_dir: str
     pending = [image for image in images if not run.is_finished(image.name)]
     _announce(run, settings, images, pending, log)
     started = time.perf_counter()
-    outer = tqdm(total=len(pending), desc="images", unit="img", disable=not settings.progress)
+    outer = progress_bar(total=len(pending), desc="images", unit="img",
+                         enabled=settings.progress)
     batches, elsewhere, inverted = 0, 0, 0
     queue = list(pending)
     while queue:
@@ -257,6 +258,15 @@ def _claim_chunk(run: RunDirectory, queue: list[LoadedImage], size: int
     return chunk, held, done
 
 
+def finished_line(record: dict[str, Any]) -> str:
+    """One finished image in words, for logs that are files or pipes."""
+    facts = [f"{name} {record[name]:{form}}" for name, form in
+             (("psnr", ".2f"), ("ssim", ".3f"), ("lpips", ".3f"))
+             if isinstance(record.get(name), int | float)]
+    return f"inverted {record['image']}: {', '.join(facts) or 'no reference'}, " \
+           f"{record.get('seconds', 0):.1f} s"
+
+
 def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedImage],
                   references: dict[str, LoadedImage] | None, log: Callable[[str], None],
                   description: str) -> None:
@@ -298,3 +308,5 @@ def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedIm
     for record in run.write_batch(result, extras):
         if record["status"] == "failed":
             log(f"failed: {record['image']}: {record['error']}")
+        elif settings.progress and not interactive():  # a log file: one line per image
+            log(finished_line(record))

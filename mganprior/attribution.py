@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from analysis.attribution import (
     AttributionAggregate,
@@ -35,6 +34,7 @@ from inversion.losses import VGGPerceptual, load_perceptual
 from inversion.rundir import RunDirectory
 from mganprior.core.errors import InputError
 from mganprior.core.jsonio import append_csv
+from mganprior.core.progress import progress_bar
 from mganprior.core.sharding import Shard, barrier
 from mganprior.zoo import load_generator, load_segmenter
 from reports.figures import attribution_grid, class_histogram, code_class_heatmap, save_figure
@@ -157,8 +157,8 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
     with AttributionDirectory.building(target) as directory:
         header = None
         starts = range(0, len(mine), part_images)
-        for part, start in enumerate(tqdm(starts, desc="attributing", unit="part",
-                                          disable=not progress or len(starts) < 2)):
+        for part, start in enumerate(progress_bar(starts, desc="attributing", unit="part",
+                                                  enabled=progress and len(starts) >= 2)):
             chunk = mine[start:start + part_images]
             inversion = run.load_result(chunk)
             labels = (read_label_maps(choice.labels_dir, chunk, loaded.generator.resolution,

@@ -14,8 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from analysis.studies import (
     StudyCell,
     expand_grid,
@@ -29,6 +27,7 @@ from inversion.runs import RunSettings, package_versions, run_inversion
 from inversion.tasks import TASKS, make_task
 from mganprior.attribution import SegmentationChoice, attribute_run
 from mganprior.core.errors import InputError
+from mganprior.core.progress import interactive, progress_bar
 from mganprior.core.sharding import Shard, barrier
 from mganprior.zoo import GENERATORS, LoadedGenerator, load_generator
 from reports.figures import (
@@ -202,7 +201,7 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
     warnings = [note for note in (perceptual.note, lpips.note) if note]
     ran, tables = [], None
     names_set = set(names)
-    bar = tqdm(cells, desc="cells", unit="cell", disable=not progress)
+    bar = progress_bar(cells, desc="cells", unit="cell", enabled=progress)
     for cell in bar:
         bar.set_postfix_str(cell.describe())
         g = loaded[cell.generator]
@@ -217,6 +216,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         if shard.count == 1:
             _attribute_cell(study, spec, cell, names_set)
             tables = study.rebuild_tables(warnings)  # after every cell
+        if progress and not interactive():  # a log file: one line per cell
+            log(f"cell done: {cell.describe()}")
     bar.close()
     barrier(shard)
     if shard.count > 1 and ((shard.distributed and not shard.leader) or

@@ -270,3 +270,13 @@ def test_recipe_flags_reach_the_run(tmp_path, checkpoint, face_pngs):
                  "--mse-weight", "2", "--quiet"]) == 0
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert (recipe["lr_rampup"], recipe["mse_weight"], recipe["codes"]) == (0.5, 2.0, 2)
+
+
+def test_a_log_file_gets_one_line_per_image_and_no_bars(capsys, tmp_path, checkpoint, face_pngs):
+    assert main(["invert", "--checkpoint", str(checkpoint), "--images", str(face_pngs),
+                 "--out", str(tmp_path / "run"), "--iterations", "3", "--codes", "2"]) == 0
+    err = capsys.readouterr().err  # not a terminal: no progress bar, no carriage returns
+    assert "\r" not in err and "\x1b[" not in err and "it/s" not in err
+    lines = [line for line in err.splitlines() if line.startswith("inverted ")]
+    assert len(lines) == len(list(face_pngs.glob("*.png")))
+    assert all(" psnr " in line and line.endswith(" s") for line in lines)

@@ -19,9 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from inversion.images import save_png
+    from mganprior.core.progress import progress_bar
     from mganprior.scenes.datasets import check_scene_request, iter_scenes
     from segmentation.vocabularies import SCENE_WORLD
 
@@ -31,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     seeds = range(args.start, args.start + args.count)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    for seed, image, label in tqdm(iter_scenes(args.domain, seeds, args.size), total=len(seeds),
-                                   disable=args.quiet, unit="scene", desc=args.domain):
+    for seed, image, label in progress_bar(iter_scenes(args.domain, seeds, args.size),
+                                           total=len(seeds), enabled=not args.quiet,
+                                           unit="scene", desc=args.domain):
         name = f"{args.domain}-{seed:06d}"  # each scene is written before the next is rendered
         save_png(image, out / f"{name}.png")
         save_png(SCENE_WORLD.colorize(label), out / "labels" / f"{name}-color.png")

@@ -12,10 +12,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mganprior.core.errors import InputError
 from mganprior.core.files import atomic_path
+from mganprior.core.progress import progress_bar
 from mganprior.scenes.render import get_domain, render
 
 HELD_OUT_SEED = 1_000_000
@@ -50,7 +50,7 @@ def render_many(domain: str, seeds: range | list[int], size: int = 64, workers: 
     images = np.empty((len(seeds), size, size, 3), dtype=np.uint8)
     labels = np.empty((len(seeds), size, size), dtype=np.uint8)
     job = partial(render, domain, size=size)
-    bar = tqdm(total=len(seeds), disable=not progress, unit="img", desc=f"render {domain}",
+    bar = progress_bar(total=len(seeds), enabled=progress, unit="img", desc=f"render {domain}",
                dynamic_ncols=True)
     if workers > 1 and len(seeds) > 64:
         with multiprocessing.get_context("fork").Pool(workers) as pool:

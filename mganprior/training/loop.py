@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from mganprior.core.errors import InputError
 from mganprior.core.files import atomic_path
+from mganprior.core.progress import progress_bar
 from mganprior.core.weights import read_torch_checkpoint
 
 
@@ -67,7 +67,8 @@ def run_steps(state: LoopState, iterations: int,
     loop does not wait for the device each step). ``checkpoint`` runs every
     ``checkpoint_every`` steps, on KeyboardInterrupt (then re-raised) and at the end.
     """
-    bar = tqdm(total=iterations, initial=state.step, disable=not progress, unit="it", desc=desc,
+    bar = progress_bar(total=iterations, initial=state.step, enabled=progress, unit="it",
+                       desc=desc,
                dynamic_ncols=True)
     started = time.perf_counter() - state.seconds
     try:
