@@ -188,7 +188,8 @@ def load_perceptual(backend: str = "vgg16", weights: str | Path | None = None,
             return PerceptualStatus(
                 None, "none",
                 note=f"perceptual: none (VGG16 weights not found; put {VGG_FILE} at {path} "
-                     "or give its path as vgg_weights); using the pixel loss only")
+                     "or give its path: vgg_weights, --vgg-weights on the command line); using "
+                     "the pixel loss only")
     state = read_torch_checkpoint(path)
     module = (LPIPSDistance(state, net="vgg", size=size, source=str(path))
               if distance == "lpips" else
@@ -228,7 +229,7 @@ def load_lpips(net: str | None = LPIPS_METRIC_NET, weights: str | Path | None = 
         if not path.is_file():
             return LPIPSStatus(None, net, note=(
                 f"lpips: null ({net} backbone weights not found; put {LPIPS_BACKBONES[net]} at "
-                f"{path} or give its path as lpips_weights)"))
+                f"{path} or give its path: lpips_weights, --lpips-weights on the command line)"))
     module = LPIPSDistance(read_torch_checkpoint(path), net=net, source=str(path))
     return LPIPSStatus(module, net, str(path))
 

@@ -199,14 +199,29 @@ class Recipe:
             raise InputError(f"recipe {self.name} starts at w_avg and needs codes in W or W+ "
                              f"(--latent-space w or w+ of a style-based generator), not {what}"
                              f"; recipes that fit: {', '.join(fits)}", field="recipe")
+        if self.latent_noise and ("w" not in generator.latent_spaces
+                                  or self.latent_space not in ("w", "w+")):
+            raise InputError(f"latent_noise is scaled by the spread of W and needs codes in W or "
+                             f"W+ of a style-based generator, not codes in {self.latent_space} of "
+                             f"a {generator.family} generator", field="latent_noise")
         if self.optimize_noise:
             generator = generator.in_space(self.latent_space)
             if not has_noise_maps(generator, self.resolve_layer(generator)):
                 raise InputError(f"optimize_noise: a {generator.family} generator has no "
                                  "optimisable noise maps", field="optimize_noise")
 
+    def check_start(self) -> None:
+        """Refuse a start that cannot work for a run: several codes all at ``w_avg`` (they get
+        the same gradient and stay one). The engine runs it anyway (memory planning does)."""
+        if self.init == "w_avg" and self.codes > 1:
+            raise field_error("init", f"w_avg starts every code at the same point, so {self.codes} "
+                                      "codes would stay one; use it with codes 1 (the projector)")
+
     def optimizes_noise(self, generator: LayeredGenerator, layer: Layer) -> bool:
-        """Whether noise maps are optimised: asked for, or (None) where the generator has them."""
+        """Whether noise maps are optimised: asked for (or ``carry`` says ``noise=latent``), or
+        (None) where the generator has them."""
+        if parse_carry(self.carry).get("noise") == "latent":
+            return True
         if self.optimize_noise is None:
             return has_noise_maps(generator, layer)
         return self.optimize_noise

@@ -79,6 +79,7 @@ class RunSettings:
     def config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         generator = self.generator.in_space(self.recipe.latent_space)
         self.recipe.check_generator(self.generator)
+        self.recipe.check_start()
         layer = self.recipe.resolve_layer(generator)
         perceptual_used = self.perceptual.module is not None
         recipe = self.recipe.for_run(generator, perceptual_used)

@@ -68,15 +68,17 @@ def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def in_flags(message: str, flag_of: dict[str, str]) -> str:
     """A library message with the fields it names written as the flags that set them: names
-    with an underscore wherever they stand, one-word names where they stand as a setting (in
-    parentheses, or before NAME or PATH)."""
+    with an underscore where they stand as words (not inside quotes, paths or shapes), one-word
+    names where they stand as a setting (opening parentheses, after "or", before NAME or
+    PATH)."""
     for field in sorted(flag_of, key=len, reverse=True):
         flag = flag_of[field]
         if "_" in field:
-            message = re.sub(rf"(?<![\w-]){field}\b", flag, message)
+            message = re.sub(rf"(?<![\w/.\"'\[-]){field}(?![\w/.\"'-])", flag, message)
         else:
-            message = re.sub(rf"\({field}\)", f"({flag})", message)
-            message = re.sub(rf"(?<![\w-]){field} (NAME|PATH)\b", rf"{flag} \1", message)
+            message = re.sub(rf"(?<=\()(?:{field})(?=[ )])", flag, message)
+            message = re.sub(rf"(?<= or ){field}(?=\))", flag, message)
+            message = re.sub(rf"(?<![\w/.-]){field} (NAME|PATH)\b", rf"{flag} \1", message)
     return message
 
 

@@ -196,7 +196,9 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
                 f"{iterations[cell]} iterations")
         return StudyOutcome(out, cells, [], [], {"dry_run": True, "pending": len(pending)})
     study.open(record)
-    perceptual = load_perceptual(spec.perceptual, spec.vgg_weights)
+    base = get_recipe(spec.recipe, spec.tasks[0])  # perceptual settings: the same for every task
+    perceptual = load_perceptual(spec.perceptual, spec.vgg_weights, base.perceptual_layer,
+                                 base.perceptual_size, base.perceptual_distance)
     lpips = load_lpips()
     warnings = [note for note in (perceptual.note, lpips.note) if note]
     ran, tables = [], None
@@ -255,9 +257,11 @@ def _baselines(loaded: LoadedGenerator, spec: StudySpec) -> list[tuple[str, Any]
 
 
 def _recipe(spec: StudySpec, cell: StudyCell):
-    return get_recipe(spec.recipe, cell.task).with_overrides(
+    recipe = get_recipe(spec.recipe, cell.task).with_overrides(
         codes=cell.codes, layer=cell.layer.index, iterations=spec.iterations,
         latent_space=cell.latent_space)
+    recipe.check_start()  # every cell is planned before the first runs
+    return recipe
 
 
 def _write_figures(study: StudyDirectory, spec: StudySpec, cells: list[StudyCell], rows: list[dict],

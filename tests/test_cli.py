@@ -1,6 +1,7 @@
 """The command line: thin over the library, one clear line for every kind of bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -255,11 +256,15 @@ def test_every_settings_field_is_a_flag_with_the_fields_help(command, owner, mod
     cls = getattr(importlib.import_module(module), owner)
     sub = build_parser(command)._subparsers._group_actions[0].choices[command]
     actions = {option: action for action in sub._actions for option in action.option_strings}
+    names = {item.name for item in dataclasses.fields(cls)}
     for item in dataclasses.fields(cls):
         if item.name == "name":  # the recipe's own name is --recipe
             continue
         action = actions[flag_for(item.name)]
-        assert action.help.startswith(item.metadata["help"]), item.name
+        # the help is the field's, with the other settings it names written as their flags
+        expected = re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: flag_for(m.group(0))
+                          if m.group(0) in names else m.group(0), item.metadata["help"])
+        assert action.help.startswith(expected), item.name
         assert action.choices == item.metadata["choices"] or action.choices is None
 
 

@@ -248,3 +248,57 @@ def test_the_projector_on_a_generator_without_noise_maps_runs_and_says_so(tmp_pa
                                  log=said.append)
     assert summary["ok"] == 1 and run.config()["recipe"]["optimize_noise"] is False
     assert any("stylegan1 generator has no optimisable noise maps" in line for line in said)
+
+
+def test_what_the_projector_settings_cannot_do_is_one_line(tmp_path, capsys):
+    from helpers import make_tiny_pggan as tiny_pggan
+    from helpers import sample_pngs as pngs
+    from inversion.generators.saving import save_generator
+    from mganprior.cli import main
+
+    stylegan2 = save_generator(make_tiny_stylegan2(), tmp_path / "sg2.safetensors")
+    pggan = save_generator(tiny_pggan(), tmp_path / "pggan.safetensors")
+    images = pngs(make_tiny_stylegan2(), tmp_path / "images", count=1)
+
+    def refused(checkpoint, *flags):
+        code = main(["invert", "--checkpoint", str(checkpoint), "--images", str(images),
+                     "--out", str(tmp_path / "never"), "--iterations", "2", "--quiet", *flags])
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2 and not (tmp_path / "never").exists(), error
+        return error
+
+    # no convolution after the deepest cut: no noise maps to optimise
+    assert "--optimize-noise: a stylegan2 generator has no optimisable noise maps" in refused(
+        stylegan2, "--optimize-noise", "--layer", "-1")
+    # latent noise is in units of W's spread
+    assert refused(pggan, "--latent-noise", "0.1").startswith("mganprior: error: --latent-noise")
+    assert "--latent-noise" in refused(stylegan2, "--latent-noise", "0.1", "--latent-space", "z")
+    # a w_avg start with several codes would keep them identical
+    assert "--init w_avg starts every code at the same point" in refused(
+        stylegan2, "--init", "w_avg", "--latent-space", "w", "--codes", "3")
+
+
+def test_noise_maps_asked_for_through_the_carry_are_recorded_as_optimised():
+    from inversion.engine import invert
+    from inversion.tasks import Inversion
+
+    generator = make_tiny_stylegan2()
+    recipe = get_recipe("adam", "inversion").with_overrides(iterations=2, codes=2, layer="b8",
+                                                           carry="noise=latent")
+    result = invert(generator, generator.sample(1), Inversion(), recipe, seeds=[0],
+                    options=QUIET)
+    assert result.carry["noise"] == "latent" and result.recipe["optimize_noise"] is True
+
+
+def test_field_names_in_errors_become_flags_but_quotes_and_paths_stay():
+    from mganprior.cli import build_parser, in_flags
+
+    flags = build_parser("invert").parse_args(["invert", "--generator", "g", "--images", "i",
+                                               "--out", "o"]).flag_of
+    assert in_flags('recipe {"mse_weight": 1.0} vs lr_rampup', flags) == \
+        'recipe {"mse_weight": 1.0} vs --lr-rampup'
+    assert in_flags("vgg_weights /x/vgg_weights/v.pth: no such file", flags) == \
+        "--vgg-weights /x/vgg_weights/v.pth: no such file"
+    assert in_flags("give generator NAME or checkpoint PATH (generator)", flags) == \
+        "give --generator NAME or --checkpoint PATH (--generator)"
+    assert in_flags("the generator makes images", flags) == "the generator makes images"

@@ -189,8 +189,10 @@ def test_layers_are_block_features_and_up_convolutions():
     assert names == ["0 z 8x1x1", "1 b4 8x4x4", "2 b8.conv0 8x8x8", "3 b8 8x8x8",
                      "4 b16.conv0 4x16x16", "5 b16 4x16x16"]
     assert [s.name for s in generator.carry_specs(generator.layer("b4"))] == ["styles", "noise"]
-    assert [s.name for s in generator.carry_specs(generator.layer("b16"))] == \
+    assert [s.name for s in generator.carry_specs(generator.layer("b16.conv0"))] == \
         ["img", "styles", "noise"]
+    # after the deepest cut no convolution is left, so no noise map either
+    assert [s.name for s in generator.carry_specs(generator.layer("b16"))] == ["img", "styles"]
     assert [s.name for s in generator.carry_specs(generator.layer(0))] == ["noise"]
     # the noise carry holds the maps of the convolutions after the cut, in synthesis order
     assert generator.noise_layers(generator.layer("b8")) == [("b16.conv0", 16), ("b16.conv1", 16)]

@@ -506,15 +506,16 @@ class StyleGAN2Generator(StyleBasedGenerator):
         return self.architecture == "resnet" and layer.name.endswith(".conv0")
 
     def carry_specs(self, layer: Layer) -> tuple[CarrySpec, ...]:
+        noise = (NOISE,) if self.noise_layers(layer) else ()  # none after the deepest cut
         if layer.index == 0:
-            return (NOISE,)
+            return noise
         specs = []
         if self._carries_image(layer):
             specs.append(CarrySpec("img", ("alpha", "mean", "drop"), "alpha",
                                    "the RGB image of the blocks before the cut"))
         if self._carries_shortcut(layer):
             specs.append(SHORTCUT)
-        specs.extend((STYLES, NOISE))
+        specs.extend((STYLES, *noise))
         return tuple(specs)
 
     def noise_layers(self, layer: Layer) -> list[tuple[str, int]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -56,14 +57,18 @@ def dataclass_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, c
     ``(default: UNSET)``; otherwise the flag defaults to the field's default. Returns the field
     names, the ``dest`` of each flag."""
     names = []
-    for item in dataclasses.fields(cls):
-        if item.name in skip or "help" not in item.metadata:
-            continue
+    fields = [item for item in dataclasses.fields(cls)
+              if item.name not in skip and "help" in item.metadata]
+    for item in fields:
         kind = str(item.type)
         value = None if unset is not None else default(cls, item.name)
         shown = unset if unset is not None else "%(default)s"
+        text = item.metadata["help"]
+        for other in fields:  # the other settings a help text names, as their flags
+            if "_" in other.name:
+                text = re.sub(rf"\b{other.name}\b", flag_for(other.name), text)
         options: dict[str, Any] = {"dest": item.name, "default": value,
-                                   "help": f"{item.metadata['help']} (default: {shown})"}
+                                   "help": f"{text} (default: {shown})"}
         if item.metadata.get("choices"):
             options["choices"] = item.metadata["choices"]
         if kind.startswith("bool"):
