@@ -361,7 +361,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     observations = observations.to(device)
     perceptual = perceptual.to(device) if perceptual is not None else None
     started = time.perf_counter()
-    if latent_stats is None and (recipe.init == "w_avg" or recipe.latent_noise):
+    if latent_stats is None and recipe.needs_latent_stats:
         latent_stats = estimate_latent_stats(generator)
     layer = recipe.resolve_layer(generator)
     variables = Variables(generator, recipe, layer, seeds, latent_stats, options.bf16)
@@ -414,7 +414,7 @@ def _optimize(variables: Variables, states: ImageStates,
     keeps per-image state; returns the loss trace (iterations and ``[B]`` losses)."""
     recipe = variables.recipe
     optimizer = variables.optimizer()
-    base_lr = recipe.resolve_lr(variables.generator)
+    base_lr = optimizer.param_groups[0]["lr"]  # the schedule scales the recipe's rate
     every = max(1, recipe.iterations // max(1, options.trace_points))
     iterations: list[int] = []
     trace: list[torch.Tensor] = []

@@ -41,13 +41,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 
-def hub_vgg_path() -> Path:
-    return hub_path(VGG_FILE)
-
-
 def hub_path(filename: str) -> Path:
     """Where torchvision keeps (and we look for) a pretrained backbone file."""
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def backbone_file(weights: str | Path | None, field: str, filename: str) -> tuple[Path, bool]:
+    """A backbone's weights file and whether it exists: an explicit path must exist (one line
+    naming ``field`` otherwise); without one, the torch hub cache's ``filename``."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(f"{field} {path}: no such file", field=field)
+        return path, True
+    path = hub_path(filename)
+    return path, path.is_file()
 
 
 class VGGPerceptual(nn.Module):
@@ -178,18 +186,13 @@ def load_perceptual(backend: str = "vgg16", weights: str | Path | None = None,
     if distance not in PERCEPTUAL_DISTANCES:
         raise InputError(f"perceptual_distance must be one of {', '.join(PERCEPTUAL_DISTANCES)}"
                          f", got {distance!r}", field="perceptual_distance")
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise InputError(f"vgg_weights {path}: no such file", field="vgg_weights")
-    else:
-        path = hub_vgg_path()
-        if not path.is_file():
-            return PerceptualStatus(
-                None, "none",
-                note=f"perceptual: none (VGG16 weights not found; put {VGG_FILE} at {path} "
-                     "or give its path: vgg_weights, --vgg-weights on the command line); using "
-                     "the pixel loss only")
+    path, found = backbone_file(weights, "vgg_weights", VGG_FILE)
+    if not found:
+        return PerceptualStatus(
+            None, "none",
+            note=f"perceptual: none (VGG16 weights not found; put {VGG_FILE} at {path} "
+                 "or give its path: vgg_weights, --vgg-weights on the command line); using "
+                 "the pixel loss only")
     state = read_torch_checkpoint(path)
     module = (LPIPSDistance(state, net="vgg", size=size, source=str(path))
               if distance == "lpips" else
@@ -200,7 +203,7 @@ def load_perceptual(backend: str = "vgg16", weights: str | Path | None = None,
 @dataclass
 class LPIPSStatus:
     """The LPIPS metric of a run: ``module`` None (results say ``lpips: null``) with ``note``
-    saying why."""
+    saying why, or without one when the metric is off."""
 
     module: LPIPSDistance | None
     net: str | None = None
@@ -216,20 +219,15 @@ def load_lpips(net: str | None = LPIPS_METRIC_NET, weights: str | Path | None = 
     """The LPIPS metric on ``net``'s backbone (``None``: off). An explicit ``weights`` path
     must exist; without one the torch hub cache is tried, and a missing file is a note."""
     if net is None or net == "none":
-        return LPIPSStatus(None, note="lpips: off")
+        return LPIPSStatus(None)
     if net not in LPIPS_BACKBONES:
         raise InputError(f"lpips must be one of {', '.join([*LPIPS_BACKBONES, 'none'])}, got "
                          f"{net!r}", field="lpips")
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise InputError(f"lpips_weights {path}: no such file", field="lpips_weights")
-    else:
-        path = hub_path(LPIPS_BACKBONES[net])
-        if not path.is_file():
-            return LPIPSStatus(None, net, note=(
-                f"lpips: null ({net} backbone weights not found; put {LPIPS_BACKBONES[net]} at "
-                f"{path} or give its path: lpips_weights, --lpips-weights on the command line)"))
+    path, found = backbone_file(weights, "lpips_weights", LPIPS_BACKBONES[net])
+    if not found:
+        return LPIPSStatus(None, net, note=(
+            f"lpips: null ({net} backbone weights not found; put {LPIPS_BACKBONES[net]} at "
+            f"{path} or give its path: lpips_weights, --lpips-weights on the command line)"))
     module = LPIPSDistance(read_torch_checkpoint(path), net=net, source=str(path))
     return LPIPSStatus(module, net, str(path))
 

@@ -115,6 +115,11 @@ class Recipe:
                                       "decays to zero", default=0.75)
 
     @property
+    def needs_latent_stats(self) -> bool:
+        """Whether runs need W's statistics: a ``w_avg`` start or latent noise."""
+        return self.init == "w_avg" or bool(self.latent_noise)
+
+    @property
     def perceptual_weight(self) -> float:
         return self.perceptual_lambda * self.perceptual_factor
 

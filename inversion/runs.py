@@ -69,7 +69,7 @@ class RunSettings:
     task: Task
     recipe: Recipe
     perceptual: PerceptualStatus = field(default_factory=lambda: PerceptualStatus(None, "none"))
-    lpips: LPIPSStatus = field(default_factory=lambda: LPIPSStatus(None, note="lpips: off"))
+    lpips: LPIPSStatus = field(default_factory=lambda: LPIPSStatus(None))  # off
     seed: int = DEFAULT_SEED
     batch_size: int = DEFAULT_BATCH_SIZE
     observed: bool = False
@@ -117,7 +117,7 @@ def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
     observation = torch.zeros(1, 3, size, size, device=generator.device)
 
     stand_in = None  # the memory of a w_avg start does not depend on its value
-    if settings.recipe.init == "w_avg" or settings.recipe.latent_noise:
+    if settings.recipe.needs_latent_stats:
         stand_in = LatentStats(torch.zeros(generator.w_dim), 1.0)
 
     def measure(codes: int) -> int:
@@ -231,7 +231,7 @@ def _announce(run: RunDirectory, settings: RunSettings, images: list[LoadedImage
               pending: list[LoadedImage], log: Callable[[str], None]) -> None:
     """One line per note: missing weights, noise maps, a resumption, converted images."""
     for note in (settings.perceptual.note, settings.lpips.note, noise_note(settings)):
-        if note and note != "lpips: off":
+        if note:
             log(note)
     if len(pending) < len(images):
         log(f"resuming {run.path}: {len(images) - len(pending)} of {len(images)} images done")
@@ -288,8 +288,7 @@ def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedIm
         observations = task.observe(clean, ctx)
         refs = clean
     recipe = settings.recipe
-    stats = (run.latent_stats(generator) if recipe.init == "w_avg" or recipe.latent_noise
-             else None)
+    stats = run.latent_stats(generator) if recipe.needs_latent_stats else None
     result = invert(generator, observations, task, recipe, seeds=seeds, names=names,
                     ctx=ctx, references=refs, perceptual=settings.perceptual.module,
                     latent_stats=stats, lpips=settings.lpips.module,

@@ -534,8 +534,8 @@ class StyleGAN2Generator(StyleBasedGenerator):
 
     def stored_noise(self, layer: Layer) -> torch.Tensor:
         """The stored constant noise of the layers after the cut, flat ``[1, sum r^2]``."""
-        maps = [getattr(self._block(int(math.log2(side)) - 2), name.split(".")[1]).noise_const
-                for name, side in self.noise_layers(layer)]
+        maps = [self.synthesis.get_submodule(name).noise_const
+                for name, _ in self.noise_layers(layer)]
         return torch.cat([m.flatten() for m in maps])[None]
 
     def extra_latents(self, layer: Layer, rules: Mapping[str, str], cut: Cut,
