@@ -77,24 +77,22 @@ def run_generator(config: dict, name: str | None, checkpoint: str | Path | None,
     """The run's generator (by name or checkpoint path, sha256-checked) or the user's override."""
     recorded = config.get("generator") or {}
     used = recorded.get("config") or {}  # truncation and class as the run used them
-    psi, label = used.get("truncation_psi"), used.get("label")
+    view = {"truncation_psi": used.get("truncation_psi"), "label": used.get("label"),
+            "input_transform": used.get("input_transform")}
     if name is not None or checkpoint is not None:
-        loaded = load_generator(name, checkpoint, device=device, truncation_psi=psi,
-                                label=label)
+        loaded = load_generator(name, checkpoint, device=device, **view)
         if recorded.get("sha256") and loaded.info["sha256"] != recorded["sha256"]:
             log(f"note: this generator's sha256 differs from the one the run recorded "
                 f"({recorded['sha256'][:12]}...); its reconstructions will be checked")
         return loaded
     if recorded.get("name"):
-        loaded = load_generator(recorded["name"], device=device, truncation_psi=psi,
-                                label=label)
+        loaded = load_generator(recorded["name"], device=device, **view)
     elif recorded.get("checkpoint"):
         path = Path(recorded["checkpoint"])
         if not path.is_file():
             raise InputError(f"the run's generator file {path} is missing; give checkpoint "
                              "PATH (the same file) or generator NAME")
-        loaded = load_generator(checkpoint=path, device=device, truncation_psi=psi,
-                                label=label)
+        loaded = load_generator(checkpoint=path, device=device, **view)
     else:
         raise InputError("the run's config.json names no generator; give generator NAME or "
                          "checkpoint PATH")

@@ -116,10 +116,12 @@ class LoadedGenerator:
 def load_generator(name: str | None = None, checkpoint: str | Path | None = None,
                    device: str | torch.device | None = None,
                    truncation_psi: float | None = None,
-                   label: int | None = None) -> LoadedGenerator:
+                   label: int | None = None,
+                   input_transform: list[list[float]] | None = None) -> LoadedGenerator:
     """A named zoo generator or a checkpoint file (any known format), in eval mode on
     ``device``, with provenance; ``truncation_psi`` overrides the file's truncation (style-based
-    generators), ``label`` chooses the class of a conditional one."""
+    generators), ``label`` chooses the class of a conditional one, ``input_transform`` (3x3)
+    turns and shifts a StyleGAN3's input."""
     if (name is None) == (checkpoint is None):
         raise InputError("give exactly one of a generator name (generator) or a checkpoint "
                          "file (checkpoint)")
@@ -136,7 +138,7 @@ def load_generator(name: str | None = None, checkpoint: str | Path | None = None
         generator = load_generator_file(path)
     if truncation_psi is not None:
         generator = generator.with_truncation(truncation_psi)
-    generator = generator.with_label(label)
+    generator = generator.with_label(label).with_input_transform(input_transform)
     info = {"name": name, "checkpoint": str(path), "sha256": file_sha256(path),
             "family": generator.family, "resolution": generator.resolution,
             "z_dim": generator.z_dim, "config": generator.config()}

@@ -22,6 +22,7 @@ from inversion.generators.formats import load_generator_file
 from inversion.generators.saving import save_generator
 from inversion.generators.stylegan1 import StyleGAN1Generator
 from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
+from inversion.generators.stylegan3 import StyleGAN3Generator
 from inversion.recipes import get_recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Inversion
@@ -128,6 +129,24 @@ def make_tiny_stylegan2(seed: int = 0, resolution: int = 16, architecture: str =
                     tensor.add_(torch.randn_like(tensor) * 0.1)
                 if name.endswith("torgb.weight"):
                     tensor.mul_(0.3)
+    return generator.with_label(1 if c_dim else None).eval()
+
+
+def make_tiny_stylegan3(seed: int = 0, config: str = "t", c_dim: int = 0) -> StyleGAN3Generator:
+    """A StyleGAN3 laid out by our :meth:`StyleGAN3Generator.design` (16 px, widths 8, 4 layers
+    plus the ToRGB, margin 4), every learnt tensor and the magnitude EMAs perturbed; the input's
+    affine made non-trivial so codes turn and shift the Fourier features. A conditional one
+    (``c_dim``) makes class 1."""
+    generator = StyleGAN3Generator.design(16, 8, 8, channel_base=128, channel_max=8,
+                                          config=config, num_layers=4, margin_size=4,
+                                          c_dim=c_dim, seed=seed)
+    rng = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, tensor in generator.state_dict(keep_vars=True).items():
+            if name.endswith(("bias", "w_avg", "input.affine.weight")):
+                tensor.add_(torch.randn(tensor.shape, generator=rng) * 0.3)
+            if name.endswith("magnitude_ema"):
+                tensor.fill_(1 + 0.5 * torch.rand([], generator=rng).item())
     return generator.with_label(1 if c_dim else None).eval()
 
 
@@ -589,6 +608,79 @@ def nvidia_pickle(generator: StyleGAN2Generator, path: Path, module_src: str = "
         network = Persistent(reconstruct, {"type": "class", "version": 6,
                                            "module_src": module_src, "class_name": class_name,
                                            "state": root})
+        path.write_bytes(pickle.dumps({"G": network, "D": None, "G_ema": network,
+                                       "augment_pipe": None}, protocol=4))
+    return path
+
+
+def nvidia_stylegan3_pickle(generator: StyleGAN3Generator, path: Path, edit=None) -> Path:
+    """Write ``generator`` as NVIDIA's stylegan3 code pickles ``G_ema``: persistent objects
+    whose state keeps sizes as numpy arrays and scalars, and each layer's factors, taps and
+    padding. ``edit(synthesis_state)`` may change the synthesis network's stored state first."""
+    import pickle
+    from collections import OrderedDict
+
+    def state(module: nn.Module, **settings) -> dict:
+        return {"training": False, "_non_persistent_buffers_set": set(),
+                "_parameters": OrderedDict((k, v.detach().clone()) for k, v in
+                                           module.named_parameters(recurse=False)),
+                "_buffers": OrderedDict((k, None if v is None else v.detach().clone())
+                                        for k, v in module._buffers.items()),
+                "_modules": OrderedDict(), **settings}
+
+    def dense(module, reconstruct) -> Persistent:
+        return Persistent(reconstruct, {"type": "class", "version": 6, "module_src": "pass",
+                                        "class_name": "FullyConnectedLayer", "state": state(
+                                            module, weight_gain=np.float64(module.weight_gain),
+                                            bias_gain=module.bias_gain)})
+
+    def obj(reconstruct, class_name, module, children=(), **settings) -> Persistent:
+        node = state(module, **settings)
+        for name, child in children:
+            node["_modules"][name] = child
+        return Persistent(reconstruct, {"type": "class", "version": 6, "module_src": "pass",
+                                        "class_name": class_name, "state": node})
+
+    with FakePersistence() as persistence:
+        reconstruct = persistence._reconstruct_persistent_obj
+        mapping = generator.mapping
+        fcs = [(f"fc{i}", dense(getattr(mapping, f"fc{i}"), reconstruct))
+               for i in range(mapping.layers)]
+        if generator.c_dim:
+            fcs.append(("embed", dense(mapping.embed, reconstruct)))
+        layers = []
+        source = generator.synthesis
+        spec = generator.input_spec
+        layers.append(("input", obj(reconstruct, "SynthesisInput", source.input,
+                                    [("affine", dense(source.input.affine, reconstruct))],
+                                    channels=spec.channels, size=np.array([spec.size] * 2),
+                                    sampling_rate=np.float64(spec.sampling_rate),
+                                    bandwidth=np.float64(spec.bandwidth))))
+        for name, spec in zip(source.names, generator.specs, strict=True):
+            module = getattr(source, name)
+            layers.append((name, obj(
+                reconstruct, "SynthesisLayer", module,
+                [("affine", dense(module.affine, reconstruct))], is_torgb=spec.torgb,
+                in_channels=spec.in_channels, out_channels=spec.out_channels,
+                in_size=np.array([spec.in_size] * 2), out_size=np.array([spec.out_size] * 2),
+                conv_kernel=spec.conv_kernel, conv_clamp=generator.conv_clamp,
+                up_factor=spec.up, down_factor=spec.down, up_taps=spec.up_taps,
+                down_taps=spec.down_taps, down_radial=spec.radial, use_fp16=np.bool_(True),
+                padding=[np.int64(p) for p in (*spec.padding, *spec.padding)])))
+        synthesis = obj(reconstruct, "SynthesisNetwork", source, layers,
+                        layer_names=list(source.names), output_scale=generator.output_scale,
+                        num_ws=generator.num_ws)
+        if edit is not None:
+            edit(synthesis.meta["state"])
+        network = obj(reconstruct, "Generator", generator,
+                      [("mapping", obj(reconstruct, "MappingNetwork", mapping, fcs,
+                                       num_layers=mapping.layers)),
+                       ("synthesis", synthesis)],
+                      z_dim=generator.mapping_z_dim, c_dim=generator.c_dim,
+                      w_dim=generator.w_dim, img_resolution=generator.resolution,
+                      img_channels=3, num_ws=generator.num_ws)
+        network.meta["state"]["_buffers"] = OrderedDict()
+        network.meta["state"]["_parameters"] = OrderedDict()
         path.write_bytes(pickle.dumps({"G": network, "D": None, "G_ema": network,
                                        "augment_pipe": None}, protocol=4))
     return path

@@ -6,9 +6,9 @@ allocates from a declared size fails the run) and a time ceiling; in the test pr
 format tests are skipped. A fixed, derandomised number of examples runs in ``make test``;
 ``make fuzz`` (the ``fuzz`` profile, ``HYPOTHESIS_PROFILE=fuzz``) runs many more. Formats: our
 safetensors and config, StyleGAN (v1), PGGAN and rosinality checkpoints (fields, and the bytes
-of a torch file), NVIDIA StyleGAN2 pickle settings, boundary ``.npy`` files and their sidecars,
-transformers configs and preprocessor configs, CSAIL YAML configs and checkpoints, run records
-and results lines.
+of a torch file), NVIDIA StyleGAN2 pickle settings and StyleGAN3 layer settings, boundary ``.npy``
+files and their sidecars, transformers configs and preprocessor configs, CSAIL YAML configs and
+checkpoints, run records and results lines.
 """
 
 from __future__ import annotations
@@ -215,6 +215,27 @@ def test_nvidia_pickle_settings(tmp_path, top):
     from inversion.generators.formats import load_generator_file
 
     path = nvidia_pickle(make_tiny_stylegan2(), tmp_path / "fuzzed.pkl", top=top)
+    loads_or_refuses(lambda: load_generator_file(path))
+
+
+# -- NVIDIA StyleGAN3 pickles: a layer's declared sizes, factors, taps and padding ----------------
+LAYER_FIELDS = ("in_channels", "out_channels", "in_size", "out_size", "conv_kernel", "up_factor",
+                "down_factor", "up_taps", "down_taps", "down_radial", "is_torgb", "padding",
+                "conv_clamp")
+SIZES = st.integers(-3, 10 ** 7).map(lambda n: np.array([n, n])) | JSONISH
+
+
+@inner_only
+@given(st.sampled_from(["L0_24_8", "L2_24_8", "L4_16_3"]),
+       st.dictionaries(st.sampled_from(LAYER_FIELDS), SIZES, min_size=1, max_size=3))
+def test_nvidia_stylegan3_layer_settings(tmp_path, layer, fields):
+    from helpers import make_tiny_stylegan3, nvidia_stylegan3_pickle
+    from inversion.generators.formats import load_generator_file
+
+    def edit(synthesis):
+        synthesis["_modules"][layer].meta["state"].update(fields)
+
+    path = nvidia_stylegan3_pickle(make_tiny_stylegan3(), tmp_path / "fuzzed.pkl", edit=edit)
     loads_or_refuses(lambda: load_generator_file(path))
 
 

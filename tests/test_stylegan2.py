@@ -42,7 +42,7 @@ def test_nvidia_pickle_reproduces_every_reference_output():
     path = FIXTURES / "stylegan2-tiny32.pkl"
     expected = torch.load(FIXTURES / "stylegan2-tiny32-expected.pt", weights_only=True)
     generator = load_generator(checkpoint=path, device="cpu").generator
-    assert sniff_format(path)[0].name == "stylegan2-nvidia"
+    assert sniff_format(path)[0].name == "stylegan-nvidia"
     assert generator.num_ws == 8 and generator.conv_clamp == 256
     with torch.no_grad():
         torch.testing.assert_close(generator.ws(expected["z"]), expected["ws"], **TOLERANCE)

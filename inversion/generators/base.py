@@ -245,6 +245,14 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
         raise InputError(f"label {label}: this {self.family} generator is unconditional and "
                          "takes no label", field="label")
 
+    def with_input_transform(self, matrix: Any) -> LayeredGenerator:
+        """This generator with its input turned and shifted by ``matrix`` (StyleGAN3 only)."""
+        if matrix is None:
+            return self
+        raise InputError(f"input_transform (--rotate, --translate) applies to StyleGAN3's "
+                         f"Fourier-feature input, not to this {self.family} generator",
+                         field="input_transform")
+
     def latent_weight(self, layers: str = "all") -> tuple[torch.Tensor, str]:
         """The weight of the first layer that acts on the latent, as a matrix ``[out, latent]``,
         and the latent space it acts on: what closed-form direction finding (SeFa) factorises.

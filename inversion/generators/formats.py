@@ -23,6 +23,7 @@ from inversion.generators.stylegan1 import StyleGAN1Generator
 from inversion.generators.stylegan1_files import from_genforce, is_genforce_stylegan
 from inversion.generators.stylegan2 import StyleGAN2Generator
 from inversion.generators.stylegan2_files import from_rosinality, is_rosinality, read_nvidia_pickle
+from inversion.generators.stylegan3 import StyleGAN3Generator
 from mganprior.core.errors import InputError
 from mganprior.core.weights import (
     check_shapes,
@@ -37,7 +38,8 @@ from mganprior.core.weights import (
 # Families that can be rebuilt from ``config()`` + weights (``"family"`` in the config).
 FAMILIES: dict[str, type[LayeredGenerator]] = {"pggan": PGGANGenerator, "dcgan": DCGANGenerator,
                                                "stylegan1": StyleGAN1Generator,
-                                               "stylegan2": StyleGAN2Generator}
+                                               "stylegan2": StyleGAN2Generator,
+                                               "stylegan3": StyleGAN3Generator}
 
 
 def register_family(cls: type[LayeredGenerator]) -> type[LayeredGenerator]:
@@ -171,8 +173,9 @@ def _sniff_rosinality(peek: Peek) -> bool:
 FORMATS: list[GeneratorFormat] = [
     GeneratorFormat("mganprior", "our .safetensors weights with a .json config beside them",
                     _is_safetensors, load_ours),
-    GeneratorFormat("stylegan2-nvidia", "NVIDIA StyleGAN2 pickle (stylegan2-ada-pytorch, "
-                    "stylegan3 repositories), read without running its code",
+    GeneratorFormat("stylegan-nvidia", "NVIDIA StyleGAN2 or StyleGAN3 pickle "
+                    "(stylegan2-ada-pytorch, stylegan3 repositories), read without running its "
+                    "code",
                     _sniff_nvidia, lambda peek: read_nvidia_pickle(peek.path)),
     GeneratorFormat("stylegan2-rosinality", "rosinality StyleGAN2 .pt (g_ema + args, or a bare "
                     "state dict; pSp, e4e, ReStyle)", _sniff_rosinality,

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from inversion.generators.base import CarrySpec, Cut, Layer, LayeredGenerator
 from mganprior.core.errors import InputError
@@ -59,11 +60,38 @@ class StyleBasedGenerator(LayeredGenerator):
     num_ws: int
     truncation_psi: float = 1.0
     truncation_layers: int | None = None  # None: every row
+    c_dim: int = 0  # classes of a conditional mapping (0: unconditional)
+    label: int | None = None  # the class a conditional generator makes
 
     def map(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` ``[B, mapping_z_dim]`` to ``w`` ``[B, w_dim]`` (no truncation): the family's
-        ``mapping`` module."""
-        return self.mapping(z)
+        ``mapping`` module, which a conditional generator also gives the one-hot label of
+        :meth:`with_label`."""
+        if not self.c_dim:
+            return self.mapping(z)
+        if self.label is None:
+            raise InputError(f"label: this generator is conditional ({self.c_dim} classes); "
+                             f"choose a class with with_label(k), k in 0..{self.c_dim - 1}",
+                             field="label")
+        c = F.one_hot(torch.full((z.shape[0],), self.label, device=z.device),
+                      self.c_dim).to(z.dtype)
+        return self.mapping(z, c)
+
+    def with_label(self, label: int | None) -> StyleBasedGenerator:
+        """This conditional generator making class ``label`` (sharing every weight); an
+        unconditional one refuses a label."""
+        if label is None:
+            return self
+        if not self.c_dim:
+            raise InputError(f"label {label}: this generator is unconditional and takes no "
+                             "label", field="label")
+        if isinstance(label, bool) or not isinstance(label, int) or \
+                not 0 <= label < self.c_dim:
+            raise InputError(f"label must be a class in 0..{self.c_dim - 1}, got {label!r}",
+                             field="label")
+        view = copy.copy(self)
+        view.label = label
+        return view
 
     @property
     @abstractmethod

@@ -36,7 +36,6 @@ family (``stylebased``).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -345,34 +344,6 @@ class StyleGAN2Generator(StyleBasedGenerator):
                 "mapping_layers": self.mapping_layers, "lr_multiplier": self.lr_multiplier,
                 "conv_clamp": self.conv_clamp, "truncation_psi": self.truncation_psi,
                 "architecture": self.architecture, "c_dim": self.c_dim, "label": self.label}
-
-    def map(self, z: torch.Tensor) -> torch.Tensor:
-        """``z`` to ``w``; a conditional generator embeds the label of :meth:`with_label`."""
-        if not self.c_dim:
-            return self.mapping(z)
-        if self.label is None:
-            raise InputError(f"label: this generator is conditional ({self.c_dim} classes); "
-                             f"choose a class with with_label(k), k in 0..{self.c_dim - 1}",
-                             field="label")
-        c = F.one_hot(torch.full((z.shape[0],), self.label, device=z.device),
-                      self.c_dim).to(z.dtype)
-        return self.mapping(z, c)
-
-    def with_label(self, label: int | None) -> StyleGAN2Generator:
-        """This conditional generator making class ``label`` (sharing every weight); an
-        unconditional one refuses a label."""
-        if label is None:
-            return self
-        if not self.c_dim:
-            raise InputError(f"label {label}: this generator is unconditional and takes no "
-                             "label", field="label")
-        if isinstance(label, bool) or not isinstance(label, int) or \
-                not 0 <= label < self.c_dim:
-            raise InputError(f"label must be a class in 0..{self.c_dim - 1}, got {label!r}",
-                             field="label")
-        view = copy.copy(self)
-        view.label = label
-        return view
 
     def describe(self) -> str:
         classes = (f"; conditional, {self.c_dim} classes (label "

@@ -252,8 +252,7 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
     c_dim = _whole(top, "c_dim", source, kwargs.get("c_dim", 0) or 0)
     if any(name.startswith("synthesis.input") or re.match(r"synthesis\.L\d+_", name)
            for name in tensors):
-        raise InputError(f"{source} is a StyleGAN3 generator (networks_stylegan3); only StyleGAN2 "
-                         "generators are supported")
+        return _stylegan3(network, tensors, settings, c_dim, source).eval()
     resolution = _whole(top, "img_resolution", source, 0)
     blocks = [k for k in settings if re.fullmatch(r"synthesis\.b\d+", k)]
     architectures = {settings[block].get("architecture", "skip") for block in blocks}
@@ -294,6 +293,103 @@ def from_nvidia(content: Any, source: str) -> StyleGAN2Generator:
               "conv_clamp": float(clamp) if clamp is not None else None,
               "architecture": architectures.pop() if architectures else "skip", "c_dim": c_dim}
     return _build(config, tensors, f"{source} (NVIDIA G_ema)").eval()
+
+
+def _plain(value: Any, field: str, source: str) -> Any:
+    """A stored setting as a plain Python number: numpy scalars unwrapped, a numpy pair of equal
+    sizes (NVIDIA keeps [width, height]) as one number; a non-square pair is refused."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf" or value.size == 0 or value.size > 2 or \
+                len(set(value.ravel().tolist())) != 1:
+            raise InputError(f"{source}: {field} is {value.tolist()}; only square layers with "
+                             "one size are supported", field=field)
+        return value.ravel()[0].item()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _stylegan3_layer(obj: Any, name: str, source: str) -> Any:
+    """One SynthesisLayer's declared sizes as a LayerSpec; its stored padding must be the one
+    the sizes give (anything else is a configuration this reader does not support)."""
+    from inversion.generators.stylegan3 import LayerSpec
+
+    if not isinstance(obj, PersistentObject) or obj.class_name != "SynthesisLayer":
+        raise InputError(f"{source}: synthesis.{name} is not a StyleGAN3 SynthesisLayer")
+    state = obj.state
+
+    def get(key: str) -> Any:
+        return _plain(state.get(key), f"synthesis.{name}.{key}", source)
+
+    spec = LayerSpec(in_channels=get("in_channels"), out_channels=get("out_channels"),
+                     in_size=get("in_size"), out_size=get("out_size"),
+                     conv_kernel=get("conv_kernel"), up=get("up_factor"),
+                     down=get("down_factor"), up_taps=get("up_taps"),
+                     down_taps=get("down_taps"), radial=bool(get("down_radial")),
+                     torgb=bool(get("is_torgb")))
+    padding = state.get("padding")
+    if padding is not None:
+        stored = [_plain(p, f"synthesis.{name}.padding", source) for p in padding]
+        if all(isinstance(p, int) for p in [*stored, spec.up, spec.down, spec.in_size,
+                                             spec.out_size, spec.conv_kernel, spec.up_taps,
+                                             spec.down_taps]) and \
+                stored != [*spec.padding, *spec.padding]:
+            raise InputError(f"{source}: synthesis.{name} pads by {stored}, not the "
+                             f"{[*spec.padding, *spec.padding]} its sizes give; this layer "
+                             "configuration is not supported", field="padding")
+    return spec
+
+
+def _stylegan3(network: PersistentObject, tensors: dict[str, torch.Tensor],
+               settings: dict[str, dict[str, Any]], c_dim: int, source: str) -> Any:
+    """Our StyleGAN3 from NVIDIA's ``networks_stylegan3.Generator``: the declared sizes read
+    into specs and checked (:func:`check_specs`) before anything is built."""
+    from inversion.generators.stylegan3 import InputSpec, StyleGAN3Generator
+
+    synthesis = _children(network).get("synthesis")
+    if not isinstance(synthesis, PersistentObject):
+        raise InputError(f"{source}: G_ema has no stored synthesis network")
+    names = synthesis.state.get("layer_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{source}: synthesis.layer_names is not a list of names")
+    children = _children(synthesis)
+    specs = [_stylegan3_layer(children.get(name), name, source) for name in names]
+    stem = children.get("input")
+    if not isinstance(stem, PersistentObject) or stem.class_name != "SynthesisInput":
+        raise InputError(f"{source}: synthesis.input is not a StyleGAN3 SynthesisInput")
+    state = stem.state
+
+    def number(key: str) -> Any:
+        return _plain(state.get(key), f"synthesis.input.{key}", source)
+
+    input_spec = InputSpec(channels=number("channels"), size=number("size"),
+                           sampling_rate=number("sampling_rate"),
+                           bandwidth=number("bandwidth"))
+    top = settings[""]
+    clamps = {_number(settings[f"synthesis.{name}"], "conv_clamp") for name in names}
+    if len(clamps) > 1:
+        raise InputError(f"{source} clamps its layers differently ({sorted(map(str, clamps))}); "
+                         "only one conv_clamp for the whole network is supported")
+    if _whole(top, "img_channels", source, 3) != 3:
+        raise InputError(f"{source} makes {top.get('img_channels')}-channel images; only RGB")
+    config = {"resolution": _whole(top, "img_resolution", source, 0),
+              "z_dim": _whole(top, "z_dim", source), "w_dim": _whole(top, "w_dim", source),
+              "input": input_spec, "layers": specs,
+              "mapping_layers": len([k for k in settings if re.fullmatch(r"mapping\.fc\d+", k)]),
+              "lr_multiplier": float(_number(settings.get("mapping.fc0", {}), "bias_gain", 0.01)),
+              "conv_clamp": clamps.pop() if clamps else None,
+              "output_scale": _plain(settings["synthesis"].get("output_scale", 1.0),
+                                     "synthesis.output_scale", source),
+              "c_dim": c_dim}
+    try:
+        with torch.device("meta"):
+            StyleGAN3Generator(**config)  # the declared sizes checked, nothing allocated
+    except InputError as err:
+        raise InputError(f"{source} (NVIDIA StyleGAN3 G_ema): {err}") from None
+    expected = [spec.name(i) for i, spec in enumerate(specs)]
+    if names != expected:
+        raise InputError(f"{source}: the synthesis layers are named {names[:3]}..., not "
+                         f"{expected[:3]}... as their sizes give")
+    return build_checked(lambda: StyleGAN3Generator(**config), tensors,
+                         f"{source} (NVIDIA StyleGAN3 G_ema)")
 
 
 MAX_WIDTH = 8192  # channels or latent sizes beyond this are no StyleGAN2

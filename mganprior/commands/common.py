@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -125,3 +126,39 @@ def summary_line(summary: dict) -> str:
     if summary["failed"]:
         parts.append(f"{summary['failed']} failed (see results.jsonl)")
     return ", ".join(parts)
+
+
+def add_view_flags(parser: argparse.ArgumentParser) -> None:
+    """The generator's class and, for StyleGAN3, its input transform."""
+    parser.add_argument("--label", type=int, help="the class a conditional generator makes "
+                        "(attribute and edit reuse the run's)")
+    parser.add_argument("--rotate", type=float, metavar="DEGREES",
+                        help="StyleGAN3: turn the image by rotating its input (as NVIDIA's "
+                        "gen_images.py --rotate)")
+    parser.add_argument("--translate", metavar="X,Y",
+                        help="StyleGAN3: shift the image by moving its input (as NVIDIA's "
+                        "gen_images.py --translate)")
+
+
+def view_of(args: argparse.Namespace) -> dict:
+    """``load_generator``'s view settings from :func:`add_view_flags`'s flags."""
+    transform = None
+    if args.rotate is not None or args.translate is not None:
+        from inversion.generators.stylegan3 import input_transform
+
+        shift = (0.0, 0.0)
+        if args.translate is not None:
+            parts = args.translate.split(",")
+            try:
+                shift = tuple(float(p) for p in parts)
+            except ValueError:
+                shift = ()
+            if len(shift) != 2 or not all(math.isfinite(v) for v in shift):
+                raise InputError(f"translate must be two numbers X,Y, got {args.translate!r}",
+                                 field="translate")
+        rotate = args.rotate or 0.0
+        if not math.isfinite(rotate):
+            raise InputError(f"rotate must be a finite angle in degrees, got {rotate}",
+                             field="rotate")
+        transform = input_transform(shift, rotate)
+    return {"label": args.label, "input_transform": transform}

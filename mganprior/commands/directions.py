@@ -12,9 +12,11 @@ from mganprior.commands.common import (
     SCALES_HELP,
     Command,
     add_generator_source,
+    add_view_flags,
     dataclass_flags,
     default,
     values_of,
+    view_of,
 )
 from mganprior.core.errors import InputError
 
@@ -47,7 +49,7 @@ def add_directions_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interfacegan: project out up to two boundaries")
     parser.add_argument("--name", help="interfacegan: the direction's name")
     parser.add_argument("--seed", type=int, default=default(find_directions, "seed"))
-    parser.add_argument("--label", type=int, help="the class a conditional generator makes")
+    add_view_flags(parser)
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
@@ -59,7 +61,7 @@ def directions(args: argparse.Namespace) -> int:
         raise InputError("boundary: give a .npy file with `directions file`, and only then",
                          field="boundary")
     loaded = load_generator(args.generator, args.checkpoint, device=args.device,
-                            label=args.label)
+                            **view_of(args))
     segmenter = None
     if args.segmenter or args.segmenter_dir:
         segmenter = load_segmenter(args.segmenter, args.segmenter_dir, labels=args.label_names,

@@ -11,9 +11,11 @@ from mganprior.commands.common import (
     Command,
     add_generator_source,
     add_shard,
+    add_view_flags,
     dataclass_flags,
     summary_line,
     values_of,
+    view_of,
 )
 from mganprior.core.errors import InputError
 
@@ -38,8 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="defaults for every recipe setting below (default: %(default)s)")
     parser.add_argument("--truncation-psi", type=float,
                         help="pull w toward w_avg (style-based; default: the file's, usually 1)")
-    parser.add_argument("--label", type=int, help="the class a conditional generator makes "
-                        "(attribute and edit reuse the run's)")
+    add_view_flags(parser)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="images optimised together (default: %(default)s)")
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                      mask=args.mask, invert_mask=args.invert_mask or None,
                      resize_mask=args.resize_mask or None, sigma=args.sigma)
     loaded = load_generator(args.generator, args.checkpoint, device=args.device,
-                            truncation_psi=args.truncation_psi, label=args.label)
+                            truncation_psi=args.truncation_psi, **view_of(args))
     generator = loaded.generator
     settings = RunSettings(generator, loaded.info, task, recipe, seed=args.seed,
                            batch_size=args.batch_size, observed=args.observed, bf16=args.bf16,
