@@ -39,6 +39,9 @@ from segmentation.vocabularies import Vocabulary
 
 MODES = ("offset", "absolute")
 MAX_STEPS = 1000  # frames of one edit; a sweep has no use for more
+# A change of a class's share of the pixels below this (1% of the image) is within what a
+# segmenter's boundary jitter moves between nearly equal frames: no trend is judged there.
+EFFECT_NOISE = 0.01
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,8 @@ class EditResult:
 
     def summary(self, target: str | None = None) -> list[dict[str, Any]]:
         """Per (image, code set): changed pixels, and with a segmentation the target's change,
-        whether it is monotone, and the largest change of any other class."""
+        whether it is monotone (None where the change is within :data:`EFFECT_NOISE`), and the
+        largest change of any other class."""
         rows = []
         changed = self.changed_fraction()
         k = self.vocabulary.index(target) if target and self.vocabulary else None
@@ -224,7 +228,9 @@ class EditResult:
                     others = changes[b, s].abs().clone()
                     if k is not None:
                         row["target_change"] = round(float(changes[b, s, k]), 6)
-                        row["target_monotone"] = bool(self.monotone(k)[b, s])
+                        row["target_monotone"] = (bool(self.monotone(k)[b, s])
+                                                  if abs(float(changes[b, s, k])) > EFFECT_NOISE
+                                                  else None)
                         others[k] = 0
                     row["largest_other_change"] = round(float(others.max()), 6)
                     row["largest_other_class"] = self.vocabulary.names[int(others.argmax())]

@@ -1,9 +1,12 @@
-"""Screenshot one section of a report for the README, in headless Chromium (never by hand).
+"""Screenshot one section of a report, or a vector figure, for the README, in headless Chromium
+(never by hand).
 
     python docs/screenshot.py [runs/demo/report.html] [--section 3] [--out docs/images/report.png]
+    python docs/screenshot.py FIGURE.svg --out docs/images/figure.png
 
 The section is the N-th source of the report (1-based); the default shows the bedroom run with its
-attribution, as `make demo` writes it.
+attribution, as `make demo` writes it. An SVG is drawn as the browser renders it (its text is
+text, set in the browser's fonts) and saved as PNG for display.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def main() -> None:
     parser.add_argument("--out", default="docs/images/report.png")
     parser.add_argument("--height", type=int, default=1400, help="clip the shot at this height")
     args = parser.parse_args()
+    if args.report.endswith(".svg"):
+        with open_page(args.report, width=1100) as (page, log):
+            page.locator("svg").first.screenshot(path=args.out)
+        print(f"wrote {args.out}")
+        return
     with open_page(args.report, width=1100) as (page, log):
         section = page.locator(f"#source-{args.section}")
         box = section.bounding_box()

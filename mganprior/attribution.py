@@ -37,7 +37,13 @@ from mganprior.core.jsonio import append_csv
 from mganprior.core.progress import progress_bar
 from mganprior.core.sharding import Shard, barrier
 from mganprior.zoo import load_generator, load_segmenter
-from reports.figures import attribution_grid, class_histogram, code_class_heatmap, save_figure
+from reports.figures import (
+    FigureOutput,
+    attribution_grid,
+    class_histogram,
+    code_class_heatmap,
+    save_figure,
+)
 from segmentation.labelmaps import read_label_maps
 from segmentation.segmenters import Segmenter, vocabulary_from
 from segmentation.vocabularies import SCENE_WORLD, Vocabulary
@@ -124,11 +130,13 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
                   device: str | None = None, vgg_weights: str | Path | None = None,
                   image_figures: int | None = None, images_per_pass: int = 8,
                   part_images: int = PART_IMAGES, shard: Shard | None = None,
-                  progress: bool = True, log: Callable[[str], None] = _stderr,
+                  figures: FigureOutput | None = None, progress: bool = True,
+                  log: Callable[[str], None] = _stderr,
                   ) -> tuple[AttributionAggregate, Path]:
     """Attribute the finished images of a run and write ``out`` (default ``RUN/attribution``):
     parts, tables and figures (``figures/heatmap.png``, ``figures/histogram.png`` and
-    ``figures/images/NAME.png`` for the first ``image_figures`` images, all by default).
+    ``figures/images/NAME.png`` for the first ``image_figures`` images, all by default; PDF and
+    SVG beside them as ``figures`` asks).
 
     Images go ``part_images`` at a time, each part written as it is done, so memory does not
     grow with the run. With several shards, each attributes its share into
@@ -176,16 +184,17 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
                 aggregate.add(result)
             for i, name in enumerate(result.names):
                 if name in figured:
-                    save_figure(attribution_grid(result, i), directory.image_figure(name))
+                    save_figure(attribution_grid(result, i), directory.image_figure(name),
+                                figures)
         directory.finish(aggregate, header, mine)
         if shard.count == 1:
-            _summary_figures(directory, aggregate)
+            summary_figures(directory, aggregate, figures)
     if shard.count == 1:
         return aggregate, out
     barrier(shard)
     if shard.distributed and not shard.leader:
         return aggregate, out
-    merged = merge_shards(run.path / SHARDS, shard.count, out, names)
+    merged = merge_shards(run.path / SHARDS, shard.count, out, names, figures)
     return (merged, out) if merged is not None else (aggregate, out)
 
 
@@ -238,13 +247,14 @@ def _check_reproduction(result: AttributionResult) -> None:
                          "8-bit levels): it is not the generator the run used")
 
 
-def _summary_figures(directory: AttributionDirectory, aggregate: AttributionAggregate) -> None:
-    save_figure(code_class_heatmap(aggregate), directory.figure("heatmap"))
-    save_figure(class_histogram(aggregate), directory.figure("histogram"))
+def summary_figures(directory: AttributionDirectory, aggregate: AttributionAggregate,
+                    figures: FigureOutput | None = None) -> None:
+    save_figure(code_class_heatmap(aggregate), directory.figure("heatmap"), figures)
+    save_figure(class_histogram(aggregate), directory.figure("histogram"), figures)
 
 
-def merge_shards(folder: Path, count: int, out: Path,
-                 names: list[str]) -> AttributionAggregate | None:
+def merge_shards(folder: Path, count: int, out: Path, names: list[str],
+                 figures: FigureOutput | None = None) -> AttributionAggregate | None:
     """When all ``count`` shard attributions exist in ``folder``, merge them into ``out`` (parts
     renumbered, tables joined, aggregates added, figures redrawn) and remove them; None when
     some shard has not finished."""
@@ -276,6 +286,6 @@ def merge_shards(folder: Path, count: int, out: Path,
         header = {key: metas[0][key] for key in ("settings", "segmentation_source", "layer",
                                                  "fusion", "extra")}
         directory.finish(aggregate, header, names)
-        _summary_figures(directory, aggregate)
+        summary_figures(directory, aggregate, figures)
     shutil.rmtree(folder, ignore_errors=True)
     return aggregate

@@ -25,7 +25,14 @@ from inversion.rundir import RunDirectory
 from mganprior.attribution import REPRODUCTION_TOLERANCE, run_generator
 from mganprior.core.errors import InputError
 from mganprior.zoo import LoadedGenerator, load_segmenter
-from reports.figures import edit_changed, edit_curves, edit_disentanglement, save_figure
+from reports.figures import (
+    FigureOutput,
+    edit_changed,
+    edit_curves,
+    edit_disentanglement,
+    edit_strip,
+    save_figure,
+)
 
 
 def _stderr(message: str) -> None:
@@ -78,10 +85,12 @@ def edit_run(run_dir: str | Path, direction_path: str | Path, settings: EditSett
              target: str | None = None, out: str | Path | None = None,
              generator: str | None = None,
              checkpoint: str | Path | None = None, device: str | None = None,
-             progress: bool = True, log: Callable[[str], None] = _stderr,
+             figures: FigureOutput | None = None, progress: bool = True,
+             log: Callable[[str], None] = _stderr,
              ) -> tuple[EditResult, Path]:
     """Edit the finished images of a run along a direction and write the edit directory
-    (default ``RUN/edits/DIRECTION``)."""
+    (default ``RUN/edits/DIRECTION``) with its figures (PDF and SVG beside the PNGs as
+    ``figures`` asks)."""
     run = RunDirectory(run_dir)
     if not run.is_run():
         raise InputError(f"run directory {run.path} does not exist or holds no run",
@@ -111,14 +120,39 @@ def edit_run(run_dir: str | Path, direction_path: str | Path, settings: EditSett
         raise InputError(f"this generator does not reproduce the run's reconstructions at t=0 "
                          f"(mean difference {error:.1f} 8-bit levels): it is not the generator "
                          "the run used")
+    result.extra["code_classes"] = code_classes(run, result.names)
     extra = {"run": str(run.path), "generator": loaded.info.get("name") or
              loaded.info.get("checkpoint"), "zero_frame_error_levels": error}
     with EditDirectory.building(out) as directory:
         directory.save(result, target, extra)
-        if result.fractions is not None:
-            save_figure(edit_disentanglement(result), directory.figure("disentanglement"))
-            if target is not None:
-                save_figure(edit_curves(result, target), directory.figure("curves"))
-        for i, name in enumerate(result.names):
-            save_figure(edit_changed(result, i), directory.figure(f"changed-{name}"))
+        edit_figures(directory, result, target, figures)
     return result, out
+
+
+def edit_figures(directory: EditDirectory, result: EditResult, target: str | None,
+                 figures: FigureOutput | None = None) -> None:
+    """The edit's figures: every image's labelled strip and changed pixels, and with a
+    segmentation the disentanglement map and the target's curves."""
+    if result.fractions is not None:
+        save_figure(edit_disentanglement(result), directory.figure("disentanglement"), figures)
+        if target is not None:
+            save_figure(edit_curves(result, target), directory.figure("curves"), figures)
+    for i, name in enumerate(result.names):
+        save_figure(edit_strip(result, i, target), directory.figure(f"strip-{name}"), figures)
+        save_figure(edit_changed(result, i), directory.figure(f"changed-{name}"), figures)
+
+
+def code_classes(run: RunDirectory, names: list[str]) -> dict[str, list[str]]:
+    """The class attribution gave each code of each image, where the run has an attribution
+    (``RUN/attribution``) that covers it; edit figures label their rows with it."""
+    from analysis.attribution_files import AttributionDirectory
+
+    directory = AttributionDirectory(run.path / "attribution")
+    if not directory.exists():
+        return {}
+    try:
+        result = directory.load()
+    except InputError:
+        return {}
+    return {name: [result.class_name(int(k)) for k in result.assigned[b].tolist()]
+            for b, name in enumerate(result.names) if name in set(names)}

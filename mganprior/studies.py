@@ -20,7 +20,7 @@ from analysis.studies import (
     study_cost,
 )
 from analysis.study_files import StudyDirectory
-from inversion.images import LoadedImage, load_images, save_png
+from inversion.images import load_images, save_png
 from inversion.losses import load_lpips, load_perceptual
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, package_versions, run_inversion
@@ -31,6 +31,7 @@ from mganprior.core.progress import interactive, progress_bar
 from mganprior.core.sharding import Shard, barrier
 from mganprior.zoo import GENERATORS, LoadedGenerator, load_generator
 from reports.figures import (
+    FigureOutput,
     attribution_by_layer,
     image_table,
     metric_vs_codes,
@@ -144,7 +145,8 @@ def default_images(source: str, loaded: LoadedGenerator, count: int, folder: Pat
 def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
               device: str | None = None, max_cost: int | None = None, dry_run: bool = False,
               progress: bool = True, log: Callable[[str], None] = _stderr,
-              shard: Shard | None = None) -> StudyOutcome:
+              shard: Shard | None = None, figures: FigureOutput | None = None
+              ) -> StudyOutcome:
     """Run (or resume) every cell of ``spec`` on ``images`` into ``out``; write tables and
     figures. ``max_cost`` caps the image-iterations still to compute; ``dry_run`` only plans.
 
@@ -230,7 +232,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         for cell in cells:
             _attribute_cell(study, spec, cell, names_set)
     tables = study.rebuild_tables(warnings) if tables is None or shard.count > 1 else tables
-    _write_figures(study, spec, cells, tables.rows, tables.attribution, by_resolution)
+    write_study_figures(study, spec.kind, spec.tasks, len(set(spec.codes)) > 1, cells,
+                        tables.rows, tables.attribution, names, figures)
     return StudyOutcome(out, cells, tables.rows, tables.aggregates, tables.summary, ran)
 
 
@@ -264,30 +267,36 @@ def _recipe(spec: StudySpec, cell: StudyCell):
     return recipe
 
 
-def _write_figures(study: StudyDirectory, spec: StudySpec, cells: list[StudyCell], rows: list[dict],
-                   attribution: list[dict], by_resolution: dict[int, list[LoadedImage]]) -> None:
+def write_study_figures(study: StudyDirectory, kind: str, tasks: list[str], several_codes: bool,
+                        cells: list[StudyCell], rows: list[dict], attribution: list[dict],
+                        names: list[str], figures: FigureOutput | None = None) -> None:
+    """The study's figures from its tables: metric by layer (and by N when several N were
+    swept), reconstruction grids of the first images, and attribution by layer."""
     if not rows:
         return
-    hue = "generator" if spec.kind == "cross-domain" else "task"
+    hue = "generator" if kind == "cross-domain" else "task"
     for metric in sorted({row["metric"] for row in rows}):
-        save_figure(metric_vs_layer(rows, metric, hue=hue), study.figure(f"{metric}_vs_layer"))
-        if len(set(spec.codes)) > 1:
-            save_figure(metric_vs_codes(rows, metric), study.figure(f"{metric}_vs_codes"))
-    names = [image.name for image in next(iter(by_resolution.values()))][:GRID_IMAGES]
-    if spec.kind == "cross-domain":
+        save_figure(metric_vs_layer(rows, metric, hue=hue), study.figure(f"{metric}_vs_layer"),
+                    figures)
+        if several_codes:
+            save_figure(metric_vs_codes(rows, metric), study.figure(f"{metric}_vs_codes"),
+                        figures)
+    names = names[:GRID_IMAGES]
+    if kind == "cross-domain":
         for name in names:
-            save_figure(_cross_domain_grid(study, cells, name, spec.tasks[0]),
-                        study.figure(f"cross-domain-{name}"))
+            save_figure(_cross_domain_grid(study, cells, name, tasks[0]),
+                        study.figure(f"cross-domain-{name}"), figures)
     else:
-        for task in spec.tasks:
-            save_figure(_layer_grid(study, cells, names, task), study.figure(f"grid-{task}"))
+        for task in tasks:
+            save_figure(_layer_grid(study, cells, names, task), study.figure(f"grid-{task}"),
+                        figures)
     for generator in dict.fromkeys(row["generator"] for row in attribution):
         for task in dict.fromkeys(row["task"] for row in attribution):
             subset = [row for row in attribution
                       if row["generator"] == generator and row["task"] == task]
             if subset:
                 save_figure(attribution_by_layer(subset),
-                            study.figure(f"attribution-{generator}-{task}"))
+                            study.figure(f"attribution-{generator}-{task}"), figures)
 
 
 def _column_label(cell: StudyCell, cells: list[StudyCell]) -> str:

@@ -49,6 +49,7 @@ class Block:
     table: dict[str, Any] | None = None
     csv: str | None = None
     csv_name: str = "table.csv"
+    folded: str | None = None  # a summary line: the block starts folded under it
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Source:
     gallery: list[dict[str, Any]] = field(default_factory=list)
     gallery_csv: str | None = None
     blocks: list[Block] = field(default_factory=list)
+    edits: list[Block] = field(default_factory=list)  # shown after every source's analysis
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -100,15 +102,39 @@ def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE,
     return Picture(alt, uri=_data_uri(data, mime))
 
 
-def figure_uri(figure: Figure, alt: str, dpi: int = 80) -> Picture:
+def figure_uri(figure: Figure, alt: str, dpi: int = 80, photographic: bool = False) -> Picture:
+    """A figure drawn into the page: PNG (JPEG when large), or JPEG for figures made of
+    photographs and heat maps, where it is 3-4x smaller and reads the same."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    if photographic:
+        return Picture(alt, uri=_data_uri(_jpeg(buffer.getvalue()), "image/jpeg"))
     return Picture(alt, uri=_data_uri(*_jpeg_if_large(buffer.getvalue())))
+
+
+PHOTO_QUALITY = 70  # JPEG quality of figures made of photographs: artefacts stay below notice
+
+
+def _jpeg(png: bytes, quality: int = PHOTO_QUALITY) -> bytes:
+    with Image.open(io.BytesIO(png)) as image:
+        converted = io.BytesIO()
+        image.convert("RGB").save(converted, format="JPEG", quality=quality)
+    return converted.getvalue()
 
 
 def file_figure(path: Path, alt: str) -> Picture:
     """A figure already on disk (a study's), embedded at full size (JPEG when large)."""
     return image_uri(path, alt, max_side=None, jpeg_if_large=True)
+
+
+def photo_figure(path: Path, alt: str) -> Picture:
+    """A figure made of photographs or heat maps (an edit strip, changed pixels): embedded as
+    JPEG whatever its size."""
+    picture = image_uri(path, alt, max_side=None)
+    if picture.uri is None:
+        return picture
+    return Picture(alt, uri=_data_uri(_jpeg(base64.b64decode(picture.uri.split(",", 1)[1])),
+                                      "image/jpeg"))
 
 
 def csv_uri(rows: list[dict[str, Any]]) -> str | None:
@@ -151,7 +177,7 @@ def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
                              ("name", "optimizer", "lr", "iterations", "fusion", "init")
                              if k in recipe)),
         ("perceptual", perceptual.get("backend", "?") +
-         (f" ({perceptual['note']})" if perceptual.get("note") else "")),
+         (" (its weights were missing: see the warnings)" if perceptual.get("note") else "")),
         ("seed", str(config.get("seed"))),
         ("device", str(config.get("device"))),
         ("created", str(config.get("created"))),
@@ -226,8 +252,8 @@ def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
                                                 attribution_images))
     for folder in sorted((path / "edits").iterdir()) if (path / "edits").is_dir() else []:
         if EditDirectory(folder).exists():
-            source.blocks.extend(edit_blocks(EditDirectory(folder), source.problems,
-                                             attribution_images))
+            source.edits.extend(edit_blocks(EditDirectory(folder), source.problems,
+                                            attribution_images))
     return source
 
 
@@ -254,7 +280,8 @@ def attribution_blocks(directory: AttributionDirectory, problems: list[str],
     shown = min(images, result.batch)
     blocks.append(Block(f"Attribution: difference maps ({shown} of {result.batch} images)",
                         figures=[figure_uri(attribution_grid(result, i),
-                                            f"attribution of {result.names[i]}")
+                                            f"attribution of {result.names[i]}",
+                                            photographic=True)
                                  for i in range(shown)]))
     return blocks
 
@@ -308,11 +335,16 @@ def edit_blocks(directory: EditDirectory, problems: list[str], images: int) -> l
     blocks = [Block(f"Edits: {direction.get('name')}", text=provenance, figures=figures,
                     table=_table(summary, columns) if summary else None,
                     csv=csv_uri(summary), csv_name="summary.csv")]
+    sets, steps = len(meta.get("code_sets") or []), len(meta.get("ts") or [])
     for name in list(meta.get("names") or [])[:images]:
-        blocks.append(Block(f"Edits: {name}", figures=[
+        labelled = directory.figure(f"strip-{name}")
+        blocks.append(Block(f"Edits: {name}", folded=(
+            f"{name}: the animation, the strip ({sets} code sets x {steps} steps) and the "
+            "pixels each code set changes"), figures=[
             animation_uri(directory.animation(name), f"animation of {name}"),
-            file_figure(directory.strip(name), f"strip of {name}"),
-            file_figure(directory.figure(f"changed-{name}"), f"changed pixels of {name}")]))
+            photo_figure(labelled if labelled.is_file() else directory.strip(name),
+                         f"strip of {name}"),
+            photo_figure(directory.figure(f"changed-{name}"), f"changed pixels of {name}")]))
     return blocks
 
 
@@ -342,15 +374,15 @@ def study_source(path: Path) -> Source:
             table=_table(rows, ["generator", "task", "layer", "layer_index", "codes", "metric",
                                 "images", "mean", "std"]),
             csv=csv_uri(owner.table()), csv_name="layers.csv"))
-    groups = [("Metric by layer", "*_vs_layer.png"), ("Metric by number of codes",
-                                                      "*_vs_codes.png"),
-              ("Reconstructions by layer", "grid-*.png"),
-              ("Cross-domain reconstructions", "cross-domain-*.png"),
-              ("Attribution by layer", "attribution-*.png")]
-    for title, pattern in groups:
+    groups = [("Metric by layer", "*_vs_layer.png", file_figure),
+              ("Metric by number of codes", "*_vs_codes.png", file_figure),
+              ("Reconstructions by layer", "grid-*.png", photo_figure),
+              ("Cross-domain reconstructions", "cross-domain-*.png", photo_figure),
+              ("Attribution by layer", "attribution-*.png", file_figure)]
+    for title, pattern, embed in groups:
         found = owner.figure_files(pattern)
         if found:
-            source.blocks.append(Block(title, figures=[file_figure(p, p.stem) for p in found]))
+            source.blocks.append(Block(title, figures=[embed(p, p.stem) for p in found]))
     return source
 
 
@@ -368,8 +400,11 @@ def classify(path: Path) -> str | None:
 
 
 def build_report(paths: list[str | Path], *, title: str = "mganprior analysis report",
-                 max_gallery: int = 50, attribution_images: int = 4) -> str:
-    """The report's HTML for ``paths`` (runs, studies, attributions)."""
+                 max_gallery: int = 50, attribution_images: int = 4,
+                 base: str | Path | None = None) -> str:
+    """The report's HTML for ``paths`` (runs, studies, attributions, edits): every source's
+    inversion and analysis first, then the edits; a problem that several sources share is
+    one warning at the top, its paths relative to ``base`` (the report's folder)."""
     if not paths:
         raise InputError("give at least one run, study or attribution directory")
     sources = []
@@ -384,7 +419,7 @@ def build_report(paths: list[str | Path], *, title: str = "mganprior analysis re
             sources.append(run_source(path, max_gallery, attribution_images))
         elif kind == "edit":
             source = Source("edit", path.name, str(path))
-            source.blocks = edit_blocks(EditDirectory(path), source.problems, attribution_images)
+            source.edits = edit_blocks(EditDirectory(path), source.problems, attribution_images)
             sources.append(source)
         elif kind is None:
             sources.append(Source("missing", path.name, str(path), problems=[
@@ -395,6 +430,7 @@ def build_report(paths: list[str | Path], *, title: str = "mganprior analysis re
             source.blocks = attribution_blocks(AttributionDirectory(path), source.problems,
                                                attribution_images)
             sources.append(source)
+    warnings = shared_warnings(sources, base)
     environment = Environment(loader=PackageLoader("reports", "templates"),
                               autoescape=select_autoescape(["html", "j2"]))
     try:
@@ -402,13 +438,41 @@ def build_report(paths: list[str | Path], *, title: str = "mganprior analysis re
     except metadata.PackageNotFoundError:
         version = "?"
     return environment.get_template("report.html.j2").render(
-        title=title, sources=sources, warnings=[], version=version,
+        title=title, sources=sources, warnings=warnings, version=version,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def write_report(paths: list[str | Path], out: str | Path, **options: Any) -> Path:
     out = Path(out)
-    html = build_report(paths, **options)
+    html = build_report(paths, base=out.parent, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, html.encode())
     return out
+
+
+def relative_paths(text: str, base: str | Path | None) -> str:
+    """``text`` with absolute paths under ``base`` made relative to it and the home folder
+    written ``~``: a report sent to someone else does not show the author's folders."""
+    import os
+
+    if base is not None:
+        root = Path(base).resolve()
+        for token in sorted(set(text.split()), key=len, reverse=True):
+            path = token.strip("(),;:'\"")
+            if path.startswith("/") and Path(path).resolve().is_relative_to(root):
+                text = text.replace(path, os.path.relpath(path, root))
+    return text.replace(str(Path.home()), "~")
+
+
+def shared_warnings(sources: list[Source], base: str | Path | None) -> list[str]:
+    """Problems that more than one source has, once each (taken out of the sources), and
+    every problem's paths made relative (:func:`relative_paths`)."""
+    counts: dict[str, int] = {}
+    for source in sources:
+        for problem in dict.fromkeys(source.problems):
+            counts[problem] = counts.get(problem, 0) + 1
+    shared = [problem for problem, count in counts.items() if count > 1]
+    for source in sources:
+        source.problems = [relative_paths(p, base) for p in dict.fromkeys(source.problems)
+                           if p not in shared]
+    return [relative_paths(problem, base) for problem in shared]

@@ -283,6 +283,21 @@ class BrightnessToy(HandMadeGenerator):
         self._stage_list = [("feat", self.paint), ("output", self.rgb)]
 
 
+def toy_inversion(codes: torch.Tensor) -> InversionResult:
+    """An inversion of the brightness toy holding ``codes`` [B, N, 2], rendered exactly."""
+    toy = BrightnessToy().eval()
+    layer = toy.layer("feat")
+    alphas = torch.ones(codes.shape[0], codes.shape[1], 2)
+    with torch.no_grad():
+        images = render(toy, codes, alphas, layer).clamp(-1, 1)
+    return InversionResult(names=[f"img{i}" for i in range(codes.shape[0])], codes=codes,
+                           alphas=alphas, layer=layer, fusion="sum", task={}, recipe={},
+                           seeds=list(range(codes.shape[0])), reconstructions=images,
+                           outputs=images, observations=images, losses=torch.zeros(len(codes)),
+                           trace_iterations=[], trace=torch.empty(0, len(codes)),
+                           metrics=[None] * len(codes))
+
+
 class _Masked(nn.Module):
     def __init__(self, lift, up, mask):
         super().__init__()

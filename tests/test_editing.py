@@ -23,9 +23,15 @@ from analysis.directions import (
 )
 from analysis.edit_files import EditDirectory
 from analysis.editing import EditSettings, edit, moved_codes
-from helpers import BrightnessToy, ThresholdSegmenter, make_tiny_stylegan2, rendered_targets
+from helpers import (
+    BrightnessToy,
+    ThresholdSegmenter,
+    make_tiny_stylegan2,
+    rendered_targets,
+    toy_inversion,
+)
 from inversion.composition import render
-from inversion.engine import QUIET, InversionResult, invert
+from inversion.engine import QUIET, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
 from mganprior.core.errors import InputError
@@ -123,20 +129,6 @@ def test_boundary_files_are_checked_and_normalised(tmp_path, tiny_pggan):
 
 
 # -- edits ----------------------------------------------------------------------------------------
-def toy_inversion(codes: torch.Tensor) -> InversionResult:
-    toy = BrightnessToy().eval()
-    layer = toy.layer("feat")
-    alphas = torch.ones(codes.shape[0], codes.shape[1], 2)
-    with torch.no_grad():
-        images = render(toy, codes, alphas, layer).clamp(-1, 1)
-    return InversionResult(names=[f"img{i}" for i in range(codes.shape[0])], codes=codes,
-                           alphas=alphas, layer=layer, fusion="sum", task={}, recipe={},
-                           seeds=list(range(codes.shape[0])), reconstructions=images,
-                           outputs=images, observations=images, losses=torch.zeros(len(codes)),
-                           trace_iterations=[], trace=torch.empty(0, len(codes)),
-                           metrics=[None] * len(codes))
-
-
 def test_an_edit_of_one_region_s_brightness_by_hand():
     toy = BrightnessToy().eval()
     inversion = toy_inversion(torch.zeros(1, 1, 2))

@@ -4,6 +4,7 @@ that opens it offline, decodes every image and sorts a table."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,55 @@ def test_classes_by_layer_take_their_colours_from_the_segmenter_vocabulary():
     figure = attribution_by_layer(rows)
     colours = {to_hex(bar.get_facecolor()) for bar in figure.axes[0].patches}
     assert colours == {"#123456", "#abcdef"}
+
+
+@pytest.fixture
+def edited_run(tmp_path, attributed_run):
+    """The attributed run with a SeFa edit of every code."""
+    config = RunDirectory(attributed_run).config()
+    checkpoint = config["generator"]["checkpoint"]
+    assert main(["directions", "sefa", "--checkpoint", checkpoint, "--count", "1", "--out",
+                 str(tmp_path / "dirs")]) == 0
+    assert main(["edit", str(attributed_run), "--direction", str(tmp_path / "dirs" /
+                                                                 "sefa_00.npy"),
+                 "--steps", "3", "--quiet"]) == 0
+    return attributed_run
+
+
+def test_edits_come_after_the_analysis_folded_and_as_jpeg(edited_run):
+    html = build_report([edited_run])
+    assert html.index("<h3>Attribution: difference maps") < html.index('<section id="edits">')
+    assert html.count("<details>") == 3  # one per image: animation, strip, changed pixels
+    assert "img0: the animation, the strip (4 code sets x 3 steps)" in html
+    strips = html.split('alt="strip of ')[1:]
+    assert len(strips) == 3 and all(' src="data:image/jpeg;base64,' in s[:60] for s in strips)
+
+
+def test_a_problem_several_sources_share_is_one_warning_with_relative_paths(tmp_path):
+    from reports.html import Source, shared_warnings
+
+    note = f"VGG16 weights not found; put them at {tmp_path}/weights/vgg.pth or {Path.home()}/x"
+    sources = [Source("run", "a", "a", problems=[note, "only a"]),
+               Source("run", "b", "b", problems=[note])]
+    warnings = shared_warnings(sources, tmp_path)
+    assert warnings == ["VGG16 weights not found; put them at weights/vgg.pth or ~/x"]
+    assert sources[0].problems == ["only a"] and sources[1].problems == []
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="no chromium binary")
+def test_each_section_screenshots_in_the_paper_order(tmp_path, edited_run):
+    out = tmp_path / "report.html"
+    out.write_text(build_report([edited_run]))
+    with open_page(out) as (page, log):
+        sections = page.locator("section")
+        ids = sections.evaluate_all("nodes => nodes.map(n => n.id)")
+        assert ids == ["source-1", "edits"]
+        for i in range(sections.count()):
+            path = tmp_path / f"section-{i}.png"
+            sections.nth(i).screenshot(path=str(path))
+            assert path.stat().st_size > 5_000
+        assert page.evaluate("Array.from(document.querySelectorAll('details'))"
+                             ".every(d => !d.open)")
+        page.locator("details summary").first.click()
+        assert page.evaluate("document.querySelector('details').open")
+    assert log.errors == [] and log.blocked == []

@@ -9,8 +9,10 @@ from mganprior.commands.common import (
     DEVICE_HELP,
     SCALES_HELP,
     Command,
+    add_figure_flags,
     add_shard,
     dataclass_flags,
+    figure_output,
     values_of,
 )
 from mganprior.core.errors import InputError
@@ -52,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_shard(parser)
+    add_figure_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         args.run_dir, choice, settings=settings, out=args.out, generator=args.generator_override,
         checkpoint=args.checkpoint, device=args.device, vgg_weights=args.vgg_weights,
         image_figures=args.image_figures, images_per_pass=args.batch_size,
-        shard=args.shard_info, progress=not args.quiet)
+        shard=args.shard_info, figures=figure_output(args), progress=not args.quiet)
     summary = result.summary()
     top = ", ".join(f"{name} {count}" for name, count in summary["classes"].items()
                     if name != "unassigned")

@@ -162,3 +162,23 @@ def view_of(args: argparse.Namespace) -> dict:
                              field="rotate")
         transform = input_transform(shift, rotate)
     return {"label": args.label, "input_transform": transform}
+
+
+def add_figure_flags(parser: argparse.ArgumentParser) -> None:
+    """Vector figures for papers beside the PNGs (``reports.output.FigureOutput``)."""
+    from reports.output import COLUMN_WIDTHS, FIGURE_FORMATS
+
+    parser.add_argument("--figure-formats", default="png", metavar="FORMATS",
+                        help=f"figure files to write, comma-separated from "
+                        f"{', '.join(FIGURE_FORMATS)} (PNG always; default %(default)s)")
+    parser.add_argument("--figure-width", default="double", metavar="WIDTH",
+                        help="print width of PDF and SVG figures: "
+                        + ", ".join(f"{k} ({v} in)" for k, v in COLUMN_WIDTHS.items())
+                        + " or inches (default %(default)s)")
+
+
+def figure_output(args: argparse.Namespace):
+    """:func:`add_figure_flags`'s flags as a ``FigureOutput``."""
+    from reports.output import FigureOutput
+
+    return FigureOutput(args.figure_formats, args.figure_width)

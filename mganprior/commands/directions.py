@@ -11,10 +11,12 @@ from mganprior.commands.common import (
     DEVICE_HELP,
     SCALES_HELP,
     Command,
+    add_figure_flags,
     add_generator_source,
     add_view_flags,
     dataclass_flags,
     default,
+    figure_output,
     values_of,
     view_of,
 )
@@ -97,6 +99,7 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use this named generator instead of the run's")
     parser.add_argument("--checkpoint", help="use this generator file instead of the run's")
     parser.add_argument("--out", help="edit directory (default RUN_DIR/edits/DIRECTION)")
+    add_figure_flags(parser)
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--quiet", action="store_true")
 
@@ -111,7 +114,8 @@ def edit(args: argparse.Namespace) -> int:
                            segmenter_scales=args.segmenter_scales,
                            target=args.target, out=args.out,
                            generator=args.generator_override, checkpoint=args.checkpoint,
-                           device=args.device, progress=not args.quiet)
+                           device=args.device, figures=figure_output(args),
+                           progress=not args.quiet)
     print(f"{len(result.names)} images x {len(result.code_sets)} code sets x "
           f"{len(result.ts)} steps along {result.direction.name}; edits: {out}")
     return 0

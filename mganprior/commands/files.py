@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mganprior.commands.common import Command, default, summary_line
+from mganprior.commands.common import (
+    Command,
+    add_figure_flags,
+    default,
+    figure_output,
+    summary_line,
+)
 from mganprior.core.errors import InputError
 
 
@@ -34,6 +40,22 @@ def index(args: argparse.Namespace) -> int:
         else:
             raise InputError(f"{raw} is neither a run (config.json) nor a study (study.json)",
                              field="paths")
+    return 0
+
+
+def add_figures_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="DIR",
+                        help="run, study, attribution or edit directories")
+    add_figure_flags(parser)
+
+
+def figures(args: argparse.Namespace) -> int:
+    from mganprior.figures import redraw
+
+    output = figure_output(args)
+    for raw in args.paths:
+        count = redraw(raw, output)
+        print(f"{raw}: {count} figures redrawn as {', '.join(output.formats)}")
     return 0
 
 
@@ -69,6 +91,12 @@ COMMANDS = {
         "Rewrite results.jsonl and summary.json of each run (and every cell's, and the tables of "
         "each study) from the per-image folders, which are the source of truth. Use it after "
         "processes were killed, or to read a run written by an older version."),
+    "figures": Command(
+        "redraw the figures of runs, studies, attributions and edits as PNG, PDF or SVG",
+        add_figures_arguments, figures,
+        "Redraw every figure of the directories given from what they stored (nothing is "
+        "recomputed), in the chosen formats and print width: vector files for a paper, text "
+        "kept as text."),
     "report": Command(
         "one self-contained HTML page from runs, studies and attributions",
         add_report_arguments, report,

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mganprior.commands.common import DEVICE_HELP, Command, add_shard, default, int_list
+from mganprior.commands.common import (
+    DEVICE_HELP,
+    Command,
+    add_figure_flags,
+    add_shard,
+    default,
+    figure_output,
+    int_list,
+)
 
 
 def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +84,7 @@ def add_study_options(parser: argparse.ArgumentParser, default_images: str) -> N
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_shard(parser)
+    add_figure_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         images = [folder]
         print(f"images: {args.count} default images in {folder} ({what})", file=sys.stderr)
     outcome = run_study(spec, images, study.path, device=args.device, max_cost=args.max_cost,
-                        dry_run=args.dry_run, progress=not args.quiet, shard=args.shard_info)
+                        dry_run=args.dry_run, progress=not args.quiet, shard=args.shard_info,
+                        figures=figure_output(args))
     if args.dry_run:
         return 0
     report_outcome(outcome)
