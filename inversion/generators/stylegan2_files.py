@@ -301,10 +301,17 @@ def _plain(value: Any, field: str, source: str) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "iuf" or value.size == 0 or value.size > 2 or \
                 len(set(value.ravel().tolist())) != 1:
-            raise InputError(f"{source}: {field} is {value.tolist()}; only square layers with "
+            raise InputError(f"{source}: {field} is {str(value.ravel()[:4].tolist())[:60]}; only "
+                             "square layers with "
                              "one size are supported", field=field)
         return value.ravel()[0].item()
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _flag(value: Any, field: str, source: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputError(f"{source}: {field} must be true or false", field=field)
 
 
 def _stylegan3_layer(obj: Any, name: str, source: str) -> Any:
@@ -323,8 +330,9 @@ def _stylegan3_layer(obj: Any, name: str, source: str) -> Any:
                      in_size=get("in_size"), out_size=get("out_size"),
                      conv_kernel=get("conv_kernel"), up=get("up_factor"),
                      down=get("down_factor"), up_taps=get("up_taps"),
-                     down_taps=get("down_taps"), radial=bool(get("down_radial")),
-                     torgb=bool(get("is_torgb")))
+                     down_taps=get("down_taps"),
+                     radial=_flag(get("down_radial"), f"synthesis.{name}.down_radial", source),
+                     torgb=_flag(get("is_torgb"), f"synthesis.{name}.is_torgb", source))
     padding = state.get("padding")
     if padding is not None:
         stored = [_plain(p, f"synthesis.{name}.padding", source) for p in padding]

@@ -103,7 +103,8 @@ class LayerSpec:
 
 def _whole(field: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"{field} must be an integer in [{low}, {high}], got {value!r}",
+        raise InputError(f"{field} must be an integer in [{low}, {high}], got "
+                         f"{' '.join(repr(value).split())[:80]}",
                          field=field)
     return value
 
@@ -147,6 +148,10 @@ def check_specs(resolution: int, input_spec: InputSpec, layers: list[LayerSpec])
         if spec.conv_kernel % 2 == 0 or spec.torgb != (i == len(layers) - 1):
             raise InputError(f"{where}: only odd convolution kernels and one ToRGB, last, are "
                              "supported", field=where)
+        if spec.torgb and (spec.up, spec.down, spec.up_taps, spec.down_taps) != (1, 1, 1, 1):
+            raise InputError(f"{where}: the ToRGB layer must not resample", field=where)
+        if spec.up > 1 and spec.up_taps == 1:
+            raise InputError(f"{where}: upsampling needs a filter (up_taps > 1)", field=where)
         if spec.radial and spec.down_taps == 1:
             raise InputError(f"{where}: a radial filter needs more than one tap", field=where)
         channels, size = spec.out_channels, spec.out_size
