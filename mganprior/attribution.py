@@ -279,9 +279,9 @@ def merge_shards(folder: Path, count: int, out: Path, names: list[str],
             rows = shard.table()
             if rows:
                 append_csv(directory.path / TABLE, rows, RECORD_COLUMNS)
-            figures = shard.path / "figures" / "images"
-            if figures.is_dir():
-                shutil.copytree(figures, directory.path / "figures" / "images",
+            drawn = shard.path / "figures" / "images"
+            if drawn.is_dir():
+                shutil.copytree(drawn, directory.path / "figures" / "images",
                                 dirs_exist_ok=True)
         header = {key: metas[0][key] for key in ("settings", "segmentation_source", "layer",
                                                  "fusion", "extra")}
