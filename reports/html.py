@@ -32,6 +32,7 @@ from reports.figures import attribution_grid, class_histogram, code_class_heatma
 
 THUMBNAIL_SIDE = 128  # images larger than this are downscaled in the gallery
 JPEG_ABOVE_BYTES = 300_000  # figures larger than this as PNG are embedded as JPEG
+PHOTO_QUALITY = 70  # JPEG quality of figures made of photographs: artefacts stay below notice
 
 
 @dataclass
@@ -73,16 +74,13 @@ def _jpeg_if_large(png: bytes) -> tuple[bytes, str]:
     """PNG bytes as they are, or re-encoded as JPEG (quality 85) above ``JPEG_ABOVE_BYTES``."""
     if len(png) <= JPEG_ABOVE_BYTES:
         return png, "image/png"
-    with Image.open(io.BytesIO(png)) as image:
-        converted = io.BytesIO()
-        image.convert("RGB").save(converted, format="JPEG", quality=85)
-    return converted.getvalue(), "image/jpeg"
+    return _jpeg(png, quality=85), "image/jpeg"
 
 
 def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE,
-              jpeg_if_large: bool = False) -> Picture:
+              jpeg_if_large: bool = False, jpeg: bool = False) -> Picture:
     """A data URI of an image file (downscaled to ``max_side``; PNG, or JPEG when large and
-    ``jpeg_if_large``), or the reason it failed."""
+    ``jpeg_if_large``, or always with ``jpeg``), or the reason it failed."""
     if not path.is_file():
         return Picture(alt, error=f"{path.name} is missing")
     try:
@@ -96,6 +94,9 @@ def image_uri(path: Path, alt: str, max_side: int | None = THUMBNAIL_SIDE,
     if max_side is not None and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.LANCZOS)
     buffer = io.BytesIO()
+    if jpeg:
+        image.save(buffer, format="JPEG", quality=PHOTO_QUALITY)
+        return Picture(alt, uri=_data_uri(buffer.getvalue(), "image/jpeg"))
     image.save(buffer, format="PNG", optimize=True)
     data, mime = (_jpeg_if_large(buffer.getvalue()) if jpeg_if_large
                   else (buffer.getvalue(), "image/png"))
@@ -110,9 +111,6 @@ def figure_uri(figure: Figure, alt: str, dpi: int = 80, photographic: bool = Fal
     if photographic:
         return Picture(alt, uri=_data_uri(_jpeg(buffer.getvalue()), "image/jpeg"))
     return Picture(alt, uri=_data_uri(*_jpeg_if_large(buffer.getvalue())))
-
-
-PHOTO_QUALITY = 70  # JPEG quality of figures made of photographs: artefacts stay below notice
 
 
 def _jpeg(png: bytes, quality: int = PHOTO_QUALITY) -> bytes:
@@ -130,11 +128,7 @@ def file_figure(path: Path, alt: str) -> Picture:
 def photo_figure(path: Path, alt: str) -> Picture:
     """A figure made of photographs or heat maps (an edit strip, changed pixels): embedded as
     JPEG whatever its size."""
-    picture = image_uri(path, alt, max_side=None)
-    if picture.uri is None:
-        return picture
-    return Picture(alt, uri=_data_uri(_jpeg(base64.b64decode(picture.uri.split(",", 1)[1])),
-                                      "image/jpeg"))
+    return image_uri(path, alt, max_side=None, jpeg=True)
 
 
 def csv_uri(rows: list[dict[str, Any]]) -> str | None:

@@ -27,6 +27,7 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -314,17 +315,21 @@ def _flag(value: Any, field: str, source: str) -> bool:
     raise InputError(f"{source}: {field} must be true or false", field=field)
 
 
+def _settings_of(obj: Any, class_name: str, where: str, source: str) -> Callable[[str], Any]:
+    """A reader of one stored StyleGAN3 module's settings as plain numbers (:func:`_plain`),
+    after checking that the module is the ``class_name`` it must be."""
+    if not isinstance(obj, PersistentObject) or obj.class_name != class_name:
+        raise InputError(f"{source}: {where} is not a StyleGAN3 {class_name}")
+    return lambda key: _plain(obj.state.get(key), f"{where}.{key}", source)
+
+
 def _stylegan3_layer(obj: Any, name: str, source: str) -> Any:
     """One SynthesisLayer's declared sizes as a LayerSpec; its stored padding must be the one
     the sizes give (anything else is a configuration this reader does not support)."""
     from inversion.generators.stylegan3 import LayerSpec
 
-    if not isinstance(obj, PersistentObject) or obj.class_name != "SynthesisLayer":
-        raise InputError(f"{source}: synthesis.{name} is not a StyleGAN3 SynthesisLayer")
+    get = _settings_of(obj, "SynthesisLayer", f"synthesis.{name}", source)
     state = obj.state
-
-    def get(key: str) -> Any:
-        return _plain(state.get(key), f"synthesis.{name}.{key}", source)
 
     spec = LayerSpec(in_channels=get("in_channels"), out_channels=get("out_channels"),
                      in_size=get("in_size"), out_size=get("out_size"),
@@ -350,7 +355,7 @@ def _stylegan3(network: PersistentObject, tensors: dict[str, torch.Tensor],
                settings: dict[str, dict[str, Any]], c_dim: int, source: str) -> Any:
     """Our StyleGAN3 from NVIDIA's ``networks_stylegan3.Generator``: the declared sizes read
     into specs and checked (:func:`check_specs`) before anything is built."""
-    from inversion.generators.stylegan3 import InputSpec, StyleGAN3Generator
+    from inversion.generators.stylegan3 import InputSpec, StyleGAN3Generator, check_specs
 
     synthesis = _children(network).get("synthesis")
     if not isinstance(synthesis, PersistentObject):
@@ -360,14 +365,7 @@ def _stylegan3(network: PersistentObject, tensors: dict[str, torch.Tensor],
         raise InputError(f"{source}: synthesis.layer_names is not a list of names")
     children = _children(synthesis)
     specs = [_stylegan3_layer(children.get(name), name, source) for name in names]
-    stem = children.get("input")
-    if not isinstance(stem, PersistentObject) or stem.class_name != "SynthesisInput":
-        raise InputError(f"{source}: synthesis.input is not a StyleGAN3 SynthesisInput")
-    state = stem.state
-
-    def number(key: str) -> Any:
-        return _plain(state.get(key), f"synthesis.input.{key}", source)
-
+    number = _settings_of(children.get("input"), "SynthesisInput", "synthesis.input", source)
     input_spec = InputSpec(channels=number("channels"), size=number("size"),
                            sampling_rate=number("sampling_rate"),
                            bandwidth=number("bandwidth"))
@@ -387,17 +385,18 @@ def _stylegan3(network: PersistentObject, tensors: dict[str, torch.Tensor],
               "output_scale": _plain(settings["synthesis"].get("output_scale", 1.0),
                                      "synthesis.output_scale", source),
               "c_dim": c_dim}
+    where = f"{source} (NVIDIA StyleGAN3 G_ema)"
     try:
-        with torch.device("meta"):
-            StyleGAN3Generator(**config)  # the declared sizes checked, nothing allocated
+        check_specs(config["resolution"], input_spec, specs)  # plain numbers, nothing built
+        expected = [spec.name(i) for i, spec in enumerate(specs)]
+        if names != expected:
+            raise InputError(f"{source}: the synthesis layers are named {names[:3]}..., not "
+                             f"{expected[:3]}... as their sizes give")
+        return build_checked(lambda: StyleGAN3Generator(**config), tensors, where)
     except InputError as err:
-        raise InputError(f"{source} (NVIDIA StyleGAN3 G_ema): {err}") from None
-    expected = [spec.name(i) for i, spec in enumerate(specs)]
-    if names != expected:
-        raise InputError(f"{source}: the synthesis layers are named {names[:3]}..., not "
-                         f"{expected[:3]}... as their sizes give")
-    return build_checked(lambda: StyleGAN3Generator(**config), tensors,
-                         f"{source} (NVIDIA StyleGAN3 G_ema)")
+        message = str(err)
+        raise InputError(message if message.startswith(source) else f"{where}: {message}",
+                         field=err.field) from None
 
 
 MAX_WIDTH = 8192  # channels or latent sizes beyond this are no StyleGAN2
