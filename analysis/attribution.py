@@ -36,6 +36,7 @@ from inversion.composition import code_cuts, fuse, fusion_scale, latent_carry, r
 from inversion.engine import InversionResult, frozen
 from inversion.generators.base import Cut, Layer, LayeredGenerator
 from inversion.losses import VGGPerceptual
+from inversion.tuning import group_count, image_groups
 from mganprior.core.errors import InputError
 from mganprior.core.progress import progress_bar
 from mganprior.core.settings import option
@@ -496,6 +497,7 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     The segmentation comes from ``segmenter`` (of the re-rendered ``x_inv``, or of ``targets``
     ``[B, 3, H, W]`` with ``segment="target"``) or from ``labels`` ``[B, H, W]`` with their
     ``vocabulary``. ``inversion.features``, when the inversion kept them, spare the head pass.
+    A tuned inversion's images go one at a time, each through its own tuned generator.
     """
     settings = settings or AttributionSettings()
     generator = generator.in_space(inversion.recipe.get("latent_space", "z"))
@@ -527,18 +529,18 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     rules = resolve_carry(generator, generator.layer(layer.name), inversion.carry)
     zeroed = ablation_mask(inversion.alphas, settings.threshold, settings.relative)
     x_inv, differences = [], []
-    chunks = list(range(0, batch, max(1, images_per_pass)))
-    for start in progress_bar(chunks, desc="attributing", unit="pass", enabled=progress,
-                      leave=False):
-        part = slice(start, start + max(1, images_per_pass))
+    groups = image_groups(generator, inversion.adapters, batch, images_per_pass)
+    for part, used in progress_bar(groups, desc="attributing", unit="pass", enabled=progress,
+                                   leave=False, total=group_count(inversion.adapters, batch,
+                                                                  images_per_pass)):
         if inversion.features is not None:
             cut = inversion.features.apply(lambda t, part=part: t[part].to(device))
         else:
-            with torch.no_grad(), frozen(generator):
-                cut = code_cuts(generator, inversion.codes[part].to(device), layer)
+            with torch.no_grad(), frozen(used):
+                cut = code_cuts(used, inversion.codes[part].to(device), layer)
         extras = {k: v[part].to(device) for k, v in inversion.extras.items()}
         rendered, ablated = ablated_renders(
-            generator, cut, inversion.alphas[part].to(device), zeroed[part].to(device),
+            used, cut, inversion.alphas[part].to(device), zeroed[part].to(device),
             layer, inversion.fusion, renders_per_pass, rules, extras)
         differences.append(difference_maps(
             rendered, ablated, perceptual if settings.difference == "perceptual" else None).cpu())

@@ -32,6 +32,7 @@ from analysis.directions import Direction
 from inversion.composition import render, resolve_carry
 from inversion.engine import InversionResult, frozen
 from inversion.generators.base import LayeredGenerator
+from inversion.tuning import group_count, image_groups
 from mganprior.core.errors import InputError
 from mganprior.core.progress import progress_bar
 from mganprior.core.settings import option
@@ -253,7 +254,7 @@ def edit(generator: LayeredGenerator, inversion: InversionResult, direction: Dir
          settings: EditSettings | None = None, *, segmenter=None, progress: bool = True,
          segmentation_source: str | None = None) -> EditResult:
     """Render every code set of every image at every step, and segment the frames when a
-    segmenter is given."""
+    segmenter is given. A tuned inversion's images render through their own tuned generators."""
     settings = settings or EditSettings()
     space = inversion.recipe.get("latent_space", "z")
     generator = generator.in_space(space)
@@ -273,12 +274,21 @@ def edit(generator: LayeredGenerator, inversion: InversionResult, direction: Dir
     frames = torch.empty(inversion.batch, len(sets), len(ts), 3, generator.resolution,
                          generator.resolution)
     work = [(s, i) for s in range(len(sets)) for i in range(len(ts))]
-    with frozen(generator):
-        for s, i in progress_bar(work, desc="editing", unit="frame", enabled=progress,
-                                 leave=False):
-            edited = moved_codes(codes, vector, float(ts[i]), moving[s].to(device), mode)
-            frames[:, s, i] = render(generator, edited, alphas, layer, inversion.fusion, rules,
-                                     extras).float().clamp(-1, 1).cpu()
+    bar = progress_bar(total=len(work) * group_count(inversion.adapters, inversion.batch,
+                                                    inversion.batch),
+                       desc="editing", unit="frame", enabled=progress, leave=False)
+    for part, used in image_groups(generator, inversion.adapters, inversion.batch,
+                                   inversion.batch):
+        with frozen(used):
+            for s, i in work:
+                edited = moved_codes(codes[part], vector, float(ts[i]), moving[s].to(device),
+                                     mode)
+                frames[part, s, i] = render(
+                    used, edited, alphas[part], layer, inversion.fusion, rules,
+                    {k: v[part] for k, v in extras.items()} if extras else None,
+                ).float().clamp(-1, 1).cpu()
+                bar.update()
+    bar.close()
     reference = frames[:, :, int(ts.abs().argmin())]  # t = 0 (or the step nearest it)
     changed = (frames - reference[:, :, None]).abs().mean(dim=3).amax(dim=2)
     vocabulary = fractions = None

@@ -34,9 +34,11 @@ from inversion.losses import (
     reconstruction_loss,
 )
 from inversion.metrics import image_metrics
+from inversion.options import TuneSettings
 from inversion.projector import LatentStats, estimate_latent_stats
 from inversion.recipes import Recipe
 from inversion.tasks import Task, TaskContext
+from inversion.tuning import Adapters, tune_generator
 from mganprior.core.progress import progress_bar
 
 
@@ -69,6 +71,10 @@ class InversionResult:
     stopped: list[int | None] = field(default_factory=list)  # convergence stop, per image
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # extra latents, each [B, ...]
     features: Cut | None = None  # [B, N, ...] per-code cuts of the final codes (keep_features)
+    # generator tuning (inversion.tuning): each image's change, its untuned x_inv, and facts
+    adapters: list[Adapters] | None = None
+    untuned: torch.Tensor | None = None  # [B, 3, H, W], clamped
+    tuning: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         b, n = self.codes.shape[:2]
@@ -342,14 +348,17 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
            references: torch.Tensor | None = None,
            perceptual: VGGPerceptual | LPIPSDistance | None = None,
            lpips: LPIPSDistance | None = None, latent_stats: LatentStats | None = None,
-           options: InvertOptions = InvertOptions()) -> InversionResult:
+           options: InvertOptions = InvertOptions(),
+           tune: TuneSettings | None = None) -> InversionResult:
     """Invert a batch of observations ``[B, 3, h, w]`` (in [-1, 1]) with ``recipe``.
 
     ``references``: clean images ``[B, 3, H, W]`` for metrics (None: no metrics). ``seeds``: one
     per image, for its initial codes (and its task randomness when ``ctx`` is built here).
     ``perceptual``: the loss's perceptual module; ``lpips``: the LPIPS metric (None: results carry
     ``lpips: None``). ``latent_stats``: W statistics for a ``w_avg`` start and latent noise
-    (estimated here when needed and not given).
+    (estimated here when needed and not given). ``tune``: tune the generator per image around
+    the solution afterwards (``inversion.tuning``); the result's reconstructions are then the
+    tuned ones, with the untuned ones, each image's adapters and facts beside them.
     """
     recipe.check_generator(generator)
     generator = generator.in_space(recipe.latent_space)
@@ -381,6 +390,22 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         reconstructions = variables.render(final_cut)
         final_losses = losses_of(reconstructions).detach().cpu()
     failures = states.failures()
+    tuned = None
+    if tune is not None and tune.enabled:
+        tuned = tune_generator(
+            generator, layer, variables.codes.detach(), variables.alphas.detach(),
+            {k: v.detach() for k, v in variables.extras.items()}, recipe.fusion,
+            variables.rules, seeds, losses_of, tune, perceptual,
+            (used.mse_weight, used.perceptual_weight), progress=options.progress,
+            description=f"{options.description} tuning")
+        untuned = reconstructions.clamp(-1, 1)
+        reconstructions = tuned.reconstructions
+        for fact, loss in zip(tuned.facts, final_losses.tolist(), strict=True):
+            fact["loss_untuned"] = loss
+        with torch.no_grad():
+            final_losses = losses_of(reconstructions).detach().cpu()
+        for i, why in tuned.failures.items():
+            failures.setdefault(i, why)
     for i in torch.nonzero(~torch.isfinite(final_losses)).flatten().tolist():
         failures.setdefault(i, f"final loss is {final_losses[i].item()}")
     final_losses[list(failures)] = float("nan")
@@ -389,6 +414,12 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     metrics: list[dict[str, float | None] | None] = [None] * len(seeds)
     if references is not None:
         metrics = evaluate_metrics(outputs, references, perceptual, lpips)
+        if tuned is not None:
+            before = evaluate_metrics(task.finalize(untuned, observations, ctx), references,
+                                      perceptual, lpips)
+            for fact, values in zip(tuned.facts, before, strict=True):
+                fact.update({f"{key}_untuned": value for key, value in values.items()
+                             if key in ("psnr", "ssim", "lpips")})
     for i in failures:
         metrics[i] = None
     return InversionResult(
@@ -403,7 +434,12 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
         carry=variables.rules,
         extras={name: value.detach().cpu() for name, value in variables.extras.items()},
         stopped=states.stopped,
-        features=final_cut.apply(lambda t: t.float().cpu()) if options.keep_features else None)
+        features=(final_cut.apply(lambda t: t.float().cpu())
+                  if options.keep_features and tuned is None else None),
+        adapters=([change.to("cpu") for change in tuned.adapters] if tuned is not None
+                  else None),
+        untuned=untuned.cpu() if tuned is not None else None,
+        tuning=tuned.facts if tuned is not None else None)
 
 
 def _optimize(variables: Variables, states: ImageStates,

@@ -90,6 +90,22 @@ def check_fits(needed: int, what: str, field: str, advice: str) -> None:
                          f"free; {advice}", field=field)
 
 
+def check_tuning_fits(per_image: int, device: torch.device, parameters: int,
+                      available: int | None = None) -> None:
+    """Refuse a generator tuning whose one image (its adapters, their gradients and Adam
+    moments, one step's saved activations: ``per_image`` bytes) does not fit."""
+    available = available_bytes(device) if available is None else available
+    if available is None:
+        return
+    budget = HEADROOM * available - parameters
+    if per_image > budget:
+        raise InputError(f"tune: tuning one image needs about {gigabytes(per_image)} (its "
+                         f"adapters with their Adam state and one step's activations, "
+                         f"measured), more than the {gigabytes(budget)} usable of "
+                         f"{gigabytes(available)} free on {device}; use a lower tune_rank, "
+                         "tune_part tail, or more memory", field="tune")
+
+
 def plan_memory(measure, codes: int, batch_size: int, device: torch.device,
                 parameters: int, available: int | None = None) -> MemoryPlan:
     """``measure(n)``: the bytes one iteration of one image with ``n`` codes saves. Returns how

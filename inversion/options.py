@@ -5,9 +5,13 @@ them check against. Each implementation imports its choices from here, so they a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from mganprior.core.errors import InputError
+from mganprior.core.settings import option
 
 # inversion.composition: F = scale * sum_n alpha_n * G1(z_n), scale 1 ("sum") or 1/N ("mean")
 FUSIONS = ("sum", "mean")
@@ -23,6 +27,8 @@ LPIPS_METRIC_NET = "alex"
 # inversion.runs
 DEFAULT_SEED = 0
 DEFAULT_BATCH_SIZE = 8
+# inversion.tuning
+TUNE_PARTS = ("tail", "head", "all", "progressive")
 
 
 def parse_carry(text: str | Mapping[str, str] | None) -> dict[str, str]:
@@ -39,3 +45,54 @@ def parse_carry(text: str | Mapping[str, str] | None) -> dict[str, str]:
                              field="carry")
         rules[name.strip()] = rule.strip()
     return rules
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How the generator is tuned after the inversion (``tune`` steps; 0: not at all)."""
+
+    tune: int = option("steps of generator tuning after the inversion, codes and alphas held "
+                       "fixed (0: no tuning)", default=0)
+    tune_part: str = option("which weights change: the tail after the cut, the head, the whole "
+                            "generator, or the whole one unfrozen shallow to deep in equal "
+                            "stages (DGP)", TUNE_PARTS, default="tail")
+    tune_rank: int = option("rank of the low-rank adapter of each weight (0: a full weight "
+                            "delta per image)", default=4)
+    tune_lr: float = option("Adam learning rate of the adapters or deltas", default=1e-3)
+    tune_locality: float = option("weight of pivotal tuning's locality term: outputs of codes "
+                                  "moved toward random latents stay the untuned generator's "
+                                  "(0: off)", default=0.1)
+    tune_locality_mix: float = option("how far the locality term's codes move from the pivot "
+                                      "toward random latents (0 to 1)", default=0.5)
+
+    def __post_init__(self) -> None:
+        checks = (("tune", self.tune >= 0, "must be >= 0"),
+                  ("tune_part", self.tune_part in TUNE_PARTS, f"must be one of "
+                   f"{', '.join(TUNE_PARTS)}"),
+                  ("tune_rank", self.tune_rank >= 0, "must be >= 0"),
+                  ("tune_lr", math.isfinite(self.tune_lr) and self.tune_lr > 0,
+                   "must be a positive number"),
+                  ("tune_locality", math.isfinite(self.tune_locality) and self.tune_locality >= 0,
+                   "must be >= 0"),
+                  ("tune_locality_mix", 0 <= self.tune_locality_mix <= 1, "must be in [0, 1]"))
+        for name, good, why in checks:
+            if not good:
+                raise InputError(f"{name} {why}, got {getattr(self, name)!r}", field=name)
+
+    @property
+    def enabled(self) -> bool:
+        return self.tune > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key.removeprefix("tune_") if key != "tune" else "steps": value
+                for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TuneSettings:
+        names = {"steps": "tune", **{key: f"tune_{key}" for key in
+                                     ("part", "rank", "lr", "locality", "locality_mix")}}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise InputError(f"tuning settings name {', '.join(unknown)}; known: "
+                             f"{', '.join(names)}", field="tune")
+        return cls(**{names[key]: value for key, value in data.items()})

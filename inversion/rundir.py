@@ -6,7 +6,9 @@ Layout::
     RUN/images/NAME/         record.json (the image's result line), target.png (when known),
                              degraded.png, reconstruction.png, output.png (when the task's output
                              differs, e.g. colorization), latents.safetensors (codes [N, Z],
-                             alphas [N, C], extra latents, loss trace)
+                             alphas [N, C], extra latents, loss trace); with generator tuning
+                             also tuning.safetensors (the image's adapters or weight delta)
+                             and untuned.png (x_inv before tuning)
     RUN/results.jsonl        index: one line per finished image, appended as images finish
     RUN/summary.json         index: aggregates over the records
     RUN/.locks/              run.lock and index.lock (short sections), claims/NAME.lock (held
@@ -48,6 +50,7 @@ from inversion.engine import InversionResult
 from inversion.generators.base import Layer, LayeredGenerator
 from inversion.images import safe_name, save_png
 from inversion.projector import LatentStats, estimate_latent_stats
+from inversion.tuning import Adapters
 from mganprior.core.claims import Claims, locked
 from mganprior.core.errors import InputError
 from mganprior.core.files import atomic_write_bytes
@@ -60,7 +63,8 @@ VOLATILE_KEYS = ("created", "versions", "device", "batch_size", "command", "prog
                  "lpips", "threads")
 IMAGE_FILES = {"target": "target.png", "degraded": "degraded.png",
                "reconstruction": "reconstruction.png", "output": "output.png",
-               "latents": "latents.safetensors", "record": "record.json"}
+               "latents": "latents.safetensors", "record": "record.json",
+               "untuned": "untuned.png", "tuning": "tuning.safetensors"}
 EXTRA_PREFIX = "extra."
 
 
@@ -232,7 +236,7 @@ class RunDirectory:
             return "record.json lacks a status (ok or failed) or an integer seed"
         if record["status"] == "failed":
             return None
-        for kind in ("reconstruction", "latents"):
+        for kind in ("reconstruction", "latents", *(("tuning",) if "tuning" in record else ())):
             if not self.image_file(name, kind).is_file():
                 return f"{IMAGE_FILES[kind]} is missing"
         try:
@@ -338,6 +342,7 @@ class RunDirectory:
                 "seed": result.seeds[i], "layer": result.layer.name, "source": extra.source,
                 "stopped_at": result.stopped[i] if result.stopped else None,
                 "source_sha256": extra.source_sha256, "notes": extra.notes,
+                **({"tuning": result.tuning[i]} if result.tuning is not None else {}),
                 "finished": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                 **({"error": result.failures[i]} if failed else {}),
             }
@@ -373,14 +378,24 @@ class RunDirectory:
             "seed": str(result.seeds[i]), "carry": json.dumps(result.carry),
         })
         os.chmod(partial / IMAGE_FILES["latents"], 0o644)
+        if result.adapters is not None:
+            change = result.adapters[i]
+            save_file({k: v.contiguous() for k, v in change.tensors.items()},
+                      str(partial / IMAGE_FILES["tuning"]),
+                      metadata={"rank": str(change.rank), "part": change.part})
+            os.chmod(partial / IMAGE_FILES["tuning"], 0o644)
+            save_png(result.untuned[i], partial / IMAGE_FILES["untuned"])
         write_json(partial / IMAGE_FILES["record"], record)
         shutil.rmtree(final, ignore_errors=True)  # an unfinished folder (no record) only
         os.replace(partial, final)
 
     # -- loading -------------------------------------------------------------------------------
-    def load_result(self, names: list[str] | None = None) -> InversionResult:
+    def load_result(self, names: list[str] | None = None,
+                    generator: LayeredGenerator | None = None) -> InversionResult:
         """Finished images (all, or ``names``) as one :class:`InversionResult`; failed images
-        are left out."""
+        are left out. In a tuned run each image's change comes back as ``adapters`` (checked
+        against ``generator`` when given: ``adapters[i].apply(generator)`` is the image's tuned
+        generator) with the untuned reconstructions."""
         config = self.config()
         records = [r for r in self.folder_records() if r.get("status") == "ok"]
         if names is not None:
@@ -408,6 +423,10 @@ class RunDirectory:
             carry = json.loads(meta.get("carry", "{}"))
             for kind in images:
                 images[kind].append(self.read_image(name, kind))
+        adapters = untuned = None
+        if "tune" in config:
+            adapters = [self._adapters(r["image"], generator) for r in records]
+            untuned = torch.stack([self.read_image(r["image"], "untuned") for r in records])
         trace_iterations = latents[0]["trace_iterations"].tolist()
         same_trace = all(len(x["trace_loss"]) == len(trace_iterations) for x in latents)
         extra_names = sorted(k for k in latents[0] if k.startswith(EXTRA_PREFIX))
@@ -428,4 +447,23 @@ class RunDirectory:
             seconds=sum(float(r.get("seconds") or 0) for r in records),
             carry=carry,
             extras={k.removeprefix(EXTRA_PREFIX): torch.stack([x[k] for x in latents])
-                    for k in extra_names})
+                    for k in extra_names},
+            adapters=adapters, untuned=untuned,
+            tuning=[r.get("tuning") or {} for r in records] if adapters is not None else None)
+
+    def _adapters(self, name: str, generator: LayeredGenerator | None) -> Adapters:
+        """One image's tuning change, read and (with ``generator``) checked name by name."""
+        path = self.image_file(name, "tuning")
+        if not path.is_file():
+            raise InputError(f"{self.path}: image {name} of this tuned run has no "
+                             f"{IMAGE_FILES['tuning']}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            rank, part = int(meta["rank"]), str(meta["part"])
+        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            raise InputError(f"{path} is damaged ({' '.join(str(err).split())[:80]})") from None
+        if generator is None:
+            return Adapters(rank, part, tensors)
+        return Adapters.checked(tensors, rank, part, generator, str(path))

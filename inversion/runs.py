@@ -13,7 +13,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -26,12 +26,13 @@ from inversion.engine import InvertOptions, evaluate_metrics, invert
 from inversion.generators.base import LayeredGenerator
 from inversion.images import LoadedImage
 from inversion.losses import LPIPSStatus, PerceptualStatus
-from inversion.memory import plan_memory, saved_bytes
-from inversion.options import DEFAULT_BATCH_SIZE, DEFAULT_SEED
+from inversion.memory import check_tuning_fits, plan_memory, saved_bytes
+from inversion.options import DEFAULT_BATCH_SIZE, DEFAULT_SEED, TuneSettings
 from inversion.projector import LatentStats
 from inversion.recipes import Recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Task
+from inversion.tuning import state_bytes
 from mganprior.core.errors import InputError
 from mganprior.core.jsonio import read_json
 from mganprior.core.progress import interactive, progress_bar
@@ -75,6 +76,7 @@ class RunSettings:
     observed: bool = False
     bf16: bool = False
     progress: bool = True
+    tune: TuneSettings = field(default_factory=TuneSettings)  # tune: 0 steps, off
 
     def config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         generator = self.generator.in_space(self.recipe.latent_space)
@@ -104,6 +106,7 @@ class RunSettings:
             "threads": torch.get_num_threads(),
             "versions": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **({"tune": self.tune.to_dict()} if self.tune.enabled else {}),
             **(extra or {}),
         }
 
@@ -120,16 +123,23 @@ def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
     if settings.recipe.needs_latent_stats:
         stand_in = LatentStats(torch.zeros(generator.w_dim), 1.0)
 
-    def measure(codes: int) -> int:
+    one_step = replace(settings.tune, tune=1) if settings.tune.enabled else None
+
+    def measure(codes: int, tune: TuneSettings | None = one_step) -> int:
         recipe = settings.recipe.with_overrides(iterations=1, codes=codes)
         with saved_bytes() as total:
             engine.invert(generator, observation, task, recipe, seeds=[0], ctx=ctx,
                           perceptual=settings.perceptual.module, latent_stats=stand_in,
-                          options=InvertOptions(bf16=settings.bf16, progress=False))
-        return total[0]
+                          options=InvertOptions(bf16=settings.bf16, progress=False), tune=tune)
+        return total[0] + (tuning_state if tune is not None else 0)
 
     modules = [generator] + [m for m in (settings.perceptual.module, settings.lpips.module) if m]
     parameters = sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
+    if one_step is not None:  # a tuning that cannot fit one image is refused on its own
+        viewed = generator.in_space(settings.recipe.latent_space)
+        tuning_state = state_bytes(viewed, settings.recipe.resolve_layer(viewed), settings.tune)
+        tuning = measure(settings.recipe.codes) - measure(settings.recipe.codes, None)
+        check_tuning_fits(tuning, generator.device, parameters)
     plan = plan_memory(measure, settings.recipe.codes, settings.batch_size, generator.device,
                        parameters)
     if plan.note:
@@ -293,7 +303,7 @@ def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedIm
                     ctx=ctx, references=refs, perceptual=settings.perceptual.module,
                     latent_stats=stats, lpips=settings.lpips.module,
                     options=InvertOptions(bf16=settings.bf16, progress=settings.progress,
-                                          description=description))
+                                          description=description), tune=settings.tune)
     if refs is None:  # metrics where the observation lives
         viewed = task.view(result.outputs.to(device), ctx)
         metrics = evaluate_metrics(viewed, result.observations.to(device), None,

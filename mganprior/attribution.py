@@ -150,7 +150,7 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
     out = _out_dir(run, out)
     _check_counts(image_figures=image_figures, part_images=part_images)
     loaded = run_generator(config, generator, checkpoint, device, log)
-    check_compatible(loaded.generator, run.load_result(names[:1]))
+    check_compatible(loaded.generator, run.load_result(names[:1], loaded.generator))
     segmenter, vocabulary = _segmentation(choice, names, loaded.generator)
     perceptual = _perceptual(settings, vgg_weights)
     extra = {"run": str(run.path), "generator": loaded.info.get("name") or
@@ -166,7 +166,7 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
         for part, start in enumerate(progress_bar(starts, desc="attributing", unit="part",
                                                   enabled=progress and len(starts) >= 2)):
             chunk = mine[start:start + part_images]
-            inversion = run.load_result(chunk)
+            inversion = run.load_result(chunk, loaded.generator)
             labels = (read_label_maps(choice.labels_dir, chunk, loaded.generator.resolution,
                                       choice.resize_labels) if choice.labels_dir else None)
             result = attribute(loaded.generator, inversion, segmenter=segmenter, labels=labels,

@@ -96,8 +96,8 @@ def edit_run(run_dir: str | Path, direction_path: str | Path, settings: EditSett
         raise InputError(f"run directory {run.path} does not exist or holds no run",
                          field="run_dir")
     config = run.config()
-    inversion = run.load_result()
     loaded = run_generator(config, generator, checkpoint, device, log)
+    inversion = run.load_result(generator=loaded.generator)
     notes: list[str] = []
     direction: Direction = load_boundary(direction_path, loaded.generator, notes=notes)
     for note in notes:

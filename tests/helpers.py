@@ -23,6 +23,7 @@ from inversion.generators.saving import save_generator
 from inversion.generators.stylegan1 import StyleGAN1Generator
 from inversion.generators.stylegan2 import StyleGAN2Generator, fir_filter
 from inversion.generators.stylegan3 import StyleGAN3Generator
+from inversion.options import TuneSettings
 from inversion.recipes import get_recipe
 from inversion.rundir import ImageRecord, RunDirectory
 from inversion.tasks import Inversion
@@ -518,6 +519,30 @@ class GeneratorContract:
             again = render(generator, loaded.codes, loaded.alphas, loaded.layer, loaded.fusion,
                            loaded.carry, loaded.extras).clamp(-1, 1)
         torch.testing.assert_close(again, loaded.reconstructions, atol=1 / 127.5, rtol=0)
+
+    def test_tuning_changes_each_image_and_reloads_exactly(self, generator, tmp_path):
+        layer = generator.layer(self.extra_layer)
+        recipe = get_recipe("adam", "inversion").with_overrides(
+            iterations=2, codes=2, layer=layer.name, carry=self.extra_carry or "")
+        tune = TuneSettings(tune=3, tune_part="all", tune_rank=2, tune_lr=0.05)
+        targets = rendered_targets(generator)
+        result = invert(generator, targets, Inversion(), recipe, seeds=[0, 1], options=QUIET,
+                        tune=tune)
+        assert len(result.adapters) == 2 and result.untuned.shape == targets.shape
+        assert not torch.equal(result.adapters[0].tensors[next(iter(
+            result.adapters[0].tensors))], result.adapters[1].tensors[next(iter(
+                result.adapters[1].tensors))]), "each image has its own change"
+        run = RunDirectory.open(tmp_path / "run", {"recipe": result.recipe, "task": result.task,
+                                                   "tune": tune.to_dict()})
+        run.write_batch(result, [ImageRecord(f"img{i}", [], None, None) for i in range(2)])
+        loaded = run.load_result(generator=generator)
+        with torch.no_grad():
+            for i, change in enumerate(loaded.adapters):
+                again = render(change.apply(generator), loaded.codes[i:i + 1],
+                               loaded.alphas[i:i + 1], loaded.layer, loaded.fusion,
+                               loaded.carry, {k: v[i:i + 1] for k, v in loaded.extras.items()})
+                torch.testing.assert_close(again.clamp(-1, 1), result.reconstructions[i:i + 1],
+                                           rtol=0, atol=0)
 
     def test_plain_latent_optimisation_at_layer_zero(self, generator):
         z = self.latents(generator)[:, None]

@@ -225,6 +225,10 @@ class LayeredGenerator(nn.Module, metaclass=ABCMeta):
                              field="latent_space")
         return self
 
+    # whether the fast paths run under torch.func.vmap (tuning's per-image weights); a family
+    # whose fast path branches on values sets False and tunes on its reference path
+    fast_paths_vmap = True
+
     def use_fast_paths(self, enabled: bool = True) -> LayeredGenerator:
         """Exact rewrites of the forward pass (equal within fp32 rounding) on, the default, or
         off, for comparisons. Families without any keep this no-op."""

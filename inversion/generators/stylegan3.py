@@ -464,6 +464,8 @@ class StyleGAN3Generator(StyleBasedGenerator):
         moved = "" if self.transform is None else "; input transformed"
         return f"{super().describe()}; {self.config_name}{classes}{moved}"
 
+    fast_paths_vmap = False  # the fast path skips the clamp by looking at the values
+
     def use_fast_paths(self, enabled: bool = True) -> StyleGAN3Generator:
         for module in self.modules():
             if isinstance(module, SynthesisLayer):

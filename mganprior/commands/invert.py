@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         LPIPS_METRIC_NET,
         PERCEPTUAL_BACKENDS,
         TASK_NAMES,
+        TuneSettings,
     )
     from inversion.recipes import RECIPES, Recipe
 
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe = parser.add_argument_group("recipe settings (inversion.recipes.Recipe)")
     parser.set_defaults(recipe_fields=dataclass_flags(recipe, Recipe, skip=("name",),
                                                       unset="the recipe's"))
+    tuning = parser.add_argument_group("generator tuning after the inversion "
+                                       "(inversion.tuning.TuneSettings)")
+    parser.set_defaults(tune_fields=dataclass_flags(tuning, TuneSettings))
     task = parser.add_argument_group("task options (default: the task's)")
     task.add_argument("--factor", type=int, help="super-resolution factor")
     task.add_argument("--antialias", action="store_true",
@@ -81,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from inversion.images import load_images
     from inversion.losses import load_lpips, load_perceptual
+    from inversion.options import TuneSettings
     from inversion.recipes import get_recipe
     from inversion.runs import RunSettings, run_inversion
     from inversion.tasks import make_task
@@ -99,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     generator = loaded.generator
     settings = RunSettings(generator, loaded.info, task, recipe, seed=args.seed,
                            batch_size=args.batch_size, observed=args.observed, bf16=args.bf16,
-                           progress=not args.quiet)
+                           progress=not args.quiet,
+                           tune=TuneSettings(**values_of(args, args.tune_fields)))
     settings.config()  # a bad layer, carry rule or task option fails before anything is read
     task.check(generator.resolution)
     size = task.observation_size(generator.resolution) if args.observed else generator.resolution
