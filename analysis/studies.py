@@ -15,7 +15,7 @@ import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from inversion.generators.base import Layer, find_layer
@@ -23,7 +23,7 @@ from mganprior.core.errors import InputError
 
 METRICS = ("psnr", "ssim", "lpips", "perceptual")
 TABLE_COLUMNS = ("generator", "task", "layer", "layer_index", "layer_shape", "codes",
-                 "resolution", "image", "metric", "value")
+                 "resolution", "image", "metric", "value", "tune")
 SINGLE_CODE = "single-code"
 
 
@@ -35,13 +35,14 @@ def space_folder(space: str) -> str:
 @dataclass(frozen=True)
 class StudyCell:
     """One inversion setting of a study; ``layer.index == 0`` is a single-code baseline, in
-    ``latent_space``."""
+    ``latent_space``; ``tune``: generator-tuning steps after the inversion (0: none)."""
 
     generator: str
     task: str
     layer: Layer
     codes: int
     latent_space: str = "z"
+    tune: int = 0
 
     @property
     def single_code(self) -> bool:
@@ -51,9 +52,11 @@ class StudyCell:
     def label(self) -> str:
         """Column label in tables and figures: ``single-code`` (``single-code w``,
         ``single-code w+`` for baselines in other spaces) or the layer name."""
+        tuned = f" +tune {self.tune}" if self.tune else ""
         if not self.single_code:
-            return self.layer.name
-        return SINGLE_CODE if self.latent_space == "z" else f"{SINGLE_CODE} {self.latent_space}"
+            return self.layer.name + tuned
+        return (SINGLE_CODE if self.latent_space == "z" else
+                f"{SINGLE_CODE} {self.latent_space}") + tuned
 
     @property
     def generator_folder(self) -> str:
@@ -66,24 +69,28 @@ class StudyCell:
         if self.latent_space != "z":
             where = f"00-{space_folder(self.latent_space)}" if self.single_code else \
                 f"{where}-{space_folder(self.latent_space)}"
-        return f"{self.generator_folder}/{self.task}/{where}-n{self.codes}"
+        tuned = f"-tune{self.tune}" if self.tune else ""
+        return f"{self.generator_folder}/{self.task}/{where}-n{self.codes}{tuned}"
 
     def describe(self) -> str:
         where = f"{self.latent_space} (single code)" if self.single_code else \
             f"{self.layer.name} {'x'.join(map(str, self.layer.shape))}"
-        return f"{self.generator} {self.task} N={self.codes} at {where}"
+        tuned = f", then {self.tune} tuning steps" if self.tune else ""
+        return f"{self.generator} {self.task} N={self.codes} at {where}{tuned}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"generator": self.generator, "task": self.task, "codes": self.codes,
                 "layer": {"index": self.layer.index, "name": self.layer.name,
-                          "shape": list(self.layer.shape)}, "latent_space": self.latent_space}
+                          "shape": list(self.layer.shape)}, "latent_space": self.latent_space,
+                **({"tune": self.tune} if self.tune else {})}
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> StudyCell:
         layer = record["layer"]
         return cls(record["generator"], record["task"],
                    Layer(int(layer["index"]), layer["name"], tuple(layer["shape"])),
-                   int(record["codes"]), record.get("latent_space", "z"))
+                   int(record["codes"]), record.get("latent_space", "z"),
+                   int(record.get("tune", 0)))
 
 
 def select_layers(layers: Sequence[Layer], spec: str | Sequence[str | int]) -> list[Layer]:
@@ -108,16 +115,18 @@ def expand_grid(generator_layers: dict[str, Sequence[Layer]], tasks: Sequence[st
                 layers: str | Sequence[str | int] = "all", codes: Sequence[int] = (20,),
                 single_code: bool = True, latent_space: str = "z",
                 baselines: Mapping[str, Sequence[tuple[str, Layer]]] | None = None,
-                ) -> list[StudyCell]:
+                tunes: Sequence[int] = (0,)) -> list[StudyCell]:
     """Every (generator, task, layer, N) cell, generators and tasks in the given order, the
     single-code baselines first, then layers shallow to deep, N ascending. ``generator_layers``
     are listings in ``latent_space``, where multi-code cells put their codes; ``baselines`` gives
     a generator's single-code baselines as (latent space, its layer 0) pairs; by default one, in
-    ``latent_space``."""
+    ``latent_space``. Every cell comes once per ``tunes`` entry (generator-tuning steps)."""
     if not tasks:
         raise InputError("a study needs at least one task")
     if not codes or any(n < 1 for n in codes):
         raise InputError(f"codes must be positive integers, got {list(codes)}", field="codes")
+    if not tunes or any(t < 0 for t in tunes):
+        raise InputError(f"tune must be steps >= 0, got {list(tunes)}", field="tune")
     baselines = baselines or {}
     cells: list[StudyCell] = []
     for generator, listing in generator_layers.items():
@@ -132,7 +141,7 @@ def expand_grid(generator_layers: dict[str, Sequence[Layer]], tasks: Sequence[st
                                      latent_space)
                     if cell not in cells:
                         cells.append(cell)
-    return cells
+    return [replace(cell, tune=steps) for cell in cells for steps in sorted(set(tunes))]
 
 
 def study_cost(cells: Sequence[StudyCell], images: int,
@@ -160,25 +169,26 @@ def tidy_rows(cell: StudyCell, records: Iterable[dict[str, Any]],
                 "layer_index": cell.layer.index,
                 "layer_shape": "x".join(map(str, cell.layer.shape)), "codes": cell.codes,
                 "resolution": resolution, "image": record["image"], "metric": metric,
-                "value": float(value),
+                "value": float(value), "tune": cell.tune,
             })
     return rows
 
 
 def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean, standard deviation (population), min and max per (generator, task, layer, codes,
-    metric), in first-seen order. Infinite PSNRs (exact reconstructions) are left out of means."""
+    tuning, metric), in first-seen order. Infinite PSNRs (exact reconstructions) are left out of
+    means."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for row in rows:
         key = (row["generator"], row["task"], row["layer"], row["layer_index"], row["codes"],
-               row["metric"])
+               int(row.get("tune") or 0), row["metric"])
         groups[key].append(row["value"])
     out = []
-    for (generator, task, layer, index, codes, metric), values in groups.items():
+    for (generator, task, layer, index, codes, tune, metric), values in groups.items():
         finite = [v for v in values if v == v and abs(v) != float("inf")]
         out.append({
             "generator": generator, "task": task, "layer": layer, "layer_index": index,
-            "codes": codes, "metric": metric, "images": len(values),
+            "codes": codes, "tune": tune, "metric": metric, "images": len(values),
             "mean": statistics.fmean(finite) if finite else None,
             "std": statistics.pstdev(finite) if finite else None,
             "min": min(finite) if finite else None, "max": max(finite) if finite else None,

@@ -22,6 +22,7 @@ from analysis.studies import (
 from analysis.study_files import StudyDirectory
 from inversion.images import load_images, save_png
 from inversion.losses import load_lpips, load_perceptual
+from inversion.options import TuneSettings
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, package_versions, run_inversion
 from inversion.tasks import TASKS, make_task
@@ -67,6 +68,8 @@ class StudySpec:
     latent_space: str = "z"
     truncation_psi: float | None = None
     baselines: list[str] | None = None  # latent spaces of the single-code baselines (None: z)
+    tune: list[int] = field(default_factory=lambda: [0])  # tuning steps: a study axis
+    tuning: dict[str, Any] = field(default_factory=dict)  # the other TuneSettings fields
 
     def validate(self) -> None:
         if not self.generators:
@@ -80,6 +83,10 @@ class StudySpec:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}",
                              field="batch_size")
+        TuneSettings(**self.tuning)  # a bad tuning setting fails here, naming its field
+        if not self.tune or any(isinstance(t, bool) or not isinstance(t, int) or t < 0
+                                for t in self.tune):
+            raise InputError(f"tune must be tuning steps >= 0, got {self.tune}", field="tune")
         if self.baselines is not None and (not self.baselines or
                                            len(set(self.baselines)) != len(self.baselines)):
             raise InputError(f"baselines must name latent spaces once each, got "
@@ -142,6 +149,22 @@ def default_images(source: str, loaded: LoadedGenerator, count: int, folder: Pat
     return folder, f"samples of {generator_label(source)}"
 
 
+def _study_record(spec: StudySpec, loaded: dict[str, LoadedGenerator], images: list,
+                  cells: list[StudyCell], cost: int) -> dict[str, Any]:
+    """What ``study.json`` remembers, checked again on resume."""
+    settings = asdict(spec)
+    if spec.tune == [0] and not spec.tuning:  # untuned studies keep the record they always had
+        del settings["tune"], settings["tuning"]
+    return {
+        **settings, "generators": {label: g.info for label, g in loaded.items()},
+        "images": [{"name": image.name, "source": str(image.path)} for image in images],
+        "cells": [cell.key for cell in cells], "grid": [cell.to_dict() for cell in cells],
+        "cost_image_iterations": cost, "versions": package_versions(),
+        "device": str(next(iter(loaded.values())).generator.device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
               device: str | None = None, max_cost: int | None = None, dry_run: bool = False,
               progress: bool = True, log: Callable[[str], None] = _stderr,
@@ -165,21 +188,13 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
     cells = expand_grid({label: g.generator.in_space(spec.latent_space).layers
                          for label, g in loaded.items()}, spec.tasks,
                         spec.layers, spec.codes, spec.single_code, spec.latent_space,
-                        {label: _baselines(g, spec) for label, g in loaded.items()})
+                        {label: _baselines(g, spec) for label, g in loaded.items()}, spec.tune)
     by_resolution = {resolution: load_images(images, resolution) for resolution in
                      dict.fromkeys(g.generator.resolution for g in loaded.values())}
     names = [image.name for image in next(iter(by_resolution.values()))]
-    iterations = {cell: _recipe(spec, cell).iterations for cell in cells}
-    record = {
-        **asdict(spec), "generators": {label: g.info for label, g in loaded.items()},
-        "images": [{"name": image.name, "source": str(image.path)}
-                   for image in next(iter(by_resolution.values()))],
-        "cells": [cell.key for cell in cells], "grid": [cell.to_dict() for cell in cells],
-        "cost_image_iterations": study_cost(cells, len(names), iterations),
-        "versions": package_versions(), "device": str(next(iter(loaded.values())).generator
-                                                       .device),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    iterations = {cell: _recipe(spec, cell).iterations + cell.tune for cell in cells}
+    record = _study_record(spec, loaded, next(iter(by_resolution.values())), cells,
+                           study_cost(cells, len(names), iterations))
     study.check_resumable(record)
     mine = shard.take(names)
     pending = [cell for cell in cells if not study.cell_done(cell, mine)]
@@ -212,7 +227,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
         if cell in pending:
             settings = RunSettings(g.generator, g.info, make_task(cell.task),
                                    _recipe(spec, cell), perceptual, lpips, seed=spec.seed,
-                                   batch_size=spec.batch_size, progress=False)
+                                   batch_size=spec.batch_size, progress=False,
+                                   tune=TuneSettings(**{**spec.tuning, "tune": cell.tune}))
             run_inversion(settings, by_resolution[g.generator.resolution], study.cell(cell).path,
                           config_extra={"study": str(out), "cell": cell.key},
                           log=lambda _message: None, shard=shard)
@@ -275,6 +291,10 @@ def write_study_figures(study: StudyDirectory, kind: str, tasks: list[str], seve
     if not rows:
         return
     hue = "generator" if kind == "cross-domain" else "task"
+    if any(row.get("tune") for row in rows):  # tuned cells: their own curves
+        rows = [{**row, "setting": f"{row[hue]} +tune {row['tune']}" if row.get("tune")
+                 else row[hue]} for row in rows]
+        hue = "setting"
     for metric in sorted({row["metric"] for row in rows}):
         save_figure(metric_vs_layer(rows, metric, hue=hue), study.figure(f"{metric}_vs_layer"),
                     figures)

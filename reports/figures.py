@@ -562,3 +562,34 @@ def edit_changed(result, index: int, columns: int = 11) -> Figure:
     figure.suptitle(f"{result.names[index]}: pixels each edit changes (brighter: more; one "
                     f"scale, max {top:.2f})", fontsize=8)
     return figure
+
+
+@paper_figure
+def tuning_summary(records: list[dict]) -> Figure:
+    """A tuned run, image by image: PSNR before and after tuning (one line each), and how far
+    each image's tuned generator moved random samples (mean |change|, 8-bit levels)."""
+    tuned = [r for r in records if isinstance(r.get("tuning"), dict) and r.get("status") == "ok"]
+    figure = Figure(figsize=(6.8, 0.35 * max(3, len(tuned)) + 1.0), layout="constrained")
+    left, right = figure.subplots(1, 2, sharey=True)
+    names = [str(r["image"]) for r in tuned]
+    rows = np.arange(len(tuned))
+    before = [r["tuning"].get("psnr_untuned") for r in tuned]
+    after = [r.get("psnr") for r in tuned]
+    colors = sns.color_palette("colorblind", 2)
+    for y, b, a in zip(rows, before, after, strict=True):
+        if isinstance(b, int | float) and isinstance(a, int | float):
+            left.plot([b, a], [y, y], color="0.6", linewidth=1)
+    left.scatter([b if isinstance(b, int | float) else np.nan for b in before], rows,
+                 color=colors[0], label="untuned", zorder=3)
+    left.scatter([a if isinstance(a, int | float) else np.nan for a in after], rows,
+                 color=colors[1], marker="D", label="tuned", zorder=3)
+    left.set_yticks(rows, names)
+    left.invert_yaxis()
+    left.set_xlabel("PSNR (dB)")
+    left.legend(loc="best")
+    right.barh(rows, [float(r["tuning"].get("sample_change") or 0) for r in tuned],
+               color=colors[0])
+    right.set_xlabel("random samples moved (mean |change|, 8-bit levels)")
+    figure.suptitle("generator tuning: reconstruction gained, and what it cost elsewhere",
+                    fontsize=8)
+    return figure

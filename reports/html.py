@@ -25,10 +25,16 @@ from analysis.edit_files import EditDirectory
 from analysis.editing import EditSettings
 from analysis.study_files import StudyDirectory
 from inversion.rundir import RunDirectory
+from inversion.tuning import CHANGE_SAMPLES
 from mganprior.core.errors import InputError
 from mganprior.core.files import atomic_write_bytes
 from mganprior.core.jsonio import csv_text
-from reports.figures import attribution_grid, class_histogram, code_class_heatmap
+from reports.figures import (
+    attribution_grid,
+    class_histogram,
+    code_class_heatmap,
+    tuning_summary,
+)
 
 THUMBNAIL_SIDE = 128  # images larger than this are downscaled in the gallery
 JPEG_ABOVE_BYTES = 300_000  # figures larger than this as PNG are embedded as JPEG
@@ -61,6 +67,8 @@ class Source:
     problems: list[str] = field(default_factory=list)
     config: list[tuple[str, str]] = field(default_factory=list)
     gallery: list[dict[str, Any]] = field(default_factory=list)
+    gallery_columns: list[str] = field(default_factory=lambda: ["target", "input",
+                                                                "reconstruction"])
     gallery_csv: str | None = None
     blocks: list[Block] = field(default_factory=list)
     edits: list[Block] = field(default_factory=list)  # shown after every source's analysis
@@ -177,6 +185,9 @@ def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
         ("created", str(config.get("created"))),
         ("versions", ", ".join(f"{k} {v}" for k, v in (config.get("versions") or {}).items())),
     ]
+    tune = config.get("tune")
+    if isinstance(tune, dict):
+        rows.insert(8, ("generator tuning", ", ".join(f"{k}={v}" for k, v in tune.items())))
     if config.get("command"):
         rows.append(("command", config["command"]))
     return rows
@@ -197,6 +208,33 @@ def _owned(read, problems: list[str]) -> Any:
         return None
 
 
+def _gallery(source: Source, run: RunDirectory, records: list[dict[str, Any]],
+             tuned: bool) -> None:
+    """The gallery rows of ``records``: target, input, (untuned,) reconstruction, metrics."""
+    if tuned:
+        source.gallery_columns = ["target", "input", "untuned", "tuned reconstruction"]
+    for record in records:
+        name = str(record.get("image"))
+        target = run.image_file(name, "target")
+        untuned = run.image_file(name, "untuned")
+        pictures = [
+            image_uri(target, "target") if target.exists() else Picture("target"),
+            image_uri(run.image_file(name, "degraded"), "input"),
+            *([image_uri(untuned, "untuned") if untuned.exists() else Picture("untuned")]
+              if tuned else []),
+            image_uri(run.image_file(name, "output"), "reconstruction"),
+        ]
+        psnr, psnr_value = _fmt(record.get("psnr"), 2)
+        ssim, ssim_value = _fmt(record.get("ssim"), 3)
+        loss, loss_value = _fmt(record.get("loss"), 4)
+        source.gallery.append({"image": name, "pictures": pictures,
+                               "psnr": psnr, "psnr_value": psnr_value, "ssim": ssim,
+                               "ssim_value": ssim_value, "loss": loss, "loss_value": loss_value,
+                               "status": record.get("status", "?")})
+        if record.get("status") == "failed":
+            source.problems.append(f"{name} failed: {record.get('error')}")
+
+
 def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
     source = Source("run", path.name, str(path))
     run = RunDirectory(path)
@@ -212,23 +250,8 @@ def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
                                "gallery reads the folders (`mganprior index RUN` rebuilds it)")
     if not records:
         source.problems.append("no image has finished")
-    for record in records[:max_gallery]:
-        name = str(record.get("image"))
-        target = run.image_file(name, "target")
-        pictures = [
-            image_uri(target, "target") if target.exists() else Picture("target"),
-            image_uri(run.image_file(name, "degraded"), "input"),
-            image_uri(run.image_file(name, "output"), "reconstruction"),
-        ]
-        psnr, psnr_value = _fmt(record.get("psnr"), 2)
-        ssim, ssim_value = _fmt(record.get("ssim"), 3)
-        loss, loss_value = _fmt(record.get("loss"), 4)
-        source.gallery.append({"image": name, "pictures": pictures,
-                               "psnr": psnr, "psnr_value": psnr_value, "ssim": ssim,
-                               "ssim_value": ssim_value, "loss": loss, "loss_value": loss_value,
-                               "status": record.get("status", "?")})
-        if record.get("status") == "failed":
-            source.problems.append(f"{name} failed: {record.get('error')}")
+    tuned = bool(config and config.get("tune"))
+    _gallery(source, run, records[:max_gallery], tuned)
     if len(records) > max_gallery:
         source.problems.append(f"the gallery shows the first {max_gallery} of {len(records)} "
                                "images; the CSV has them all")
@@ -240,6 +263,8 @@ def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
         rows = [{"statistic": k, "value": v} for k, v in summary.items()
                 if isinstance(v, int | float)]
         source.blocks.append(Block("Summary", table=_table(rows, ["statistic", "value"])))
+    if tuned and records:
+        source.blocks.append(tuning_block(records))
     attribution = AttributionDirectory(path / "attribution")
     if attribution.exists():
         source.blocks.extend(attribution_blocks(attribution, source.problems,
@@ -249,6 +274,33 @@ def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
             source.edits.extend(edit_blocks(EditDirectory(folder), source.problems,
                                             attribution_images))
     return source
+
+
+TUNING_COLUMNS = ["image", "psnr_untuned", "psnr", "ssim_untuned", "ssim",
+                  "random samples moved", "change KB", "seconds"]
+
+
+def tuning_block(records: list[dict[str, Any]]) -> Block:
+    """What generator tuning did to each image: PSNR and SSIM before and after, how far the
+    image's tuned generator moved random samples, and the size of the stored change."""
+    rows = []
+    for record in records:
+        facts = record.get("tuning") if isinstance(record.get("tuning"), dict) else {}
+        rows.append({"image": record.get("image"), "psnr_untuned": facts.get("psnr_untuned"),
+                     "psnr": record.get("psnr"), "ssim_untuned": facts.get("ssim_untuned"),
+                     "ssim": record.get("ssim"),
+                     "random samples moved": facts.get("sample_change"),
+                     "change KB": (facts["bytes"] / 1024 if isinstance(facts.get("bytes"), int)
+                                   else None), "seconds": facts.get("seconds")})
+    return Block("Generator tuning",
+                 text="Each image's generator was tuned around its multi-code solution. Random "
+                      "samples moved: the mean |change| (8-bit levels) tuning made to "
+                      f"{CHANGE_SAMPLES} fixed random samples, the cost of tuning elsewhere "
+                      "in the generator.",
+                 figures=[figure_uri(tuning_summary(records), "PSNR before and after tuning, "
+                                     "and random samples moved")],
+                 table=_table(rows, TUNING_COLUMNS), csv=csv_uri(rows),
+                 csv_name="tuning.csv")
 
 
 def attribution_blocks(directory: AttributionDirectory, problems: list[str],

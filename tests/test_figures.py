@@ -84,6 +84,9 @@ def every_figure(attribution_result, edit_result):
         "edit_curves": figures.edit_curves(edit_result, "bright"),
         "edit_disentanglement": figures.edit_disentanglement(edit_result),
         "edit_changed": figures.edit_changed(edit_result, 0),
+        "tuning_summary": figures.tuning_summary([
+            {"image": f"im{i}", "status": "ok", "psnr": 24.0 + i,
+             "tuning": {"psnr_untuned": 22.0 + i, "sample_change": 1.5 * i}} for i in range(3)]),
     }
 
 
@@ -92,7 +95,7 @@ def test_every_builder_exports_vector_files_with_text_of_at_least_7_pt(
     from pypdf import PdfReader
 
     built = every_figure(attribution_result, edit_result)
-    assert len(built) == 10
+    assert len(built) == 11
     for name, figure in built.items():
         png, pdf, svg = figures.save_figure(figure, tmp_path / f"{name}.png", ALL_FORMATS)
         assert png.stat().st_size > 1000, name

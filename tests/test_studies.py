@@ -70,7 +70,8 @@ def test_tidy_rows_and_aggregates_known_answer(tiny_pggan):
     assert len(rows) == 4 and tuple(rows[0]) == TABLE_COLUMNS
     assert rows[0] == {"generator": "p", "task": "inversion", "layer": "layer2",
                        "layer_index": 2, "layer_shape": "16x4x4", "codes": 4,
-                       "resolution": 16, "image": "a", "metric": "psnr", "value": 20.0}
+                       "resolution": 16, "image": "a", "metric": "psnr", "value": 20.0,
+                       "tune": 0}
     stats = {row["metric"]: row for row in aggregate(rows)}
     assert stats["psnr"]["mean"] == 25.0 and stats["psnr"]["std"] == 5.0
     assert stats["ssim"]["min"] == 0.5 and stats["ssim"]["images"] == 2
@@ -282,3 +283,24 @@ def test_real_dcgan_reconstructs_better_from_shallow_to_deep_layers(tmp_path):
     assert curve == sorted(curve), psnr
     assert curve[-1] - curve[0] > 5, psnr
     assert psnr["main.11"] < psnr["main.8"], psnr
+
+
+def test_tuning_is_a_study_axis(tmp_path, checkpoint, face_pngs):
+    spec = spec_for(checkpoint, tasks=["inversion"], layers="4", tune=[0, 3],
+                    tuning={"tune_rank": 2, "tune_part": "all"})
+    outcome = run_study(spec, [face_pngs], tmp_path / "study", progress=False,
+                        log=lambda _: None, max_cost=10_000)
+    labels = [cell.label for cell in outcome.cells]
+    assert labels == [SINGLE_CODE, f"{SINGLE_CODE} +tune 3", "layer4", "layer4 +tune 3"]
+    tuned = [c for c in outcome.cells if c.tune]
+    for cell in tuned:
+        config = json.loads((tmp_path / "study" / "cells" / cell.key / "config.json")
+                            .read_text())
+        assert config["tune"]["steps"] == 3 and config["tune"]["rank"] == 2
+    plain = [c for c in outcome.cells if not c.tune]
+    assert all("tune" not in json.loads((tmp_path / "study" / "cells" / c.key / "config.json")
+                                        .read_text()) for c in plain)
+    assert {(row["layer"], row["tune"]) for row in outcome.aggregates} == {
+        (label, 3 if "tune" in label else 0) for label in labels}
+    with pytest.raises(InputError, match="tune_rank must be >= 0"):
+        spec_for(checkpoint, tuning={"tune_rank": -1}).validate()

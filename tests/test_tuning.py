@@ -245,3 +245,40 @@ def test_attribution_and_edits_use_each_images_tuned_generator(tmp_path, tiny_pg
     direction = Direction("d", np.eye(8)[2], "z", "file")
     edited = edit(tiny_pggan, loaded, direction, EditSettings(steps=3), progress=False)
     assert check_zero_frame(edited, loaded.reconstructions) < 1.0
+
+
+def test_a_tuned_run_from_the_command_line_to_the_report(tmp_path, tiny_pggan, face_pngs):
+    """invert --tune, attribute, edit and report on one tiny run, the report opened in a real
+    headless Chromium: the tuned generator of each image reproduces its reconstruction (else
+    attribute and edit refuse), and the report shows untuned beside tuned."""
+    from inversion.generators import save_generator
+    from mganprior.cli import main
+    from reports.browser import chromium_path, open_page
+
+    checkpoint = str(save_generator(tiny_pggan, tmp_path / "tiny.safetensors"))
+    run = tmp_path / "run"
+    assert main(["invert", "--checkpoint", checkpoint, "--images", str(face_pngs), "--out",
+                 str(run), "--iterations", "5", "--codes", "3", "--layer", "4", "--tune", "20",
+                 "--tune-part", "all", "--tune-rank", "0", "--tune-lr", "0.01",
+                 "--tune-locality", "0", "--perceptual", "none", "--quiet"]) == 0
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for name in RunDirectory(run).finished():
+        write_png(labels / f"{name}.png", np.tile(np.arange(16, dtype=np.uint8) // 8, (16, 1)))
+    assert main(["attribute", str(run), "--labels", str(labels), "--quiet"]) == 0
+    assert main(["directions", "sefa", "--checkpoint", checkpoint, "--count", "1", "--out",
+                 str(tmp_path / "dirs")]) == 0
+    assert main(["edit", str(run), "--direction", str(tmp_path / "dirs" / "sefa_00.npy"),
+                 "--steps", "3", "--quiet"]) == 0
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "Generator tuning" in html and "<th>untuned</th>" in html
+    assert "generator tuning</th><td>steps=20, part=all, rank=0" in html
+    if chromium_path() is None:
+        pytest.skip("no chromium binary")
+    with open_page(out) as (page, log):
+        assert page.evaluate("Array.from(document.images).every("
+                             "i => i.complete && i.naturalWidth > 0)")
+        assert "Generator tuning" in page.locator("h3").all_inner_texts()
+    assert log.errors == [] and log.blocked == []

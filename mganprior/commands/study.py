@@ -11,9 +11,11 @@ from mganprior.commands.common import (
     Command,
     add_figure_flags,
     add_shard,
+    dataclass_flags,
     default,
     figure_output,
     int_list,
+    values_of,
 )
 
 
@@ -40,7 +42,7 @@ def add_cross_domain_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_study_options(parser: argparse.ArgumentParser, default_images: str) -> None:
-    from inversion.options import PERCEPTUAL_BACKENDS
+    from inversion.options import PERCEPTUAL_BACKENDS, TuneSettings
     from inversion.recipes import RECIPES
     from mganprior.studies import StudySpec as spec
 
@@ -83,6 +85,11 @@ def add_study_options(parser: argparse.ArgumentParser, default_images: str) -> N
                         help="images optimised together (default %(default)s)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    tuning = parser.add_argument_group("generator tuning (a study axis)")
+    tuning.add_argument("--tune", default="0", help="tuning steps after each cell's inversion, "
+                        "or a comma-separated sweep such as 0,200: every cell comes once per "
+                        "value (default %(default)s: none)")
+    parser.set_defaults(tune_fields=dataclass_flags(tuning, TuneSettings, skip=("tune",)))
     add_shard(parser)
     add_figure_flags(parser)
 
@@ -107,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, attribution_figures=args.attribution_figures,
                      latent_space=args.latent_space, truncation_psi=args.truncation_psi,
                      baselines=[b.strip() for b in args.baselines.split(",") if b.strip()]
-                     if args.baselines else None)
+                     if args.baselines else None, tune=int_list(args.tune, "tune"),
+                     tuning=values_of(args, args.tune_fields))
     spec.validate()
     images = args.images
     study = StudyDirectory(args.out)
