@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
-import platform
 import statistics
 import tempfile
 
@@ -33,6 +32,7 @@ from inversion.engine import QUIET
 from inversion.images import load_images
 from inversion.losses import load_lpips, load_perceptual
 from inversion.projector import estimate_latent_stats
+from mganprior.core.devices import cpu_model
 from mganprior.studies import default_images
 from mganprior.zoo import load_generator
 
@@ -77,9 +77,7 @@ def main() -> None:
     vgg = load_perceptual("vgg16")
     lpips = load_lpips()
     stats = estimate_latent_stats(generator)
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     print(f"# {args.generator}, {torch.get_num_threads()} threads, {cpu}")
     for note in (vgg.note, lpips.note):
         if note:

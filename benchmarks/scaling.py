@@ -19,25 +19,15 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 import argparse
 import os
-import platform
 import subprocess
 import tempfile
 import time
 
 from inversion.images import save_png
+from mganprior.core.devices import cpu_model
 from mganprior.zoo import load_generator
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def arm(processes: int, threads: int, images: Path, out: Path, args: argparse.Namespace) -> float:

@@ -36,7 +36,7 @@ from helpers import tiny_hf_folder
 from inversion.engine import QUIET, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Inversion
-from mganprior.core.devices import timed
+from mganprior.core.devices import cpu_model, timed
 from mganprior.zoo import load_generator
 from segmentation.formats import load_segmenter_dir
 
@@ -157,12 +157,7 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
-    try:
-        cpu = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-        print(f"# {cpu.split(':', 1)[1].strip()}")
-    except (OSError, StopIteration):
-        pass
+    print(f"# {cpu_model()}")
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         print(f"\n{args.images} images of {args.side} px in one batch; ms per image (median of "

@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
-import platform
 import statistics
 
 import torch
@@ -27,7 +26,7 @@ from inversion import Inversion, get_recipe, invert
 from inversion.engine import QUIET
 from inversion.generators.stylegan1 import StyleGAN1Generator
 from inversion.generators.stylegan2 import StyleGAN2Generator
-from mganprior.core.devices import timed
+from mganprior.core.devices import cpu_model, timed
 
 
 def seconds_per_iteration(generator, targets, codes: int, layer: str, repeats: int) -> float:
@@ -56,9 +55,7 @@ def main() -> None:
                             mapping_layers=4, mapping_width=64).eval()
     v2 = StyleGAN2Generator(resolution=args.resolution, z_dim=64, w_dim=64, channels=channels,
                             mapping_layers=4).eval()
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     print(f"# {cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.resolution} px, widths {channels}, B={args.images}, N={args.codes}, codes in "
           f"W+, median of {args.repeats}\n")

@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
-import platform
 import statistics
 
 import torch
@@ -31,7 +30,7 @@ from inversion import Inversion, get_recipe, invert
 from inversion.engine import QUIET
 from inversion.generators.stylegan2 import StyleGAN2Generator
 from inversion.generators.stylegan3 import StyleGAN3Generator
-from mganprior.core.devices import timed
+from mganprior.core.devices import cpu_model, timed
 
 
 def seconds_per_iteration(generator, targets, codes: int, layer: str, repeats: int) -> float:
@@ -75,9 +74,7 @@ def main() -> None:
                                                  channel_base=16 * width,
                                                  channel_max=2 * width, config="r"),
     }
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     print(f"# {cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.resolution} px, StyleGAN2 widths {channels}, B={args.images}, "
           f"N={args.codes}, codes in W+, median of {args.repeats}\n")

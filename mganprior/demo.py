@@ -28,6 +28,7 @@ from analysis.edit_files import EditDirectory
 from analysis.editing import EditSettings
 from inversion.images import load_images, save_png
 from inversion.losses import LPIPSStatus, PerceptualStatus, load_lpips, load_perceptual
+from inversion.options import TuneSettings
 from inversion.recipes import get_recipe
 from inversion.runs import RunSettings, run_inversion
 from inversion.tasks import Inversion
@@ -65,6 +66,8 @@ TINY = DemoScale(faces=2, face_iterations=3, bedrooms=2, bedroom_iterations=3, s
 
 FULL = """full-quality versions of each part (GPU recommended):
   mganprior invert --generator digiface-dcgan64 --images FACES --out runs/faces
+  mganprior invert --generator digiface-dcgan64 --images FACES --iterations 500 --tune 500 \\
+    --out runs/faces-tuned
   mganprior invert --generator bedroom-pggan64 --images BEDROOMS --out runs/bed && \\
     mganprior attribute runs/bed --segmenter scenes-segmenter64
   mganprior invert --generator bedroom-stylegan2-64 --images BEDROOMS --out runs/bed-sg2 && \\
@@ -105,7 +108,8 @@ class _StepClock:
 def _faces(out: Path, device: str | None, progress: bool, scale: DemoScale,
            step: _StepClock, perceptual: PerceptualStatus, lpips: LPIPSStatus
            ) -> LoadedGenerator:
-    """Step 1: DigiFace samples inverted with 20 codes and with one."""
+    """Step 1: DigiFace samples inverted with 20 codes, with one, and with 20 codes for half
+    the iterations and then the generator tuned for the other half."""
     faces = load_generator("digiface-dcgan64", device=device)
     face_folder = out / "inputs" / "faces"
     face_folder.mkdir(parents=True, exist_ok=True)
@@ -113,12 +117,19 @@ def _faces(out: Path, device: str | None, progress: bool, scale: DemoScale,
         save_png(image, face_folder / f"face{i}.png")
     face_images = load_images([face_folder], faces.generator.resolution)
     multi = get_recipe("adam", "inversion").with_overrides(iterations=scale.face_iterations)
-    runs = {"faces-multi-code": multi,
-            "faces-single-code": multi.with_overrides(codes=1, layer=0)}
-    for folder, recipe in runs.items():
-        step(f"demo 1/6: {folder} ({recipe.codes} codes, {recipe.iterations} iterations)")
+    half = scale.face_iterations // 2  # the tuned run: the same iterations in all
+    untuned = TuneSettings()
+    runs = {"faces-multi-code": (multi, untuned),
+            "faces-single-code": (multi.with_overrides(codes=1, layer=0), untuned),
+            "faces-tuned": (multi.with_overrides(iterations=half),
+                            TuneSettings(tune=scale.face_iterations - half))}
+    for folder, (recipe, tune) in runs.items():
+        tuned = f", then {tune.tune} steps tuning the generator" if tune.enabled else ""
+        step(f"demo 1/6: {folder} ({recipe.codes} codes, {recipe.iterations} iterations"
+             f"{tuned})")
         settings = RunSettings(faces.generator, faces.info, Inversion(), recipe, perceptual,
-                               lpips, seed=0, batch_size=scale.faces, progress=progress)
+                               lpips, seed=0, batch_size=scale.faces, progress=progress,
+                               tune=tune)
         run_inversion(settings, face_images, out / folder,
                       config_extra={"command": "mganprior demo"}, log=lambda _m: None)
     return faces
@@ -196,7 +207,8 @@ def run_demo(out: Path, device: str | None = None, progress: bool = True,
                  target="bed", device=device, progress=progress, log=lambda _m: None)
 
     step("demo 6/6: report")
-    sections = ("faces-multi-code", "faces-single-code", "bedrooms", "bedrooms-stylegan2",
+    sections = ("faces-multi-code", "faces-single-code", "faces-tuned", "bedrooms",
+                "bedrooms-stylegan2",
                 "layers", "cross-domain")
     report = write_report([out / name for name in sections if (out / name).is_dir()],
                           out / "report.html", title="mganprior demo report")

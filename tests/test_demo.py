@@ -25,10 +25,11 @@ def test_demo_pipeline_writes_a_report_with_every_part(demo_dir, capsys):
     printed = capsys.readouterr().out
     assert f"report: {report.resolve()}" in printed and "full-quality" in printed
     html = report.read_text()
-    for source in ("faces-multi-code", "faces-single-code", "bedrooms", "bedrooms-stylegan2",
-                   "layers", "cross-domain"):
+    for source in ("faces-multi-code", "faces-single-code", "faces-tuned", "bedrooms",
+                   "bedrooms-stylegan2", "layers", "cross-domain"):
         assert f": {source}</h2>" in html
-    for heading in ("Inversion gallery", "Attribution: codes per class", "Metrics by cell",
+    for heading in ("Inversion gallery", "Generator tuning", "Attribution: codes per class",
+                    "Metrics by cell",
                     "Attribution by layer", "Cross-domain reconstructions", "Edits: sefa_00",
                     "Edits: class_bed"):
         assert f"<h3>{heading}" in html
