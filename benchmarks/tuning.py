@@ -13,10 +13,12 @@ It prints PSNR and SSIM against the photo (LPIPS where its weights exist), wall 
 how far random samples moved (mean |change| in 8-bit levels), and editability: the mean change an
 edit along the prior's first SeFa direction (a seeded random one where SeFa's space is not the
 codes', StyleGAN2's z) makes at t = +-3 (8-bit levels), tuned over untuned (1.0: tuning kept
-the edit's strength).
+the edit's strength). ``bedroom-inpainting`` fits the photo outside a centred hole and scores
+the whole image against the photo, and the hole alone (hole PSNR): where tuning overfits the
+known pixels, the hole shows it.
 
     python benchmarks/tuning.py [--iterations 300] [--images 4] [--cases faces,bedroom-pggan]
-                                [--grid default,all:0:3e-4,tail:4:1e-2]
+                                [--grid default,all:0:3e-4,tail:4:1e-2:1.0]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 import argparse
 import dataclasses
+import math
 import platform
 import statistics
 import time
@@ -43,47 +46,60 @@ from inversion.images import load_images
 from inversion.losses import load_lpips
 from inversion.options import TuneSettings
 from inversion.recipes import get_recipe
-from inversion.tasks import Inversion
+from inversion.tasks import make_task
 from mganprior.core.devices import cpu_model
 from mganprior.zoo import load_generator
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-images"
-CASES = {  # name: (prior, photos)
-    "faces": ("digiface-dcgan64", "face"),
-    "bedroom-pggan": ("bedroom-pggan64", "bedroom"),
-    "bedroom-stylegan2": ("bedroom-stylegan2-64", "bedroom"),
-    "bedroom-via-faces": ("digiface-dcgan64", "bedroom"),
+CASES = {  # name: (prior, photos, task)
+    "faces": ("digiface-dcgan64", "face", "inversion"),
+    "bedroom-pggan": ("bedroom-pggan64", "bedroom", "inversion"),
+    "bedroom-stylegan2": ("bedroom-stylegan2-64", "bedroom", "inversion"),
+    "bedroom-via-faces": ("digiface-dcgan64", "bedroom", "inversion"),
+    "bedroom-inpainting": ("bedroom-pggan64", "bedroom", "inpainting"),  # a centred hole
 }
 EDIT_RANGE = 3.0
 
 
-def parse_grid(text: str) -> list[tuple[str, int, float]]:
-    """``PART:RANK:LR,...`` (``default``: the library's defaults)."""
-    base = TuneSettings()
+def parse_grid(text: str) -> list[TuneSettings]:
+    """``PART:RANK:LR[:LOCALITY],...`` (``default``: the library's defaults); steps are set
+    per run."""
     grid = []
     for item in text.split(","):
         if item == "default":
-            grid.append((base.tune_part, base.tune_rank, base.tune_lr))
+            grid.append(TuneSettings())
             continue
-        part, rank, lr = item.split(":")
-        grid.append((part, int(rank), float(lr)))
+        part, rank, lr, *locality = item.split(":")
+        grid.append(TuneSettings(tune_part=part, tune_rank=int(rank), tune_lr=float(lr),
+                                 **({"tune_locality": float(locality[0])} if locality else {})))
     return grid
 
 
-def settings(iterations: int, grid: list[tuple[str, int, float]], generator):
+def settings(iterations: int, grid: list[TuneSettings], generator):
     half = iterations // 2
     multi = get_recipe("adam", "inversion")
     single_space = "w" if "w" in generator.latent_spaces else "z"
     single = multi.with_overrides(codes=1, layer=0, latent_space=single_space)
     chosen = {"multi-code": (multi.with_overrides(iterations=iterations), None)}
-    for part, rank, lr in grid:
-        chosen[f"multi-code + tune {part} rank {rank} lr {lr:g}"] = (
-            multi.with_overrides(iterations=half),
-            TuneSettings(tune=iterations - half, tune_part=part, tune_rank=rank, tune_lr=lr))
+    for tune in grid:
+        label = (f"multi-code + tune {tune.tune_part} rank {tune.tune_rank} lr {tune.tune_lr:g} "
+                 f"locality {tune.tune_locality:g}")
+        chosen[label] = (multi.with_overrides(iterations=half),
+                         dataclasses.replace(tune, tune=iterations - half))
     chosen["single-code + tune all rank 0 lr 0.0003 (PTI)"] = (
         single.with_overrides(iterations=half),
         TuneSettings(tune=iterations - half, tune_part="all", tune_rank=0, tune_lr=3e-4))
     return chosen
+
+
+def hole_psnr(outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> str:
+    """PSNR (dB) over the unknown pixels only (inpainting's hole), on the 8-bit images."""
+    if mask is None:
+        return "-"
+    hole = (mask.cpu() < 0.5).expand_as(targets)
+    quantised = [((t + 1) * 127.5).round() for t in (outputs.cpu(), targets.cpu())]
+    mse = float(((quantised[0] - quantised[1])[hole] ** 2).mean())
+    return f"{10 * math.log10(255 ** 2 / mse):.2f}"
 
 
 def edit_direction(generator, space: str) -> Direction:
@@ -111,7 +127,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--grid", default="default,all:0:3e-4",
-                        help="tuning settings after T/2 multi-code iterations, PART:RANK:LR,... "
+                        help="tuning settings after T/2 multi-code iterations, "
+                             "PART:RANK:LR[:LOCALITY],... "
                              "(default: the library's defaults)")
     args = parser.parse_args()
     if not REAL.is_dir():
@@ -120,19 +137,22 @@ def main() -> None:
     print(f"# {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"python {platform.python_version()}; T = {args.iterations} iterations in all; "
           f"{args.images} photos per case; LPIPS: {lpips.describe()}")
-    print("| case | setting | PSNR | SSIM | LPIPS | s / image | random samples moved | "
-          "edit strength kept |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | setting | PSNR | SSIM | LPIPS | hole PSNR | s / image | random samples "
+          "moved | edit strength kept |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for case in args.cases.split(","):
-        prior, photos = CASES[case]
+        prior, photos, task_name = CASES[case]
         generator = load_generator(prior).generator
         images = load_images([REAL / photos], generator.resolution)[:args.images]
         targets = torch.stack([image.tensor() for image in images])
         seeds = list(range(len(images)))
+        task = make_task(task_name)
+        ctx = task.context(generator.resolution, seeds, generator.device)
+        observations = task.observe(targets, ctx)
         for label, (recipe, tune) in settings(args.iterations, parse_grid(args.grid),
                                               generator).items():
             started = time.perf_counter()
-            result = invert(generator, targets, Inversion(), recipe, seeds=seeds,
+            result = invert(generator, observations, task, recipe, seeds=seeds, ctx=ctx,
                             references=targets, lpips=lpips.module,
                             options=InvertOptions(progress=False), tune=tune)
             seconds = (time.perf_counter() - started) / len(images)
@@ -146,10 +166,11 @@ def main() -> None:
                 before = edit_strength(generator, dataclasses.replace(result, adapters=None))
                 after = edit_strength(generator, result)
                 kept = f"{after / before:.2f}"
-            print(f"| {case} ({prior}, real {photos}) | {label} | {psnr:.2f} | {ssim:.3f} | "
-                  f"{statistics.fmean(scores):.3f} | " if scores else
-                  f"| {case} ({prior}, real {photos}) | {label} | {psnr:.2f} | {ssim:.3f} | - | ",
-                  end="")
+            task_note = "" if task_name == "inversion" else f", {task_name}"
+            where = f"{case} ({prior}, real {photos}{task_note})"
+            lpips_text = f"{statistics.fmean(scores):.3f}" if scores else "-"
+            print(f"| {where} | {label} | {psnr:.2f} | {ssim:.3f} | {lpips_text} | "
+                  f"{hole_psnr(result.outputs, targets, ctx.mask)} | ", end="")
             print(f"{seconds:.1f} | {moved} | {kept} |", flush=True)
 
 

@@ -57,8 +57,8 @@ class TuneSettings:
                             "generator, or the whole one unfrozen shallow to deep in equal "
                             "stages (DGP)", TUNE_PARTS, default="tail")
     tune_rank: int = option("rank of the low-rank adapter of each weight (0: a full weight "
-                            "delta per image)", default=4)
-    tune_lr: float = option("Adam learning rate of the adapters or deltas", default=1e-3)
+                            "delta per image)", default=16)
+    tune_lr: float = option("Adam learning rate of the adapters or deltas", default=1e-2)
     tune_locality: float = option("weight of pivotal tuning's locality term: outputs of codes "
                                   "moved toward random latents stay the untuned generator's "
                                   "(0: off)", default=0.1)
