@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from skimage.filters import threshold_otsu
 
 from inversion.composition import code_cuts, fuse, fusion_scale, latent_carry, resolve_carry
-from inversion.engine import InversionResult, frozen
-from inversion.generators.base import Cut, Layer, LayeredGenerator
+from inversion.engine import InversionResult
+from inversion.generators.base import Cut, Layer, LayeredGenerator, frozen
 from inversion.losses import VGGPerceptual
 from inversion.tuning import group_count, image_groups
 from mganprior.core.errors import InputError

@@ -30,8 +30,8 @@ import torch
 
 from analysis.directions import Direction
 from inversion.composition import render, resolve_carry
-from inversion.engine import InversionResult, frozen
-from inversion.generators.base import LayeredGenerator
+from inversion.engine import InversionResult
+from inversion.generators.base import LayeredGenerator, frozen
 from inversion.tuning import group_count, image_groups
 from mganprior.core.errors import InputError
 from mganprior.core.progress import progress_bar

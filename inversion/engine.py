@@ -16,16 +16,15 @@ the latent noise drawn per image from its own seed.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from inversion.composition import code_cuts, fuse, initial_alphas, latent_carry
-from inversion.generators.base import Cut, Layer, LayeredGenerator, evaluating
+from inversion.generators.base import Cut, Layer, LayeredGenerator, frozen
 from inversion.losses import (
     LPIPSDistance,
     VGGPerceptual,
@@ -71,9 +70,10 @@ class InversionResult:
     stopped: list[int | None] = field(default_factory=list)  # convergence stop, per image
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # extra latents, each [B, ...]
     features: Cut | None = None  # [B, N, ...] per-code cuts of the final codes (keep_features)
-    # generator tuning (inversion.tuning): each image's change, its untuned x_inv, and facts
+    # generator tuning (inversion.tuning): each image's change, the task's output before
+    # tuning (like ``outputs``), and facts
     adapters: list[Adapters] | None = None
-    untuned: torch.Tensor | None = None  # [B, 3, H, W], clamped
+    untuned: torch.Tensor | None = None  # [B, 3, H, W]
     tuning: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
@@ -90,20 +90,6 @@ class InversionResult:
     @property
     def batch(self) -> int:
         return self.codes.shape[0]
-
-
-@contextlib.contextmanager
-def frozen(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside the block; both restored afterwards."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    with evaluating(module):
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
 
 
 def initial_codes(generator: LayeredGenerator, seeds: list[int], codes: int,
@@ -398,7 +384,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
             variables.rules, seeds, losses_of, tune, perceptual,
             (used.mse_weight, used.perceptual_weight), progress=options.progress,
             description=f"{options.description} tuning")
-        untuned = reconstructions.clamp(-1, 1)
+        untuned = task.finalize(reconstructions.clamp(-1, 1), observations, ctx)
         reconstructions = tuned.reconstructions
         for fact, loss in zip(tuned.facts, final_losses.tolist(), strict=True):
             fact["loss_untuned"] = loss
@@ -415,8 +401,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     if references is not None:
         metrics = evaluate_metrics(outputs, references, perceptual, lpips)
         if tuned is not None:
-            before = evaluate_metrics(task.finalize(untuned, observations, ctx), references,
-                                      perceptual, lpips)
+            before = evaluate_metrics(untuned, references, perceptual, lpips)
             for fact, values in zip(tuned.facts, before, strict=True):
                 fact.update({f"{key}_untuned": value for key, value in values.items()
                              if key in ("psnr", "ssim", "lpips")})
@@ -438,7 +423,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
                   if options.keep_features and tuned is None else None),
         adapters=([change.to("cpu") for change in tuned.adapters] if tuned is not None
                   else None),
-        untuned=untuned.cpu() if tuned is not None else None,
+        untuned=torch.nan_to_num(untuned).cpu() if tuned is not None else None,
         tuning=tuned.facts if tuned is not None else None)
 
 

@@ -37,14 +37,17 @@ class MemoryPlan:
 
 @contextlib.contextmanager
 def saved_bytes() -> Iterator[list[int]]:
-    """Sum (into the yielded one-element list) the bytes of every storage autograd saves."""
-    total, seen = [0], set()
+    """Sum (into the yielded one-element list) the bytes of every storage autograd saves. Each
+    is held until the block ends, so a storage freed and another made at its address count
+    as two."""
+    total, seen, held = [0], set(), []
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         key = (storage.data_ptr(), tensor.device)
         if key not in seen:
             seen.add(key)
+            held.append(storage)
             total[0] += storage.nbytes()
         return tensor
 

@@ -66,15 +66,24 @@ class TuneSettings:
                                       "toward random latents (0 to 1)", default=0.5)
 
     def __post_init__(self) -> None:
-        checks = (("tune", self.tune >= 0, "must be >= 0"),
+        def whole(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def number(value: Any) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool) and \
+                math.isfinite(value)
+
+        checks = (("tune", whole(self.tune) and self.tune >= 0, "must be a whole number >= 0"),
                   ("tune_part", self.tune_part in TUNE_PARTS, f"must be one of "
                    f"{', '.join(TUNE_PARTS)}"),
-                  ("tune_rank", self.tune_rank >= 0, "must be >= 0"),
-                  ("tune_lr", math.isfinite(self.tune_lr) and self.tune_lr > 0,
+                  ("tune_rank", whole(self.tune_rank) and self.tune_rank >= 0,
+                   "must be a whole number >= 0"),
+                  ("tune_lr", number(self.tune_lr) and self.tune_lr > 0,
                    "must be a positive number"),
-                  ("tune_locality", math.isfinite(self.tune_locality) and self.tune_locality >= 0,
-                   "must be >= 0"),
-                  ("tune_locality_mix", 0 <= self.tune_locality_mix <= 1, "must be in [0, 1]"))
+                  ("tune_locality", number(self.tune_locality) and self.tune_locality >= 0,
+                   "must be a number >= 0"),
+                  ("tune_locality_mix", number(self.tune_locality_mix) and
+                   0 <= self.tune_locality_mix <= 1, "must be in [0, 1]"))
         for name, good, why in checks:
             if not good:
                 raise InputError(f"{name} {why}, got {getattr(self, name)!r}", field=name)
@@ -84,15 +93,16 @@ class TuneSettings:
         return self.tune > 0
 
     def to_dict(self) -> dict[str, Any]:
+        """As a run's config records it: ``steps``, ``part``, ``rank``, ``lr``, ..."""
         return {key.removeprefix("tune_") if key != "tune" else "steps": value
                 for key, value in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TuneSettings:
-        names = {"steps": "tune", **{key: f"tune_{key}" for key in
-                                     ("part", "rank", "lr", "locality", "locality_mix")}}
-        unknown = sorted(set(data) - set(names))
+    def from_fields(cls, fields: Mapping[str, Any]) -> TuneSettings:
+        """From field values (a study's ``tuning``); an unknown name lists the known ones."""
+        known = [item for item in cls.__dataclass_fields__]
+        unknown = sorted(set(fields) - set(known))
         if unknown:
             raise InputError(f"tuning settings name {', '.join(unknown)}; known: "
-                             f"{', '.join(names)}", field="tune")
-        return cls(**{names[key]: value for key, value in data.items()})
+                             f"{', '.join(known)}", field="tuning")
+        return cls(**fields)

@@ -8,7 +8,7 @@ Layout::
                              differs, e.g. colorization), latents.safetensors (codes [N, Z],
                              alphas [N, C], extra latents, loss trace); with generator tuning
                              also tuning.safetensors (the image's adapters or weight delta)
-                             and untuned.png (x_inv before tuning)
+                             and untuned.png (the output before tuning)
     RUN/results.jsonl        index: one line per finished image, appended as images finish
     RUN/summary.json         index: aggregates over the records
     RUN/.locks/              run.lock and index.lock (short sections), claims/NAME.lock (held
@@ -50,7 +50,7 @@ from inversion.engine import InversionResult
 from inversion.generators.base import Layer, LayeredGenerator
 from inversion.images import safe_name, save_png
 from inversion.projector import LatentStats, estimate_latent_stats
-from inversion.tuning import Adapters
+from inversion.tuning import Adapters, adapted_shapes
 from mganprior.core.claims import Claims, locked
 from mganprior.core.errors import InputError
 from mganprior.core.files import atomic_write_bytes
@@ -207,13 +207,14 @@ class RunDirectory:
         complete, valid folders count: each damaged one is skipped and named in ``problems``,
         or, when no list is given, is an InputError naming it."""
         records = []
+        tuned = self._tuned()
         for name in sorted(self.finished()):
             path = self.image_dir(name) / IMAGE_FILES["record"]
             try:
                 record = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError, OSError):
                 record = None
-            problem = self._folder_problem(name, record)
+            problem = self._folder_problem(name, record, tuned)
             if problem is None:
                 records.append(record)
             elif problems is not None:
@@ -223,7 +224,14 @@ class RunDirectory:
                                  f"{self.path}` names every damaged image folder")
         return sorted(records, key=lambda r: (str(r.get("finished", "")), str(r.get("image"))))
 
-    def _folder_problem(self, name: str, record: Any) -> str | None:
+    def _tuned(self) -> bool:
+        """Whether the run tunes its generator (its images then hold their change)."""
+        try:
+            return self.is_run() and "tune" in self.config()
+        except InputError:
+            return False
+
+    def _folder_problem(self, name: str, record: Any, tuned: bool = False) -> str | None:
         """Why an image folder does not count as finished, or None when it does."""
         if self.image_dir(name).is_symlink():
             return "is a link to another folder, not an image's own folder"
@@ -236,7 +244,7 @@ class RunDirectory:
             return "record.json lacks a status (ok or failed) or an integer seed"
         if record["status"] == "failed":
             return None
-        for kind in ("reconstruction", "latents", *(("tuning",) if "tuning" in record else ())):
+        for kind in ("reconstruction", "latents", *(("tuning", "untuned") if tuned else ())):
             if not self.image_file(name, kind).is_file():
                 return f"{IMAGE_FILES[kind]} is missing"
         try:
@@ -245,6 +253,17 @@ class RunDirectory:
                     return "latents.safetensors lacks codes or alphas"
         except (SafetensorError, OSError, ValueError) as err:
             return f"latents.safetensors is damaged ({' '.join(str(err).split())[:80]})"
+        return self._tuning_problem(name) if tuned else None
+
+    def _tuning_problem(self, name: str) -> str | None:
+        """Why a tuned image's stored change does not count, or None when it does."""
+        try:
+            with safe_open(str(self.image_file(name, "tuning")), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                if not list(handle.keys()) or not {"rank", "part"} <= set(meta):
+                    return "tuning.safetensors holds no change or lacks its rank and part"
+        except (SafetensorError, OSError, ValueError) as err:
+            return f"tuning.safetensors is damaged ({' '.join(str(err).split())[:80]})"
         return None
 
     # -- the index -----------------------------------------------------------------------------
@@ -425,7 +444,13 @@ class RunDirectory:
                 images[kind].append(self.read_image(name, kind))
         adapters = untuned = None
         if "tune" in config:
-            adapters = [self._adapters(r["image"], generator) for r in records]
+            tune = config["tune"] if isinstance(config["tune"], dict) else {}
+            expected = None
+            if generator is not None:
+                viewed = generator.in_space(config["recipe"].get("latent_space", "z"))
+                expected = adapted_shapes(viewed, viewed.layer(layer.name), tune.get("part"),
+                                          int(tune.get("rank", -1)))
+            adapters = [self._adapters(r["image"], tune, expected) for r in records]
             untuned = torch.stack([self.read_image(r["image"], "untuned") for r in records])
         trace_iterations = latents[0]["trace_iterations"].tolist()
         same_trace = all(len(x["trace_loss"]) == len(trace_iterations) for x in latents)
@@ -451,8 +476,10 @@ class RunDirectory:
             adapters=adapters, untuned=untuned,
             tuning=[r.get("tuning") or {} for r in records] if adapters is not None else None)
 
-    def _adapters(self, name: str, generator: LayeredGenerator | None) -> Adapters:
-        """One image's tuning change, read and (with ``generator``) checked name by name."""
+    def _adapters(self, name: str, tune: dict[str, Any],
+                  expected: dict[str, torch.Size] | None) -> Adapters:
+        """One image's tuning change: its header read and (with ``expected``, the shapes of
+        the weights the run's tuning changes) checked before any tensor is loaded."""
         path = self.image_file(name, "tuning")
         if not path.is_file():
             raise InputError(f"{self.path}: image {name} of this tuned run has no "
@@ -460,10 +487,18 @@ class RunDirectory:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-            rank, part = int(meta["rank"]), str(meta["part"])
+                keys = list(handle.keys())
+                shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in keys}
+                dtypes = {key: handle.get_slice(key).get_dtype() for key in keys}
+                rank, part = int(meta["rank"]), str(meta["part"])
+                if (rank, part) != (tune.get("rank"), tune.get("part")) or not keys:
+                    raise InputError(f"{path}: a rank-{rank} change of part {part}, but the run "
+                                     f"tunes {tune.get('part')} at rank {tune.get('rank')}")
+                if expected is not None:
+                    Adapters.check_layout(shapes, dtypes, rank, expected, str(path))
+                tensors = {key: handle.get_tensor(key) for key in keys}
+        except InputError:
+            raise
         except (SafetensorError, OSError, KeyError, ValueError) as err:
             raise InputError(f"{path} is damaged ({' '.join(str(err).split())[:80]})") from None
-        if generator is None:
-            return Adapters(rank, part, tensors)
-        return Adapters.checked(tensors, rank, part, generator, str(path))
+        return Adapters.checked(tensors, rank, part, str(path))

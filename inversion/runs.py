@@ -124,22 +124,39 @@ def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
         stand_in = LatentStats(torch.zeros(generator.w_dim), 1.0)
 
     one_step = replace(settings.tune, tune=1) if settings.tune.enabled else None
+    measured: dict[tuple[int, bool], int] = {}
 
-    def measure(codes: int, tune: TuneSettings | None = one_step) -> int:
-        recipe = settings.recipe.with_overrides(iterations=1, codes=codes)
-        with saved_bytes() as total:
-            engine.invert(generator, observation, task, recipe, seeds=[0], ctx=ctx,
-                          perceptual=settings.perceptual.module, latent_stats=stand_in,
-                          options=InvertOptions(bf16=settings.bf16, progress=False), tune=tune)
-        return total[0] + (tuning_state if tune is not None else 0)
+    def saved(codes: int, tuned: bool) -> int:
+        if (codes, tuned) not in measured:
+            recipe = settings.recipe.with_overrides(iterations=1, codes=codes)
+            with saved_bytes() as total:
+                engine.invert(generator, observation, task, recipe, seeds=[0], ctx=ctx,
+                              perceptual=settings.perceptual.module, latent_stats=stand_in,
+                              options=InvertOptions(bf16=settings.bf16, progress=False),
+                              tune=one_step if tuned else None)
+            measured[(codes, tuned)] = total[0]
+        return measured[(codes, tuned)]
+
+    def measure(codes: int) -> int:
+        """One image's bytes: an inversion step, or a tuning step with the adapters' state
+        (never both at once)."""
+        if one_step is None:
+            return saved(codes, False)
+        return max(saved(codes, False), tuning(codes))
+
+    def tuning(codes: int) -> int:
+        return max(0, saved(codes, True) - saved(codes, False)) + tuning_state
 
     modules = [generator] + [m for m in (settings.perceptual.module, settings.lpips.module) if m]
     parameters = sum(t.numel() * t.element_size() for m in modules for t in m.parameters())
     if one_step is not None:  # a tuning that cannot fit one image is refused on its own
         viewed = generator.in_space(settings.recipe.latent_space)
         tuning_state = state_bytes(viewed, settings.recipe.resolve_layer(viewed), settings.tune)
-        tuning = measure(settings.recipe.codes) - measure(settings.recipe.codes, None)
-        check_tuning_fits(tuning, generator.device, parameters)
+        # the tuned copy each image is rendered through, and a reference-path copy for a
+        # family whose fast path cannot run per image
+        parameters += sum(t.numel() * t.element_size() for t in generator.parameters()) * (
+            1 + (not generator.fast_paths_vmap))
+        check_tuning_fits(tuning(settings.recipe.codes), generator.device, parameters)
     plan = plan_memory(measure, settings.recipe.codes, settings.batch_size, generator.device,
                        parameters)
     if plan.note:

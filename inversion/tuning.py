@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from inversion.composition import code_cuts, fuse, latent_carry, render
-from inversion.generators.base import Cut, Layer, LayeredGenerator, evaluating
+from inversion.generators.base import Cut, Layer, LayeredGenerator, evaluating, frozen
 from inversion.losses import LPIPSDistance, VGGPerceptual, reconstruction_loss
 from inversion.options import TuneSettings
 from mganprior.core.errors import InputError
@@ -74,6 +74,12 @@ class Adapters:
 
     def apply(self, generator: LayeredGenerator) -> LayeredGenerator:
         """A copy of ``generator`` whose weights carry this change (the original is kept)."""
+        params = dict(generator.named_parameters())
+        unknown = [name for name in self.names if name not in params]
+        if unknown:
+            raise InputError(f"the tuning change names {', '.join(unknown[:3])}, which this "
+                             f"{generator.family} generator does not have: not the run's "
+                             "generator")
         tuned = copy.deepcopy(generator)
         params = dict(tuned.named_parameters())
         with torch.no_grad():
@@ -83,29 +89,49 @@ class Adapters:
                 param.copy_(param + change)
         return tuned
 
+    @staticmethod
+    def check_layout(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str],
+                     rank: int, expected: Mapping[str, torch.Size], source: str) -> None:
+        """A stored change's names, shapes and dtypes (read from its header, before any tensor
+        is loaded) against the parameters it must adapt, ``expected`` (name: shape)."""
+        names = set()
+        for key, shape in shapes.items():
+            name, _, kind = key.rpartition(".")
+            if name not in expected or kind not in ("a", "b", "delta") or \
+                    (kind == "delta") != (rank == 0):
+                raise InputError(f"{source}: {key} is not a rank-{rank} adapter of a weight "
+                                 "this tuning changes")
+            full = expected[name]
+            want = {"delta": tuple(full), "b": (full[0], rank),
+                    "a": (rank, math.prod(full[1:]))}[kind]
+            if tuple(shape) != want:
+                raise InputError(f"{source}: {key} is {list(shape)}, expected {list(want)} for "
+                                 f"{name} at rank {rank}")
+            if dtypes[key] not in ("F32", "F16", "BF16"):
+                raise InputError(f"{source}: {key} is {dtypes[key]}, not floating point")
+            names.add(name)
+        missing = sorted(set(expected) - names) or sorted(
+            f"{n}.{k}" for n in names for k in "ab" if rank and f"{n}.{k}" not in shapes)
+        if missing:
+            raise InputError(f"{source}: the change of {', '.join(missing[:3])} is missing")
+
     @classmethod
     def checked(cls, tensors: Mapping[str, torch.Tensor], rank: int, part: str,
-                generator: LayeredGenerator, source: str) -> Adapters:
-        """Adapters read from a file, every name and shape checked against ``generator``."""
-        params = dict(generator.named_parameters())
+                source: str) -> Adapters:
+        """Adapters from loaded tensors whose layout ``check_layout`` passed: finite, float32."""
         for key, value in tensors.items():
-            name, _, kind = key.rpartition(".")
-            if name not in params or kind not in ("a", "b", "delta"):
-                raise InputError(f"{source}: {key} is not an adapter of a parameter of this "
-                                 f"{generator.family} generator")
-            shape = params[name].shape
-            expected = {"delta": tuple(shape), "b": (shape[0], rank),
-                        "a": (rank, math.prod(shape[1:]))}[kind]
-            if tuple(value.shape) != expected:
-                raise InputError(f"{source}: {key} is {list(value.shape)}, expected "
-                                 f"{list(expected)} for {name} at rank {rank}")
             if not torch.isfinite(value).all():
                 raise InputError(f"{source}: {key} holds non-finite numbers")
-        pairs = {key.rsplit(".", 1)[0] for key in tensors if not key.endswith(".delta")}
-        missing = sorted(f"{n}.{k}" for n in pairs for k in "ab" if f"{n}.{k}" not in tensors)
-        if missing:
-            raise InputError(f"{source}: missing {', '.join(missing)}")
         return cls(rank, part, {k: v.float() for k, v in tensors.items()})
+
+
+def adapted_shapes(generator: LayeredGenerator, layer: Layer, part: str,
+                   rank: int) -> dict[str, torch.Size]:
+    """The parameters a tuning of ``part`` at ``rank`` changes, with their shapes."""
+    params = dict(generator.named_parameters())
+    names = _adapted(params, [n for stage in tuning_stages(generator, layer, part)
+                              for n in stage], rank)
+    return {name: params[name].shape for name in names}
 
 
 @dataclass
@@ -133,26 +159,36 @@ class _Wrapped(nn.Module):
 
 def parameters_reached(generator: LayeredGenerator, fn: Callable[[], torch.Tensor]
                        ) -> list[str]:
-    """Names of the parameters ``fn()``'s output depends on (one backward pass)."""
+    """Names of the parameters ``fn()``'s output depends on (one backward pass; the
+    parameters' flags and gradients are restored)."""
     params = dict(generator.named_parameters())
-    flags = {name: p.requires_grad for name, p in params.items()}
+    kept = {name: (p.requires_grad, p.grad) for name, p in params.items()}
     for p in params.values():
         p.requires_grad_(True)
         p.grad = None
     try:
-        with evaluating(generator):
-            fn().float().sum().backward()
+        # identity hooks: a memory plan measuring around this counts the tuning, not the probe
+        with evaluating(generator), torch.autograd.graph.saved_tensors_hooks(_same, _same):
+            out = fn().float().sum()
+            if not out.requires_grad:
+                return []
+            out.backward()
         return [name for name, p in params.items() if p.grad is not None]
     finally:
         for name, p in params.items():
-            p.grad = None
-            p.requires_grad_(flags[name])
+            p.requires_grad_(kept[name][0])
+            p.grad = kept[name][1]
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def tuning_stages(generator: LayeredGenerator, layer: Layer, part: str) -> list[list[str]]:
     """The parameters each stage adds (one stage but for ``progressive``), measured."""
     z = generator.initial_latents(1, torch.Generator().manual_seed(0)).to(generator.device)
-    cut = generator.head(z, layer).detach()
+    with torch.no_grad(), evaluating(generator):
+        cut = generator.head(z, layer)
 
     def head_at(at: Layer) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
@@ -208,12 +244,11 @@ def initial_adapters(params: Mapping[str, torch.Tensor], names: list[str], rank:
 
 
 def state_bytes(generator: LayeredGenerator, layer: Layer, settings: TuneSettings) -> int:
-    """Bytes of one image's adapters with their gradients and Adam's two moments."""
-    params = dict(generator.named_parameters())
-    names = _adapted(params, [n for stage in tuning_stages(generator, layer, settings.tune_part)
-                              for n in stage], settings.tune_rank)
-    count = sum(t.numel() for t in initial_adapters(params, names, settings.tune_rank,
-                                                    [0]).values())
+    """Bytes of one image's adapters with their gradients and Adam's two moments (counted from
+    the shapes; nothing is allocated)."""
+    rank = settings.tune_rank
+    count = sum(math.prod(shape) if rank == 0 else rank * (shape[0] + math.prod(shape[1:]))
+                for shape in adapted_shapes(generator, layer, settings.tune_part, rank).values())
     return 4 * 4 * count
 
 
@@ -268,7 +303,8 @@ class _Tuner:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.per_stage = max(1, settings.tune // len(self.stages))
         self.rngs = [torch.Generator().manual_seed(int(s) ^ LOCALITY_SEED) for s in seeds]
-        self.pivot_cut = None if pivot.head_tuned else pivot.cuts(pivot.codes[:, None])
+        with evaluating(work):
+            self.pivot_cut = None if pivot.head_tuned else pivot.cuts(pivot.codes[:, None])
         self.batched = vmap(self._one_image)
         self.wrapped = _Wrapped(work)
         self.failed = torch.zeros(len(seeds), dtype=torch.bool, device=work.device)
@@ -290,8 +326,10 @@ class _Tuner:
         source = _sources(pivot, self.pivot_cut, pivot.codes, moved)
         try:
             images = self.batched(self.tensors, source, pivot.alphas, pivot.extras)
+        except torch.OutOfMemoryError:
+            raise
         except (RuntimeError, NotImplementedError) as err:
-            if step:
+            if step or "allocate" in str(err):  # out of memory on the CPU
                 raise
             raise InputError(f"tune: this {self.work.family} generator's forward cannot run "
                              f"per image under torch.func.vmap, which tuning needs "
@@ -306,7 +344,7 @@ class _Tuner:
 
     def update(self, step: int, losses: torch.Tensor) -> None:
         """Start the stages due at ``step``, then one Adam step of every started stage; images
-        whose loss is not finite stop changing."""
+        whose loss is not finite get no gradient from then on (they are reported failed)."""
         while len(self.optimizers) < min(len(self.stages), step // self.per_stage + 1):
             names = set(self.stages[len(self.optimizers)])
             self.optimizers.append(torch.optim.Adam(
@@ -348,11 +386,11 @@ def tune_generator(generator: LayeredGenerator, layer: Layer, codes: torch.Tenso
         work = copy.deepcopy(generator).use_fast_paths(False)
     pivot = _Pivot(work, layer, codes, alphas, extras, fusion, rules,
                    head_tuned=settings.tune_part != "tail")
-    tuner = _Tuner(work, pivot, settings, seeds)
     last = torch.full((codes.shape[0],), float("nan"))
     bar = progress_bar(range(settings.tune), desc=description, enabled=progress, leave=False,
                        unit="it")
-    with evaluating(work):
+    tuner = _Tuner(work, pivot, settings, seeds)
+    with frozen(work):  # only the adapters learn; the generator keeps no gradients
         for step in bar:
             losses = tuner.losses(step, losses_of, perceptual, weights)
             tuner.update(step, losses)

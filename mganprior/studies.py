@@ -83,7 +83,7 @@ class StudySpec:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}",
                              field="batch_size")
-        TuneSettings(**self.tuning)  # a bad tuning setting fails here, naming its field
+        TuneSettings.from_fields(self.tuning)  # a bad tuning setting fails here, named
         if not self.tune or any(isinstance(t, bool) or not isinstance(t, int) or t < 0
                                 for t in self.tune):
             raise InputError(f"tune must be tuning steps >= 0, got {self.tune}", field="tune")
@@ -153,8 +153,12 @@ def _study_record(spec: StudySpec, loaded: dict[str, LoadedGenerator], images: l
                   cells: list[StudyCell], cost: int) -> dict[str, Any]:
     """What ``study.json`` remembers, checked again on resume."""
     settings = asdict(spec)
-    if spec.tune == [0] and not spec.tuning:  # untuned studies keep the record they always had
+    if not any(spec.tune):  # untuned studies keep the record they always had
         del settings["tune"], settings["tuning"]
+    else:  # every tuning setting, stated the same way whatever the caller left unset
+        settings["tuning"] = {key: value for key, value in
+                              TuneSettings.from_fields(spec.tuning).to_dict().items()
+                              if key != "steps"}
     return {
         **settings, "generators": {label: g.info for label, g in loaded.items()},
         "images": [{"name": image.name, "source": str(image.path)} for image in images],
@@ -228,7 +232,8 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
             settings = RunSettings(g.generator, g.info, make_task(cell.task),
                                    _recipe(spec, cell), perceptual, lpips, seed=spec.seed,
                                    batch_size=spec.batch_size, progress=False,
-                                   tune=TuneSettings(**{**spec.tuning, "tune": cell.tune}))
+                                   tune=TuneSettings.from_fields({**spec.tuning,
+                                                                  "tune": cell.tune}))
             run_inversion(settings, by_resolution[g.generator.resolution], study.cell(cell).path,
                           config_extra={"study": str(out), "cell": cell.key},
                           log=lambda _message: None, shard=shard)
@@ -299,7 +304,8 @@ def write_study_figures(study: StudyDirectory, kind: str, tasks: list[str], seve
         save_figure(metric_vs_layer(rows, metric, hue=hue), study.figure(f"{metric}_vs_layer"),
                     figures)
         if several_codes:
-            save_figure(metric_vs_codes(rows, metric), study.figure(f"{metric}_vs_codes"),
+            untuned = [row for row in rows if not row.get("tune")]  # N sweeps: untuned cells
+            save_figure(metric_vs_codes(untuned, metric), study.figure(f"{metric}_vs_codes"),
                         figures)
     names = names[:GRID_IMAGES]
     if kind == "cross-domain":

@@ -264,7 +264,7 @@ def run_source(path: Path, max_gallery: int, attribution_images: int) -> Source:
                 if isinstance(v, int | float)]
         source.blocks.append(Block("Summary", table=_table(rows, ["statistic", "value"])))
     if tuned and records:
-        source.blocks.append(tuning_block(records))
+        source.blocks.append(tuning_block(records, max_gallery))
     attribution = AttributionDirectory(path / "attribution")
     if attribution.exists():
         source.blocks.extend(attribution_blocks(attribution, source.problems,
@@ -280,9 +280,10 @@ TUNING_COLUMNS = ["image", "psnr_untuned", "psnr", "ssim_untuned", "ssim",
                   "random samples moved", "change KB", "seconds"]
 
 
-def tuning_block(records: list[dict[str, Any]]) -> Block:
+def tuning_block(records: list[dict[str, Any]], shown: int) -> Block:
     """What generator tuning did to each image: PSNR and SSIM before and after, how far the
-    image's tuned generator moved random samples, and the size of the stored change."""
+    image's tuned generator moved random samples, and the size of the stored change (the first
+    ``shown`` images in the figure and table, every image in the CSV)."""
     rows = []
     for record in records:
         facts = record.get("tuning") if isinstance(record.get("tuning"), dict) else {}
@@ -292,14 +293,16 @@ def tuning_block(records: list[dict[str, Any]]) -> Block:
                      "random samples moved": facts.get("sample_change"),
                      "change KB": (facts["bytes"] / 1024 if isinstance(facts.get("bytes"), int)
                                    else None), "seconds": facts.get("seconds")})
+    more = (f" The figure and table show the first {shown} of {len(records)} images; the CSV "
+            "has them all." if len(records) > shown else "")
     return Block("Generator tuning",
                  text="Each image's generator was tuned around its multi-code solution. Random "
                       "samples moved: the mean |change| (8-bit levels) tuning made to "
                       f"{CHANGE_SAMPLES} fixed random samples, the cost of tuning elsewhere "
-                      "in the generator.",
-                 figures=[figure_uri(tuning_summary(records), "PSNR before and after tuning, "
-                                     "and random samples moved")],
-                 table=_table(rows, TUNING_COLUMNS), csv=csv_uri(rows),
+                      f"in the generator.{more}",
+                 figures=[figure_uri(tuning_summary(records[:shown]), "PSNR before and after "
+                                     "tuning, and random samples moved")],
+                 table=_table(rows[:shown], TUNING_COLUMNS), csv=csv_uri(rows),
                  csv_name="tuning.csv")
 
 

@@ -302,5 +302,22 @@ def test_tuning_is_a_study_axis(tmp_path, checkpoint, face_pngs):
                                         .read_text()) for c in plain)
     assert {(row["layer"], row["tune"]) for row in outcome.aggregates} == {
         (label, 3 if "tune" in label else 0) for label in labels}
-    with pytest.raises(InputError, match="tune_rank must be >= 0"):
+    with pytest.raises(InputError, match="tune_rank must be a whole number >= 0"):
         spec_for(checkpoint, tuning={"tune_rank": -1}).validate()
+    with pytest.raises(InputError, match="tuning settings name bogus; known: tune, tune_part"):
+        spec_for(checkpoint, tuning={"bogus": 1}).validate()
+
+
+def test_an_untuned_study_records_no_tuning_whatever_tuning_flags_say(tmp_path, checkpoint,
+                                                                     face_pngs):
+    """A study made before tuning existed resumes under the command line that now always passes
+    every tuning setting."""
+    plain = spec_for(checkpoint, tasks=["inversion"], layers="4")
+    run_study(plain, [face_pngs], tmp_path / "study", progress=False, log=lambda _: None)
+    record = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert "tune" not in record and "tuning" not in record
+    flagged = spec_for(checkpoint, tasks=["inversion"], layers="4",
+                       tuning={"tune_rank": 16, "tune_part": "tail", "tune_lr": 0.01})
+    outcome = run_study(flagged, [face_pngs], tmp_path / "study", progress=False,
+                        log=lambda _: None)
+    assert outcome.ran == []

@@ -124,6 +124,20 @@ def evaluating(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside the block; both restored afterwards."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    with evaluating(module):
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
 def latent_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 
