@@ -19,7 +19,7 @@ ahead of the official recipe the ``adam`` one is.
 - ``quality``: iterations and wall time the ``adam`` recipe needs to reach the PSNR the official
   SGD recipe reaches after 1000 iterations, on DigiFace samples, on real bedroom photos with the
   DigiFace prior (``../shared/real-images/bedroom``), and on rendered bedrooms with the bedroom
-  PGGAN: the three ratios ``docs/benchmarks.md`` quotes.
+  PGGAN and the bedroom StyleGAN2: the four ratios ``docs/benchmarks.md`` quotes.
 
 Every figure is printed with the CPU model and its flags.
 """
@@ -202,7 +202,7 @@ def converge(priors, tolerances=(1e-3, 3e-3, 1e-2, 3e-2)) -> None:
                   f"{reached} |")
 
 
-def quality(digiface, bedroom_pggan) -> None:
+def quality(digiface, bedroom_pggan, bedroom_stylegan2) -> None:
     print("\n## time to the official recipe's 1000-iteration PSNR (adam vs official SGD)")
     print("| targets | official 1000 it dB | adam iterations | official s | adam s | "
           "wall-time ratio |")
@@ -214,6 +214,8 @@ def quality(digiface, bedroom_pggan) -> None:
                       torch.stack([p.tensor() for p in photos])))
     cases.append(("rendered bedrooms, bedroom-pggan64", bedroom_pggan,
                   scene_targets(bedroom_pggan, 3)))
+    cases.append(("rendered bedrooms, bedroom-stylegan2-64", bedroom_stylegan2,
+                  scene_targets(bedroom_stylegan2, 3)))
     for label, generator, targets in cases:
         official = get_recipe("official", "inversion").with_overrides(
             iterations=1000, perceptual_lambda=0.0)
@@ -255,7 +257,7 @@ def main() -> None:
     if "converge" in parts:
         converge(priors)
     if "quality" in parts:
-        quality(digiface, bedroom)
+        quality(digiface, bedroom, stylegan2)
 
 
 if __name__ == "__main__":
