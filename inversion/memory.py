@@ -93,14 +93,22 @@ def check_fits(needed: int, what: str, field: str, advice: str) -> None:
                          f"free; {advice}", field=field)
 
 
+def _room(device: torch.device, parameters: int, available: int | None
+          ) -> tuple[float, int] | None:
+    """The bytes usable for work on ``device`` once ``parameters`` are held, and the bytes free
+    (``available`` when given); None where free memory cannot be told."""
+    available = available_bytes(device) if available is None else available
+    return None if available is None else (HEADROOM * available - parameters, available)
+
+
 def check_tuning_fits(per_image: int, device: torch.device, parameters: int,
                       available: int | None = None) -> None:
     """Refuse a generator tuning whose one image (its adapters, their gradients and Adam
     moments, one step's saved activations: ``per_image`` bytes) does not fit."""
-    available = available_bytes(device) if available is None else available
-    if available is None:
+    room = _room(device, parameters, available)
+    if room is None:
         return
-    budget = HEADROOM * available - parameters
+    budget, available = room
     if per_image > budget:
         raise InputError(f"tune: tuning one image needs about {gigabytes(per_image)} (its "
                          f"adapters with their Adam state and one step's activations, "
@@ -116,10 +124,10 @@ def plan_memory(measure, codes: int, batch_size: int, device: torch.device,
     one, two = measure(1), measure(2)
     per_code = max(0, two - one)
     per_image = one + (codes - 1) * per_code
-    available = available_bytes(device) if available is None else available
-    if available is None:
+    room = _room(device, parameters, available)
+    if room is None:
         return MemoryPlan(per_image, None, batch_size)
-    budget = HEADROOM * available - parameters
+    budget, available = room
     if per_image > budget:
         raise InputError(f"codes: {codes} codes need about {gigabytes(per_image)} per image for "
                          f"one optimisation step (measured with 1 and 2 codes), more than the "

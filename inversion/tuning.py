@@ -187,8 +187,6 @@ def _same(tensor: torch.Tensor) -> torch.Tensor:
 def tuning_stages(generator: LayeredGenerator, layer: Layer, part: str) -> list[list[str]]:
     """The parameters each stage adds (one stage but for ``progressive``), measured."""
     z = generator.initial_latents(1, torch.Generator().manual_seed(0)).to(generator.device)
-    with torch.no_grad(), evaluating(generator):
-        cut = generator.head(z, layer)
 
     def head_at(at: Layer) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
@@ -198,6 +196,8 @@ def tuning_stages(generator: LayeredGenerator, layer: Layer, part: str) -> list[
         return run
 
     if part == "tail":
+        with torch.no_grad(), evaluating(generator):
+            cut = generator.head(z, layer)
         stages = [parameters_reached(generator, lambda: generator.tail(cut, layer))]
     elif part == "head":
         stages = [parameters_reached(generator, head_at(layer))]
