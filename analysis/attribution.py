@@ -34,7 +34,7 @@ from skimage.filters import threshold_otsu
 
 from inversion.composition import code_cuts, fuse, fusion_scale, latent_carry, resolve_carry
 from inversion.engine import InversionResult
-from inversion.generators.base import Cut, Layer, LayeredGenerator, frozen
+from inversion.generators.base import Cut, Layer, LayeredGenerator, compiled, frozen
 from inversion.losses import VGGPerceptual
 from inversion.tuning import group_count, image_groups
 from mganprior.core.errors import InputError
@@ -491,13 +491,15 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
               settings: AttributionSettings | None = None,
               perceptual: VGGPerceptual | None = None, images_per_pass: int = 8,
               renders_per_pass: int = 64, progress: bool = True,
-              segmentation_source: str | None = None) -> AttributionResult:
+              segmentation_source: str | None = None, compile: bool = False
+              ) -> AttributionResult:
     """Attribute every code of ``inversion`` to a class.
 
     The segmentation comes from ``segmenter`` (of the re-rendered ``x_inv``, or of ``targets``
     ``[B, 3, H, W]`` with ``segment="target"``) or from ``labels`` ``[B, H, W]`` with their
     ``vocabulary``. ``inversion.features``, when the inversion kept them, spare the head pass.
     A tuned inversion's images go one at a time, each through its own tuned generator.
+    ``compile``: the untuned generator's head and tail under ``torch.compile``.
     """
     settings = settings or AttributionSettings()
     generator = generator.in_space(inversion.recipe.get("latent_space", "z"))
@@ -530,6 +532,7 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     zeroed = ablation_mask(inversion.alphas, settings.threshold, settings.relative)
     x_inv, differences = [], []
     groups = image_groups(generator, inversion.adapters, batch, images_per_pass)
+    fast = compiled(generator) if compile else generator
     for part, used in progress_bar(groups, desc="attributing", unit="pass", enabled=progress,
                                    leave=False, total=group_count(inversion.adapters, batch,
                                                                   images_per_pass)):
@@ -538,6 +541,7 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
         else:
             with torch.no_grad(), frozen(used):
                 cut = code_cuts(used, inversion.codes[part].to(device), layer)
+        used = fast if used is generator else used
         extras = {k: v[part].to(device) for k, v in inversion.extras.items()}
         rendered, ablated = ablated_renders(
             used, cut, inversion.alphas[part].to(device), zeroed[part].to(device),

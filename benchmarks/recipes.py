@@ -69,7 +69,7 @@ def main() -> None:
             seeds = list(range(len(images)))
             started = time.perf_counter()
             result = invert(generator, images, Inversion(), recipe, seeds=seeds,
-                            options=InvertOptions(trace_points=args.iterations, progress=False))
+                            options=InvertOptions(trace_points=sys.maxsize, progress=False))
             seconds = (time.perf_counter() - started) / max(1, args.iterations)
             steps = result.trace_iterations
             cells = []

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from inversion.composition import code_cuts, fuse, initial_alphas, latent_carry
-from inversion.generators.base import Cut, Layer, LayeredGenerator, frozen
+from inversion.generators.base import Cut, Layer, LayeredGenerator, compiled, frozen
 from inversion.losses import (
     LPIPSDistance,
     VGGPerceptual,
@@ -61,7 +61,7 @@ class InversionResult:
     outputs: torch.Tensor  # the task's output (colorization: observed luma + x_inv chroma)
     observations: torch.Tensor
     losses: torch.Tensor  # [B], final loss (NaN for failed images)
-    trace_iterations: list[int]
+    trace_iterations: list[int]  # negative: steps of the alpha warm-up
     trace: torch.Tensor  # [T, B]
     metrics: list[dict[str, float] | None]
     failures: dict[int, str] = field(default_factory=dict)
@@ -140,14 +140,16 @@ def _autocast(device: torch.device, bf16: bool):
 @dataclass(frozen=True)
 class InvertOptions:
     """How an inversion runs, not what it computes: bf16 autocast of the generator, progress
-    bar and its label, how many loss-trace points to keep, and whether to keep the final head
-    features (so an attribution that follows in the same process skips the head pass)."""
+    bar and its label, how many loss-trace points to keep, whether to keep the final head
+    features (so an attribution that follows in the same process skips the head pass), and
+    ``torch.compile`` of the head and tail (docs/benchmarks.md: where it pays)."""
 
     bf16: bool = False
     progress: bool = True
     trace_points: int = 50
     description: str = "inverting"
     keep_features: bool = False
+    compile: bool = False  # the head and tail under torch.compile (tuning runs eager)
 
 
 QUIET = InvertOptions(progress=False)
@@ -214,6 +216,12 @@ class Variables:
                          latent_carry(generator, layer, self.rules, chosen))
             return generator.tail(fused, layer).float()
 
+    def head_cut(self) -> Cut:
+        """Every image's per-code cuts of the current codes, without gradient: the alpha warm-up
+        renders from them."""
+        with torch.no_grad(), frozen(self.generator), _autocast(self.codes.device, self.bf16):
+            return code_cuts(self.generator, self.codes, self.layer)
+
     def regularizer(self, index: torch.Tensor | None = None) -> torch.Tensor | float:
         """The noise maps' regulariser per image, weighted (0 when noise is not optimised)."""
         if not self.noise_sizes or not self.recipe.noise_regularization:
@@ -250,7 +258,8 @@ class ImageStates:
         return None if len(self.working) == self.batch else self.working
 
     def observe(self, step: int, losses: torch.Tensor) -> torch.Tensor:
-        """Record the working images' losses; returns which are finite."""
+        """Record the working images' losses at ``step`` (the iteration; negative in the alpha
+        warm-up); returns which are finite."""
         working = self.working
         finite = torch.isfinite(losses)
         newly = ~finite & ~self.failed[working]
@@ -264,6 +273,8 @@ class ImageStates:
         """Failed images get no update; non-finite gradient entries become 0."""
         keep = (~self.failed).to(params[0].dtype)
         for param in params:
+            if param.grad is None:  # codes during the alpha warm-up
+                continue
             param.grad.mul_(keep.view(-1, *[1] * (param.dim() - 1)))
             torch.nan_to_num_(param.grad, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -282,11 +293,12 @@ class ImageStates:
         full[self.working] = losses.detach()
         return full
 
-    def review(self, step: int, params: list[torch.Tensor]) -> bool:
-        """At a sync point or convergence checkpoint: stop converged images, shrink the working
+    def review(self, step: int, params: list[torch.Tensor], converging: bool = True) -> bool:
+        """At a sync point or convergence checkpoint: stop converged images (only while
+        ``converging``: not in the alpha warm-up, which renders every image), shrink the working
         set; False when nothing is left to optimise."""
         window = self.recipe.converge_window
-        checkpoint = window and (step + 1) % window == 0
+        checkpoint = converging and window and (step + 1) % window == 0
         if not (checkpoint or (step + 1) % SYNC_EVERY == 0):
             return True
         if bool(self.failed.all()):
@@ -314,8 +326,11 @@ class ImageStates:
                 self.frozen[i] = [param[i].detach().clone() for param in params]
 
     def failures(self) -> dict[int, str]:
-        return {i: f"loss became {self.failed_loss[i].item()} at iteration "
-                   f"{self.failed_at[i].item()}"
+        def when(step: int) -> str:
+            return (f"at iteration {step}" if step >= 0 else
+                    f"in the alpha warm-up, {-step} steps before the iterations")
+
+        return {i: f"loss became {self.failed_loss[i].item()} {when(self.failed_at[i].item())}"
                 for i in torch.nonzero(self.failed).flatten().tolist()}
 
 
@@ -359,6 +374,9 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     if latent_stats is None and recipe.needs_latent_stats:
         latent_stats = estimate_latent_stats(generator)
     layer = recipe.resolve_layer(generator)
+    eager = generator
+    if options.compile:
+        generator = compiled(generator)
     variables = Variables(generator, recipe, layer, seeds, latent_stats, options.bf16)
     used = recipe.for_run(generator, perceptual is not None)
 
@@ -379,7 +397,7 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
     tuned = None
     if tune is not None and tune.enabled:
         tuned = tune_generator(
-            generator, layer, variables.codes.detach(), variables.alphas.detach(),
+            eager, layer, variables.codes.detach(), variables.alphas.detach(),
             {k: v.detach() for k, v in variables.extras.items()}, recipe.fusion,
             variables.rules, seeds, losses_of, tune, perceptual,
             (used.mse_weight, used.perceptual_weight), progress=options.progress,
@@ -430,35 +448,44 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
 def _optimize(variables: Variables, states: ImageStates,
               losses_of: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
               options: InvertOptions) -> tuple[list[int], list[torch.Tensor]]:
-    """The loop: every step renders the working images (codes moved by the latent noise),
-    adds the noise maps' regulariser, steps the optimiser at the scheduled learning rate and
-    keeps per-image state; returns the loss trace (iterations and ``[B]`` losses)."""
+    """The loop: the alpha warm-up's steps first (alphas and extra latents over head features
+    computed once), then the iterations, each rendering the working images (codes moved by
+    the latent noise), adding the noise maps' regulariser, stepping the optimiser at the
+    scheduled learning rate and keeping per-image state; returns the loss trace (the iteration
+    of each point, negative for the warm-up's steps, and ``[B]`` losses)."""
     recipe = variables.recipe
     optimizer = variables.optimizer()
-    base_lr = optimizer.param_groups[0]["lr"]  # the schedule scales the recipe's rate
-    every = max(1, recipe.iterations // max(1, options.trace_points))
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # the schedule scales these
+    warmup = recipe.warmup_iterations(variables.layer)
+    total = warmup + recipe.iterations
+    every = max(1, total // max(1, options.trace_points))
     iterations: list[int] = []
     trace: list[torch.Tensor] = []
-    bar = progress_bar(range(recipe.iterations), desc=options.description,
-                       enabled=options.progress, leave=False, unit="it")
+    bar = progress_bar(range(total), desc=options.description, enabled=options.progress,
+                       leave=False, unit="it")
+    fixed_cut = variables.head_cut() if warmup else None
     with frozen(variables.generator):
         for step in bar:
-            index = states.index
-            for group in optimizer.param_groups:
-                group["lr"] = base_lr * recipe.lr_factor(step)
-            images = variables.render(index=index, noise=variables.jitter(step))
+            index, joint = states.index, step - warmup  # joint: the iteration, < 0 in warm-up
+            for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base_lr * recipe.lr_factor(max(joint, 0))
+            if joint < 0:  # the codes stay: no head pass, no gradient for them (Adam skips them)
+                images = variables.render(fixed_cut)
+            else:
+                images = variables.render(index=index, noise=variables.jitter(joint))
             losses = losses_of(images, index) + variables.regularizer(index)
-            finite = states.observe(step, losses)
+            finite = states.observe(joint, losses)
             optimizer.zero_grad(set_to_none=False)
             torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
             states.mask_gradients(variables.params)
             optimizer.step()
             variables.after_step()
             states.settle(variables.params, losses)
-            if step % every == 0 or step == recipe.iterations - 1:
-                iterations.append(step)
+            if step % every == 0 or step == total - 1:
+                iterations.append(joint)
                 trace.append(states.full_losses(losses))
                 bar.set_postfix(loss=f"{float(losses.detach().nanmean()):.4f}")
-            if not states.review(step, variables.params):
+            if not states.review(joint if joint >= 0 else step, variables.params,
+                                 converging=joint >= 0):
                 break
     return iterations, trace

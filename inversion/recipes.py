@@ -10,12 +10,17 @@ same rule picks layer 6 / layer 4 on any PGGAN and the matching block on other g
 
 ``adam``: Adam (lr 0.01; for StyleGAN2 0.03 for composed codes in Z or W, 0.1 for a single code
 or W+ codes: ``ADAM_LR_BY_SPACE``), the
-``sum`` fusion, 20 codes, 300 iterations, and the official scripts' composing layers and
-perceptual weights. Tuned on the DigiFace DCGAN against DigiFace samples and
-real bedroom and church photos (``benchmarks/recipes.py``, table in ``docs/benchmarks.md``): lr 0.01
-beat 0.003, 0.005, 0.03 and 0.1 at every budget from 50 to 500 iterations; after 300 iterations it
-is 16 dB (samples) and 12 dB (real photos) above the official SGD recipe; 20 codes cost 0.6 dB
-against 30 at equal iterations and are 1.5x faster per iteration (slightly ahead at equal time).
+``sum`` fusion, 20 codes, 300 iterations after an alpha warm-up of 3 steps per iteration, and
+the official scripts' composing layers and perceptual weights. Tuned on the DigiFace DCGAN against
+DigiFace samples and real bedroom and church photos (``benchmarks/recipes.py``, table in
+``docs/benchmarks.md``, measured before the warm-up existed): lr 0.01 beat 0.003, 0.005, 0.03
+and 0.1 at every budget from 50 to 500 iterations; after 300 iterations it is 16 dB (samples)
+and 12 dB (real photos) above the official SGD recipe; 20 codes cost 0.6 dB against 30 at equal
+iterations and are 1.5x faster per iteration (slightly ahead at equal time).
+
+``alpha_warmup`` (``adam``: :data:`ADAM_ALPHA_WARMUP`; 0 in the others): before the iterations,
+``alpha_warmup * iterations`` steps on the alphas (and extra latents) alone, over head features
+computed once: the alphas carry most of the fit, and such a step costs the tail only.
 
 ``converge_window``/``converge_tolerance``: with a window W > 0, every W iterations an image
 whose best loss fell by less than the tolerance (relative) over the last W iterations stops and
@@ -113,6 +118,9 @@ class Recipe:
                                  default=0.0)
     latent_noise_ramp: float = option("fraction of the iterations over which the latent noise "
                                       "decays to zero", default=0.75)
+    alpha_warmup: float = option("steps on the alphas alone before the iterations, as a "
+                                 "multiple of iterations: over head features computed once, "
+                                 "each costs the tail only", default=0.0)
 
     @property
     def needs_latent_stats(self) -> bool:
@@ -161,7 +169,7 @@ class Recipe:
             if not 0 <= getattr(self, name) <= 1:
                 raise field_error(name, f"must be a fraction in [0, 1], got {getattr(self, name)}")
         for name in ("mse_weight", "perceptual_lambda", "perceptual_factor", "latent_noise",
-                     "noise_regularization"):
+                     "noise_regularization", "alpha_warmup"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise field_error(name, f"must be a finite number >= 0, got "
                                         f"{getattr(self, name)}")
@@ -241,6 +249,11 @@ class Recipe:
             rules["noise"] = "latent"
         return rules
 
+    def warmup_iterations(self, layer: Layer) -> int:
+        """How many steps on the alphas alone come before the iterations (none where alphas
+        are fixed)."""
+        return round(self.alpha_warmup * self.iterations) if self.trains_alphas(layer) else 0
+
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier at ``step``: a linear ramp up over the first
         ``lr_rampup`` and a cosine ramp down over the last ``lr_rampdown`` of the iterations
@@ -318,6 +331,10 @@ _ADAM = {
     "denoising": (20, 16, 300, 1.0),
 }
 ADAM_LR = 0.01
+# Alpha-only steps per iteration before the iterations (benchmarks/speed.py --parts quality,
+# docs/benchmarks.md): the alphas carry most of the fit, and a step over features computed once
+# costs the tail alone (a sixth to a tenth of an iteration).
+ADAM_ALPHA_WARMUP = 3.0
 # Measured where ADAM_LR is not the best (docs/stylegan.md, on the fixture and the trained
 # bedroom-stylegan2-64): composed StyleGAN2 codes in Z or W do best at 0.03; a single StyleGAN2
 # code (any space) and W+ codes at 0.1. Keys: (family, latent space, "single" or "composed").
@@ -341,7 +358,7 @@ def get_recipe(name: str, task: str) -> Recipe:
     if name == "adam":
         codes, side, iterations, lam = _ADAM[task]
         return Recipe("adam", "adam", None, iterations, codes, None, side, "sum", "normal",
-                      perceptual_lambda=lam, perceptual_size=None)
+                      perceptual_lambda=lam, perceptual_size=None, alpha_warmup=ADAM_ALPHA_WARMUP)
     if name == "projector":
         return Recipe("projector", "adam", 0.1, 1000, 1, 0, 0, "sum", "w_avg", mse_weight=0.0,
                       perceptual_factor=1.0, perceptual_size=256, perceptual_distance="lpips",

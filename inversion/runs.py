@@ -76,6 +76,7 @@ class RunSettings:
     observed: bool = False
     bf16: bool = False
     progress: bool = True
+    compile: bool = False
     tune: TuneSettings = field(default_factory=TuneSettings)  # tune: 0 steps, off
 
     def config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -97,6 +98,7 @@ class RunSettings:
             "seed": self.seed,
             "observed": self.observed,
             "bf16": self.bf16,
+            "compile": self.compile,
             "perceptual": {"backend": self.perceptual.backend, "weights": self.perceptual.weights,
                            "distance": self.perceptual.distance, "note": self.perceptual.note},
             "lpips": self.lpips.describe(),
@@ -320,7 +322,8 @@ def _invert_chunk(settings: RunSettings, run: RunDirectory, chunk: list[LoadedIm
                     ctx=ctx, references=refs, perceptual=settings.perceptual.module,
                     latent_stats=stats, lpips=settings.lpips.module,
                     options=InvertOptions(bf16=settings.bf16, progress=settings.progress,
-                                          description=description), tune=settings.tune)
+                                          description=description, compile=settings.compile),
+                    tune=settings.tune)
     if refs is None:  # metrics where the observation lives
         viewed = task.view(result.outputs.to(device), ctx)
         metrics = evaluate_metrics(viewed, result.observations.to(device), None,

@@ -131,7 +131,7 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
                   image_figures: int | None = None, images_per_pass: int = 8,
                   part_images: int = PART_IMAGES, shard: Shard | None = None,
                   figures: FigureOutput | None = None, progress: bool = True,
-                  log: Callable[[str], None] = _stderr,
+                  log: Callable[[str], None] = _stderr, compile: bool = False,
                   ) -> tuple[AttributionAggregate, Path]:
     """Attribute the finished images of a run and write ``out`` (default ``RUN/attribution``):
     parts, tables and figures (``figures/heatmap.png``, ``figures/histogram.png`` and
@@ -174,7 +174,7 @@ def attribute_run(run_dir: str | Path, choice: SegmentationChoice, *,
                                targets=_targets(run, chunk), settings=settings,
                                perceptual=perceptual, images_per_pass=images_per_pass,
                                progress=progress and len(starts) < 2,
-                               segmentation_source=choice.describe())
+                               segmentation_source=choice.describe(), compile=compile)
             _check_reproduction(result)
             result.extra = extra
             directory.save_part(result, part)

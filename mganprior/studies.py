@@ -172,10 +172,11 @@ def _study_record(spec: StudySpec, loaded: dict[str, LoadedGenerator], images: l
 def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
               device: str | None = None, max_cost: int | None = None, dry_run: bool = False,
               progress: bool = True, log: Callable[[str], None] = _stderr,
-              shard: Shard | None = None, figures: FigureOutput | None = None
-              ) -> StudyOutcome:
+              shard: Shard | None = None, figures: FigureOutput | None = None,
+              compile: bool = False) -> StudyOutcome:
     """Run (or resume) every cell of ``spec`` on ``images`` into ``out``; write tables and
-    figures. ``max_cost`` caps the image-iterations still to compute; ``dry_run`` only plans.
+    figures. ``max_cost`` caps the image-iterations still to compute; ``dry_run`` only plans;
+    ``compile`` runs the inversions' generator under ``torch.compile``.
 
     With several shards, each inverts its share of every cell's images; the final pass
     (attributions, tables, figures) is done by rank 0 after the barrier under torchrun, and
@@ -232,7 +233,7 @@ def run_study(spec: StudySpec, images: Sequence[str | Path], out: str | Path, *,
             settings = RunSettings(g.generator, g.info, make_task(cell.task),
                                    _recipe(spec, cell), perceptual, lpips, seed=spec.seed,
                                    batch_size=spec.batch_size, progress=False,
-                                   tune=TuneSettings.from_fields({**spec.tuning,
+                                   compile=compile, tune=TuneSettings.from_fields({**spec.tuning,
                                                                   "tune": cell.tune}))
             run_inversion(settings, by_resolution[g.generator.resolution], study.cell(cell).path,
                           config_extra={"study": str(out), "cell": cell.key},

@@ -321,3 +321,13 @@ def test_figures_are_built_without_pyplot():
     assert plt.get_fignums() == before
     with pytest.raises(IndexError):
         attribution_grid(result, 2)
+
+
+def test_compiled_attribution_gives_the_eager_answer():
+    generator = RegionGenerator().eval()
+    inversion = inversion_of(generator, specialised_alphas())
+    eager, fast = (attribute(generator, inversion, labels=region_labels(2),
+                             vocabulary=REGION_VOCABULARY, progress=False, compile=compile)
+                   for compile in (False, True))
+    assert fast.assigned.tolist() == eager.assigned.tolist() == [[0, 1, 2], [0, 1, 2]]
+    torch.testing.assert_close(fast.differences, eager.differences, atol=1e-6, rtol=0)

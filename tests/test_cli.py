@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import write_png
 from inversion.generators import save_generator
@@ -285,3 +286,22 @@ def test_a_log_file_gets_one_line_per_image_and_no_bars(capsys, tmp_path, checkp
     lines = [line for line in err.splitlines() if line.startswith("inverted ")]
     assert len(lines) == len(list(face_pngs.glob("*.png")))
     assert all(" psnr " in line and line.endswith(" s") for line in lines)
+
+
+def test_compiled_inversion_gives_the_eager_answer(tmp_path, checkpoint, face_pngs):
+    """--compile runs the head and tail through torch.compile: the same codes as eager, up to
+    fp32 rounding, and the run records it."""
+    from torch._dynamo.utils import counters
+
+    from inversion.rundir import RunDirectory
+
+    results = {}
+    for flags in ((), ("--compile",)):
+        out = tmp_path / ("compiled" if flags else "eager")
+        frames = counters["stats"]["unique_graphs"]
+        assert main(invert_args(checkpoint, face_pngs, out, "--layer", "2", *flags)) == 0
+        assert (counters["stats"]["unique_graphs"] > frames) == bool(flags)  # dynamo traced
+        assert json.loads((out / "config.json").read_text())["compile"] == bool(flags)
+        results[bool(flags)] = RunDirectory(out).load_result()
+    torch.testing.assert_close(results[True].codes, results[False].codes, atol=1e-4, rtol=0)
+    torch.testing.assert_close(results[True].alphas, results[False].alphas, atol=1e-4, rtol=0)

@@ -21,6 +21,7 @@ Layers are addressed by name or by index (negative indices count from the deepes
 from __future__ import annotations
 
 import contextlib
+import copy
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,18 @@ def frozen(module: nn.Module) -> Iterator[None]:
         finally:
             for p, flag in flags:
                 p.requires_grad_(flag)
+
+
+def compiled(generator: LayeredGenerator) -> LayeredGenerator:
+    """The same generator (shared weights, the same latent space) whose head and tail run
+    through ``torch.compile``: the first pass of each shape compiles (tens of seconds on a
+    CPU), later ones run fused kernels. Shapes stay static: with dynamic shapes inductor fails
+    to lower StyleGAN3's filter convolutions' backward (torch 2.13). Callers compile after
+    ``in_space``, which would otherwise copy the compiled functions of another view."""
+    view = copy.copy(generator)
+    view.head = torch.compile(generator.head, dynamic=False)
+    view.tail = torch.compile(generator.tail, dynamic=False)
+    return view
 
 
 def latent_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

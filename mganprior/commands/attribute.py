@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from mganprior.commands.common import (
+    COMPILE_HELP,
     DEVICE_HELP,
     SCALES_HELP,
     Command,
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="images whose N ablations go through the generator together")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_shard(parser)
     add_figure_flags(parser)
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         args.run_dir, choice, settings=settings, out=args.out, generator=args.generator_override,
         checkpoint=args.checkpoint, device=args.device, vgg_weights=args.vgg_weights,
         image_figures=args.image_figures, images_per_pass=args.batch_size,
-        shard=args.shard_info, figures=figure_output(args), progress=not args.quiet)
+        shard=args.shard_info, figures=figure_output(args), progress=not args.quiet,
+        compile=args.compile)
     summary = result.summary()
     top = ", ".join(f"{name} {count}" for name, count in summary["classes"].items()
                     if name != "unassigned")

@@ -21,6 +21,8 @@ SCALES_HELP = ("CSAIL segmenters: multi-scale inference as CSAIL's evaluation ru
                "(the folder's test scales, else 300,375,450,525,600), or short sides such as "
                "300,450 (default: one pass at the image's size)")
 DEVICE_HELP = "cpu, cuda, cuda:N (default: cuda if available)"
+COMPILE_HELP = ("torch.compile the generator's head and tail: tens of seconds to compile, paid "
+                "back only in long runs (docs/benchmarks.md has the table)")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from mganprior.commands.common import (
+    COMPILE_HELP,
     DEVICE_HELP,
     Command,
     add_generator_source,
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images optimised together (default: %(default)s)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the generator")
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     recipe = parser.add_argument_group("recipe settings (inversion.recipes.Recipe)")
     parser.set_defaults(recipe_fields=dataclass_flags(recipe, Recipe, skip=("name",),
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     generator = loaded.generator
     settings = RunSettings(generator, loaded.info, task, recipe, seed=args.seed,
                            batch_size=args.batch_size, observed=args.observed, bf16=args.bf16,
+                           compile=args.compile,
                            progress=not args.quiet,
                            tune=TuneSettings(**values_of(args, args.tune_fields)))
     settings.config()  # a bad layer, carry rule or task option fails before anything is read

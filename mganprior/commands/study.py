@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from mganprior.commands.common import (
+    COMPILE_HELP,
     DEVICE_HELP,
     Command,
     add_figure_flags,
@@ -84,6 +85,7 @@ def add_study_options(parser: argparse.ArgumentParser, default_images: str) -> N
     parser.add_argument("--batch-size", type=int, default=default(spec, "batch_size"),
                         help="images optimised together (default %(default)s)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     tuning = parser.add_argument_group("generator tuning (a study axis)")
     tuning.add_argument("--tune", default="0", help="tuning steps after each cell's inversion, "
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"images: {args.count} default images in {folder} ({what})", file=sys.stderr)
     outcome = run_study(spec, images, study.path, device=args.device, max_cost=args.max_cost,
                         dry_run=args.dry_run, progress=not args.quiet, shard=args.shard_info,
-                        figures=figure_output(args))
+                        figures=figure_output(args), compile=args.compile)
     if args.dry_run:
         return 0
     report_outcome(outcome)
