@@ -536,12 +536,12 @@ def attribute(generator: LayeredGenerator, inversion: InversionResult, *,
     for part, used in progress_bar(groups, desc="attributing", unit="pass", enabled=progress,
                                    leave=False, total=group_count(inversion.adapters, batch,
                                                                   images_per_pass)):
+        used = fast if used is generator else used
         if inversion.features is not None:
             cut = inversion.features.apply(lambda t, part=part: t[part].to(device))
         else:
             with torch.no_grad(), frozen(used):
                 cut = code_cuts(used, inversion.codes[part].to(device), layer)
-        used = fast if used is generator else used
         extras = {k: v[part].to(device) for k, v in inversion.extras.items()}
         rendered, ablated = ablated_renders(
             used, cut, inversion.alphas[part].to(device), zeroed[part].to(device),

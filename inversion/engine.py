@@ -468,10 +468,12 @@ def _optimize(variables: Variables, states: ImageStates,
         for step in bar:
             index, joint = states.index, step - warmup  # joint: the iteration, < 0 in warm-up
             for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base_lr * recipe.lr_factor(max(joint, 0))
+                # the warm-up runs at the full rate: the schedule shapes the iterations
+                group["lr"] = base_lr * (recipe.lr_factor(joint) if joint >= 0 else 1.0)
             if joint < 0:  # the codes stay: no head pass, no gradient for them (Adam skips them)
                 images = variables.render(fixed_cut)
             else:
+                fixed_cut = None
                 images = variables.render(index=index, noise=variables.jitter(joint))
             losses = losses_of(images, index) + variables.regularizer(index)
             finite = states.observe(joint, losses)

@@ -284,6 +284,7 @@ class Recipe:
         pixel_only = not perceptual_used and self.mse_weight == 0
         return replace(self, layer=layer.name, lr=self.resolve_lr(generator),
                        alphas="train" if self.trains_alphas(layer) else "fixed",
+                       alpha_warmup=self.alpha_warmup if self.trains_alphas(layer) else 0.0,
                        optimize_noise=self.optimizes_noise(generator, layer),
                        mse_weight=1.0 if pixel_only else self.mse_weight,
                        perceptual_lambda=self.perceptual_lambda if perceptual_used else 0.0)

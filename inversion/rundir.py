@@ -60,7 +60,7 @@ from mganprior.core.resume import check_resume, settings_differences
 
 # Settings that may change between a run and its resumption without changing the results' meaning.
 VOLATILE_KEYS = ("created", "versions", "device", "batch_size", "command", "progress", "shard",
-                 "lpips", "threads")
+                 "lpips", "threads", "compile")
 IMAGE_FILES = {"target": "target.png", "degraded": "degraded.png",
                "reconstruction": "reconstruction.png", "output": "output.png",
                "latents": "latents.safetensors", "record": "record.json",

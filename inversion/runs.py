@@ -130,7 +130,8 @@ def plan_batch(settings: RunSettings, log: Callable[[str], None]) -> int:
 
     def saved(codes: int, tuned: bool) -> int:
         if (codes, tuned) not in measured:
-            recipe = settings.recipe.with_overrides(iterations=1, codes=codes)
+            # no warm-up: its steps hold less than an iteration (the tail over a held cut)
+            recipe = settings.recipe.with_overrides(iterations=1, codes=codes, alpha_warmup=0.0)
             with saved_bytes() as total:
                 engine.invert(generator, observation, task, recipe, seeds=[0], ctx=ctx,
                               perceptual=settings.perceptual.module, latent_stats=stand_in,

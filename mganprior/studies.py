@@ -70,6 +70,7 @@ class StudySpec:
     baselines: list[str] | None = None  # latent spaces of the single-code baselines (None: z)
     tune: list[int] = field(default_factory=lambda: [0])  # tuning steps: a study axis
     tuning: dict[str, Any] = field(default_factory=dict)  # the other TuneSettings fields
+    alpha_warmup: float | None = None  # None: the recipe's (recorded resolved in study.json)
 
     def validate(self) -> None:
         if not self.generators:
@@ -153,6 +154,9 @@ def _study_record(spec: StudySpec, loaded: dict[str, LoadedGenerator], images: l
                   cells: list[StudyCell], cost: int) -> dict[str, Any]:
     """What ``study.json`` remembers, checked again on resume."""
     settings = asdict(spec)
+    # resolved, so a study begun before the recipe had a warm-up is not resumed into mixed cells
+    settings["alpha_warmup"] = get_recipe(spec.recipe, spec.tasks[0]).with_overrides(
+        alpha_warmup=spec.alpha_warmup).alpha_warmup
     if not any(spec.tune):  # untuned studies keep the record they always had
         del settings["tune"], settings["tuning"]
     else:  # every tuning setting, stated the same way whatever the caller left unset
@@ -284,7 +288,7 @@ def _baselines(loaded: LoadedGenerator, spec: StudySpec) -> list[tuple[str, Any]
 def _recipe(spec: StudySpec, cell: StudyCell):
     recipe = get_recipe(spec.recipe, cell.task).with_overrides(
         codes=cell.codes, layer=cell.layer.index, iterations=spec.iterations,
-        latent_space=cell.latent_space)
+        latent_space=cell.latent_space, alpha_warmup=spec.alpha_warmup)
     recipe.check_start()  # every cell is planned before the first runs
     return recipe
 

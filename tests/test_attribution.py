@@ -324,6 +324,9 @@ def test_figures_are_built_without_pyplot():
 
 
 def test_compiled_attribution_gives_the_eager_answer():
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
     generator = RegionGenerator().eval()
     inversion = inversion_of(generator, specialised_alphas())
     eager, fast = (attribute(generator, inversion, labels=region_labels(2),
@@ -331,3 +334,4 @@ def test_compiled_attribution_gives_the_eager_answer():
                    for compile in (False, True))
     assert fast.assigned.tolist() == eager.assigned.tolist() == [[0, 1, 2], [0, 1, 2]]
     torch.testing.assert_close(fast.differences, eager.differences, atol=1e-6, rtol=0)
+    assert counters["stats"]["unique_graphs"] > graphs  # dynamo traced the compiled passes

@@ -245,3 +245,16 @@ def test_a_warmed_convergence_stop_counts_iterations_after_the_warmup(tiny_pggan
                                              alpha_warmup=40 / stop), seeds=[i + 1],
                        options=QUIET)
         torch.testing.assert_close(stopping.codes[i], plain.codes[0], atol=1e-5, rtol=1e-5)
+
+
+def test_the_warmup_runs_at_the_full_rate_under_a_ramp_up(tiny_pggan):
+    """A learning-rate ramp-up shapes the iterations; the warm-up's steps still move the
+    alphas (at iteration 0 the ramped rate would be zero)."""
+    targets = rendered_targets(tiny_pggan)
+    recipe = adam(iterations=1, codes=2, layer=2, lr_rampup=0.5, alpha_warmup=4.0)
+    result = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[0, 1], options=QUIET)
+    assert result.recipe["alpha_warmup"] == 4.0
+    assert not torch.allclose(result.alphas, torch.full_like(result.alphas, 0.5))
+    fixed = invert(tiny_pggan, targets, Inversion(), adam(iterations=1, codes=1, layer=0),
+                   seeds=[0, 1], options=QUIET)
+    assert fixed.recipe["alpha_warmup"] == 0.0  # no warm-up ran, none is recorded

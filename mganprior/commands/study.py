@@ -86,6 +86,9 @@ def add_study_options(parser: argparse.ArgumentParser, default_images: str) -> N
                         help="images optimised together (default %(default)s)")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    parser.add_argument("--alpha-warmup", type=float, default=None,
+                        help="alpha-only steps per iteration before the iterations (default: "
+                             "the recipe's; 0: none, as studies made before 2026-12-05)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     tuning = parser.add_argument_group("generator tuning (a study axis)")
     tuning.add_argument("--tune", default="0", help="tuning steps after each cell's inversion, "
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                      latent_space=args.latent_space, truncation_psi=args.truncation_psi,
                      baselines=[b.strip() for b in args.baselines.split(",") if b.strip()]
                      if args.baselines else None, tune=int_list(args.tune, "tune"),
-                     tuning=values_of(args, args.tune_fields))
+                     tuning=values_of(args, args.tune_fields), alpha_warmup=args.alpha_warmup)
     spec.validate()
     images = args.images
     study = StudyDirectory(args.out)
