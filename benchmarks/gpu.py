@@ -22,13 +22,13 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
-import copy
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from inversion.composition import initial_alphas, render
 from inversion.engine import InvertOptions, invert
+from inversion.generators.base import compiled as compiled_view
 from inversion.generators.pggan import PGGANGenerator
 from inversion.memory import saved_bytes
 from inversion.recipes import get_recipe
@@ -68,10 +68,7 @@ def compiled(generator):
     """The same generator (shared weights) whose head and tail run through ``torch.compile``,
     compiled afresh for each cell (the code objects are shared, so are dynamo's caches)."""
     torch._dynamo.reset()
-    view = copy.copy(generator)
-    view.head = torch.compile(generator.head)
-    view.tail = torch.compile(generator.tail)
-    return view
+    return compiled_view(generator)
 
 
 def cell(generator, plain, layer: int, batch: int, codes: int, iterations: int,

@@ -218,7 +218,7 @@ class Variables:
 
     def head_cut(self) -> Cut:
         """Every image's per-code cuts of the current codes, without gradient: the alpha warm-up
-        renders from them."""
+        renders from them, and the final render."""
         with torch.no_grad(), frozen(self.generator), _autocast(self.codes.device, self.bf16):
             return code_cuts(self.generator, self.codes, self.layer)
 
@@ -293,12 +293,12 @@ class ImageStates:
         full[self.working] = losses.detach()
         return full
 
-    def review(self, step: int, params: list[torch.Tensor], converging: bool = True) -> bool:
-        """At a sync point or convergence checkpoint: stop converged images (only while
-        ``converging``: not in the alpha warm-up, which renders every image), shrink the working
-        set; False when nothing is left to optimise."""
+    def review(self, step: int, params: list[torch.Tensor]) -> bool:
+        """At a sync point or convergence checkpoint: stop converged images (not in the alpha
+        warm-up, negative steps, which renders every image), shrink the working set; False when
+        nothing is left to optimise."""
         window = self.recipe.converge_window
-        checkpoint = converging and window and (step + 1) % window == 0
+        checkpoint = step >= 0 and window and (step + 1) % window == 0
         if not (checkpoint or (step + 1) % SYNC_EVERY == 0):
             return True
         if bool(self.failed.all()):
@@ -388,9 +388,8 @@ def invert(generator: LayeredGenerator, observations: torch.Tensor, task: Task, 
 
     states = ImageStates(len(seeds), device, recipe)
     trace = _optimize(variables, states, losses_of, options)
+    final_cut = variables.head_cut()
     with frozen(generator), torch.no_grad():
-        with _autocast(device, options.bf16):
-            final_cut = code_cuts(generator, variables.codes, layer)
         reconstructions = variables.render(final_cut)
         final_losses = losses_of(reconstructions).detach().cpu()
     failures = states.failures()
@@ -468,8 +467,7 @@ def _optimize(variables: Variables, states: ImageStates,
         for step in bar:
             index, joint = states.index, step - warmup  # joint: the iteration, < 0 in warm-up
             for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                # the warm-up runs at the full rate: the schedule shapes the iterations
-                group["lr"] = base_lr * (recipe.lr_factor(joint) if joint >= 0 else 1.0)
+                group["lr"] = base_lr * recipe.lr_factor(joint)
             if joint < 0:  # the codes stay: no head pass, no gradient for them (Adam skips them)
                 images = variables.render(fixed_cut)
             else:
@@ -487,7 +485,6 @@ def _optimize(variables: Variables, states: ImageStates,
                 iterations.append(joint)
                 trace.append(states.full_losses(losses))
                 bar.set_postfix(loss=f"{float(losses.detach().nanmean()):.4f}")
-            if not states.review(joint if joint >= 0 else step, variables.params,
-                                 converging=joint >= 0):
+            if not states.review(joint, variables.params):
                 break
     return iterations, trace

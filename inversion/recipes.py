@@ -257,7 +257,10 @@ class Recipe:
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier at ``step``: a linear ramp up over the first
         ``lr_rampup`` and a cosine ramp down over the last ``lr_rampdown`` of the iterations
-        (NVIDIA's projector), 1 without them."""
+        (NVIDIA's projector), 1 without them and in the alpha warm-up (negative steps): the
+        schedule shapes the iterations."""
+        if step < 0:
+            return 1.0
         t = step / max(1, self.iterations)
         factor = 1.0
         if self.lr_rampdown:
