@@ -8,9 +8,10 @@ runs once per code and the tail once per image, so the step is linear in N and i
 measurement covers the generator, the task's view and the perceptual network as configured.
 
 The budget is what the device has free: CUDA's free memory, or on the CPU the smaller of
-``MemAvailable`` and the cgroup's remaining limit (containers, SLURM). A batch that does not fit
-is shrunk with a note; a single image that does not fit is refused in one line, before any file
-is written.
+``MemAvailable`` and the cgroup's remaining limit (containers, SLURM), plus what the process's
+heap holds free (the entry point keeps freed memory there: ``mganprior.core.heap``). A batch
+that does not fit is shrunk with a note; a single image that does not fit is refused in one line,
+before any file is written.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from mganprior.core.errors import InputError
+from mganprior.core.heap import heap_free_bytes
 
 HEADROOM = 0.8  # use at most this share of what is free
 
@@ -76,7 +78,7 @@ def available_bytes(device: torch.device) -> int | None:
             budgets.append(int(limit) - used)
     except (OSError, ValueError):
         pass
-    return min(budgets) if budgets else None
+    return min(budgets) + heap_free_bytes() if budgets else None
 
 
 def gigabytes(count: float) -> str:

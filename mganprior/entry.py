@@ -7,12 +7,17 @@ the cores the other process needs: a tiny op took 8.7 ms instead of 16 us in a t
 ``GOMP_SPINCOUNT=20000`` bounds the spinning; ``benchmarks/threads.py`` measured it idle and
 under contention (docs/benchmarks.md). A policy set by the user wins: their own
 ``GOMP_SPINCOUNT``, or an ``OMP_WAIT_POLICY`` (which a set ``GOMP_SPINCOUNT`` would override).
+
+It also keeps big tensors' memory in the C heap between steps (``mganprior.core.heap``) unless the
+user set the allocator.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
+
+from mganprior.core.heap import keep_big_blocks
 
 WAIT_POLICY = {"GOMP_SPINCOUNT": "20000"}
 USER_POLICY_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
@@ -26,6 +31,7 @@ def apply_wait_policy(environ: MutableMapping[str, str]) -> None:
 
 def main() -> int:
     apply_wait_policy(os.environ)
+    keep_big_blocks(os.environ)
     from mganprior.cli import main as run
 
     return run()
