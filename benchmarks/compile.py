@@ -2,17 +2,19 @@
 at the demo's settings: what compiling costs, what it saves per iteration, and after how many
 iterations it pays.
 
-    python benchmarks/compile.py [--images 4] [--iterations 20]
+    python benchmarks/compile.py [--images 4] [--iterations 20] [--priors NAME,...]
 
-For each prior (the DigiFace DCGAN, the bedroom PGGAN and StyleGAN2, and a random-weight
-StyleGAN3-T at 32 px, 64 channels, codes in W+), one inversion of ``--images`` images with the
-``adam`` recipe (its default layer, 20 codes, alpha warm-up included) runs eager twice and
-compiled three times, in that order, in one process. The first compiled run compiles with an
-empty inductor cache (``compile s`` is its excess over the last run); the second, after
+For each prior (the DigiFace DCGAN, the bedroom PGGAN and StyleGAN2, a random-weight StyleGAN3-T
+at 32 px, 64 channels, codes in W+, and with ``--priors stylegan2-256`` a random-weight StyleGAN2
+at NVIDIA's widths, 256 px, not in the default set for its cost), one inversion of ``--images``
+images with the ``adam`` recipe (its default layer, 20 codes, alpha warm-up included) runs eager
+twice and compiled three times, in that order, in one process. The first compiled run compiles
+with an empty inductor cache (``compile s`` is its excess over the last run); the second, after
 ``torch._dynamo.reset()``, retraces with inductor's disk cache filled, as a later process would;
 seconds per iteration come from the second eager and the last compiled run (the recipe's warm-up
 steps counted in). ``pays after`` is the cold compile time over the time saved per iteration;
-``demo`` is the iterations the demo runs with that prior.
+``demo`` is the iterations the demo runs with that prior. The script runs under the command
+line's heap policy (``mganprior.core.heap``), as users' runs do.
 """
 
 from __future__ import annotations
@@ -35,14 +37,17 @@ import torch
 
 from inversion import Inversion, get_recipe, invert
 from inversion.engine import InvertOptions
+from inversion.generators.stylegan2 import StyleGAN2Generator
 from inversion.generators.stylegan3 import StyleGAN3Generator
 from mganprior.core.devices import cpu_model, timed
+from mganprior.core.heap import keep_big_blocks
 from mganprior.demo import DEFAULT
 from mganprior.zoo import load_generator
 
 DEMO_ITERATIONS = {"digiface-dcgan64": DEFAULT.face_iterations,
                    "bedroom-pggan64": DEFAULT.bedroom_iterations,
                    "bedroom-stylegan2-64": DEFAULT.bedroom_iterations}
+PRIORS = (*DEMO_ITERATIONS, "stylegan3-t")  # the default set
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -75,13 +80,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--priors", default=",".join(PRIORS),
+                        help=f"comma-separated, of {', '.join(PRIORS)}, stylegan2-256")
     args = parser.parse_args()
+    heap = keep_big_blocks(os.environ)
     print(f"# {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"B={args.images}, N=20, {args.iterations} iterations per run\n")
+          f"B={args.images}, N=20, {args.iterations} iterations per run; the CLI's heap policy "
+          f"{'on' if heap else 'off'}\n")
     torch.manual_seed(0)
-    priors = {name: load_generator(name).generator for name in DEMO_ITERATIONS}
-    priors["StyleGAN3-T 32 px (random)"] = StyleGAN3Generator.design(
-        32, 64, 64, channel_base=512, channel_max=64, config="t")
+    chosen = args.priors.split(",")
+    unknown = sorted(set(chosen) - {*PRIORS, "stylegan2-256"})
+    if unknown:
+        parser.error(f"unknown priors {', '.join(unknown)}; choose from {', '.join(PRIORS)}, "
+                     "stylegan2-256")
+    priors = {}
+    for name in chosen:
+        if name in DEMO_ITERATIONS:
+            priors[name] = load_generator(name).generator
+        elif name == "stylegan3-t":
+            priors["StyleGAN3-T 32 px (random)"] = StyleGAN3Generator.design(
+                32, 64, 64, channel_base=512, channel_max=64, config="t")
+        else:
+            priors["StyleGAN2-256, official widths (random)"] = StyleGAN2Generator(
+                resolution=256).eval()
     print("| prior | eager s/it | compiled s/it | speed-up | compile s | compile s, disk cache "
           "filled | pays after (it) | demo it | pays in the demo | eager dB | compiled dB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -7,7 +7,7 @@ ahead of the official recipe the ``adam`` one is.
   layer): the head (the B x N code batch) and the tail (the B fused cuts), forward and backward,
   as achieved GFLOP/s against this machine's fp32 matmul rate (a 2048^3 matmul), eager and
   under ``torch.compile`` (the share of time is of the eager iteration); besides the zoo's
-  priors, a StyleGAN2 at NVIDIA's widths (256 px, random weights), eager only.
+  priors, a StyleGAN2 at NVIDIA's widths (256 px, random weights).
 
 - ``rewrites``: seconds per iteration with the fast paths (PGGAN's fused upsample-conv, the
   DCGAN's folded BatchNorm and the multiply-and-sum fuse, StyleGAN2's shared convolution with
@@ -96,14 +96,16 @@ def scene_targets(generator, count: int) -> torch.Tensor:
 
 
 def matmul_rate() -> float:
-    """GFLOP/s of a 2048^3 fp32 matmul: what this machine's cores sustain at best."""
+    """GFLOP/s of a 2048^3 fp32 matmul, the best of three rounds of five: what this machine's
+    cores sustain at best."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
-    _, seconds = timed(lambda: [a @ b for _ in range(5)], torch.device("cpu"))
+    seconds = min(timed(lambda: [a @ b for _ in range(5)], torch.device("cpu"))[1]
+                  for _ in range(3))
     return 5 * 2 * 2048 ** 3 / seconds / 1e9
 
 
-def split(priors, compile_too: dict[str, bool] | None = None) -> None:
+def split(priors) -> None:
     peak = matmul_rate()
     print(f"\n## one iteration split into head and tail, B=4, N=20 (fp32 matmul: {peak:.0f} "
           "GFLOP/s)")
@@ -113,12 +115,9 @@ def split(priors, compile_too: dict[str, bool] | None = None) -> None:
         layer = get_recipe("adam", "inversion").resolve_layer(generator)
         rows = _head_and_tail(generator, targets, layer)
         total = sum(seconds for _, seconds in rows.values())
-        tables = [("", rows)]
-        if (compile_too or {}).get(name, True):
-            # torch.compile: the same FLOPs (counted eagerly), the compiled kernels' time
-            tables.append((", compiled", _head_and_tail(compiled(generator), targets, layer,
-                                                         flops=rows)))
-        for label, table in tables:
+        # torch.compile: the same FLOPs (counted eagerly), the compiled kernels' time
+        fast = _head_and_tail(compiled(generator), targets, layer, flops=rows)
+        for label, table in (("", rows), (", compiled", fast)):
             for part, (gflop, seconds) in table.items():
                 print(f"| {name} | {layer.name} | {part}{label} | {gflop:.1f} | {seconds:.4f} | "
                       f"{gflop / seconds:.0f} | {gflop / seconds / peak:.0%} | "
@@ -292,8 +291,7 @@ def main() -> None:
         # NVIDIA's widths (512 channels up to 64 px), random weights: what users' StyleGAN2s cost
         wide = StyleGAN2Generator(resolution=256).eval().to(bedroom.device)
         split([*priors, ("StyleGAN2-256, official widths (random)", wide,
-                         torch.rand(4, 3, 256, 256, device=bedroom.device) * 2 - 1)],
-              compile_too={"StyleGAN2-256, official widths (random)": False})
+                         torch.rand(4, 3, 256, 256, device=bedroom.device) * 2 - 1)])
     if "rewrites" in parts:
         rewrites(priors)
     if "bf16" in parts:

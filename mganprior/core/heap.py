@@ -1,13 +1,15 @@
 """The C heap's policy for big tensors (glibc), which the entry point sets, and the memory it keeps.
 
-glibc serves every block over its mmap threshold (at most 32 MB) with a fresh ``mmap`` and
-returns it to the system on ``free``, and it trims freed memory at the top of the heap. An
+glibc serves every block over its mmap threshold (128 KB, rising with use to at most 32 MB) with
+a fresh ``mmap`` and returns it to the system on ``free``, and it trims freed memory at the top
+of the heap. An
 inversion allocates and frees the same large activations at every step, so each step pays the
 kernel's page faults again: on a 2-core VM an elementwise pass over a fresh 42 MB tensor took
 36 ms instead of a few. :func:`keep_big_blocks` serves big blocks from the heap and keeps what is
 freed for the next step (``benchmarks/heap.py``, docs/benchmarks.md: 1.3x on an official-width
-StyleGAN2's head, 1.1x on whole inversions). The cost is that the process keeps its peak memory
-until it exits; :func:`heap_free_bytes` tells the memory plan how much of it is free for reuse.
+StyleGAN2's head, 1.01-1.08x on whole inversions with the zoo's small priors). The cost is that
+the process keeps its peak memory until it exits; :func:`heap_free_bytes` tells the memory plan
+how much of it is free for reuse.
 
 A setting the user made wins: any ``MALLOC_*`` variable, glibc malloc tunables, or an allocator
 in ``LD_PRELOAD`` (jemalloc, tcmalloc) leaves the heap alone; so do C libraries without
