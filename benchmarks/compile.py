@@ -6,15 +6,16 @@ iterations it pays.
 
 For each prior (the DigiFace DCGAN, the bedroom PGGAN and StyleGAN2, a random-weight StyleGAN3-T
 at 32 px, 64 channels, codes in W+, and with ``--priors stylegan2-256`` a random-weight StyleGAN2
-at NVIDIA's widths, 256 px, not in the default set for its cost), one inversion of ``--images``
-images with the ``adam`` recipe (its default layer, 20 codes, alpha warm-up included) runs eager
-twice and compiled three times, in that order, in one process. The first compiled run compiles
-with an empty inductor cache (``compile s`` is its excess over the last run); the second, after
-``torch._dynamo.reset()``, retraces with inductor's disk cache filled, as a later process would;
-seconds per iteration come from the second eager and the last compiled run (the recipe's warm-up
-steps counted in). ``pays after`` is the cold compile time over the time saved per iteration;
-``demo`` is the iterations the demo runs with that prior. The script runs under the command
-line's heap policy (``mganprior.core.heap``), as users' runs do.
+at the widths of StyleGAN2-ADA's paper256 configuration, not in the default set for its cost),
+one inversion of ``--images`` images with the ``adam`` recipe (its default layer, 20 codes,
+alpha warm-up included) runs eager twice and compiled three times, in that order, in one
+process. The first compiled run compiles with an empty inductor cache (``compile s`` is its
+excess over the last run); the second, after ``torch._dynamo.reset()``, retraces with inductor's
+disk cache filled, as a later process would; seconds per iteration come from the second eager
+and the last compiled run (the recipe's warm-up steps counted in). ``pays after`` is the cold
+compile time over the time saved per iteration; ``demo`` is the iterations the demo runs with
+that prior. The script runs under the command line's heap policy (``mganprior.core.heap``), as
+users' runs do.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def main() -> None:
             priors["StyleGAN3-T 32 px (random)"] = StyleGAN3Generator.design(
                 32, 64, 64, channel_base=512, channel_max=64, config="t")
         else:
-            priors["StyleGAN2-256, official widths (random)"] = StyleGAN2Generator(
+            priors["StyleGAN2-256, paper256 widths (random)"] = StyleGAN2Generator(
                 resolution=256).eval()
     print("| prior | eager s/it | compiled s/it | speed-up | compile s | compile s, disk cache "
           "filled | pays after (it) | demo it | pays in the demo | eager dB | compiled dB |")

@@ -7,7 +7,7 @@ ahead of the official recipe the ``adam`` one is.
   layer): the head (the B x N code batch) and the tail (the B fused cuts), forward and backward,
   as achieved GFLOP/s against this machine's fp32 matmul rate (a 2048^3 matmul), eager and
   under ``torch.compile`` (the share of time is of the eager iteration); besides the zoo's
-  priors, a StyleGAN2 at NVIDIA's widths (256 px, random weights).
+  priors, a StyleGAN2 at the widths of StyleGAN2-ADA's 256 px models (random weights).
 
 - ``rewrites``: seconds per iteration with the fast paths (PGGAN's fused upsample-conv, the
   DCGAN's folded BatchNorm and the multiply-and-sum fuse, StyleGAN2's shared convolution with
@@ -152,11 +152,15 @@ def _head_and_tail(generator, targets, layer, codes: int = 20,
     rows = {}
     with frozen(generator):  # as in the engine: no weight gradients
         for part, step in (("head", head), ("tail", tail)):
-            with FlopCounterMode(display=False) as counter:
-                step()  # and the compilation, for a compiled generator
+            if flops:  # compiled: never under the counter's dispatch mode, which dynamo skips
+                gflop = flops[part][0]
+                step()  # the compilation
+            else:
+                with FlopCounterMode(display=False) as counter:
+                    step()
+                gflop = counter.get_total_flops() / 1e9
             step()
             _, seconds = timed(lambda step=step: [step() for _ in range(5)], generator.device)
-            gflop = flops[part][0] if flops else counter.get_total_flops() / 1e9
             rows[part] = (gflop, seconds / 5)
     return rows
 
@@ -254,8 +258,10 @@ def quality(digiface, bedroom_pggan, bedroom_stylegan2, warmups=(0.0, 1.0, 3.0, 
 
 
 def _first_reaching(generator, targets, recipe, goal: float) -> tuple[int, float] | None:
-    """The first iteration count whose PSNR reaches ``goal``, and its seconds: the first value of
-    a coarse grid that does, then every count between the grid value before it and that one."""
+    """An iteration count whose PSNR reaches ``goal``, and its seconds: the first value of a coarse
+    grid that does, refined to the first count that does between the grid value before it and
+    that one (PSNR need not rise with every iteration: a count below the grid's miss is not
+    tried)."""
     grid = (3, 5, 7, 10, 13, 16, 20, 25, 30, 35, 40, 50, 60, 70, 85, 100, 130, 160, 200, 300)
     below = 0
     for iterations in grid:
@@ -279,7 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     heap = keep_big_blocks(os.environ)  # as the command line runs (mganprior.core.heap)
     print(f"machine: {cpu()}; torch {torch.__version__}; the CLI's heap policy "
-          f"{'on' if heap else 'off (not glibc, or MALLOC_* set)'}")
+          f"{'on' if heap else 'off (not glibc 2.33+, or the allocator set by the user)'}")
     digiface = load_generator("digiface-dcgan64", device=args.device).generator
     bedroom = load_generator("bedroom-pggan64", device=args.device).generator
     stylegan2 = load_generator("bedroom-stylegan2-64", device=args.device).generator
@@ -288,9 +294,10 @@ def main() -> None:
               ("bedroom-stylegan2-64", stylegan2, scene_targets(stylegan2, 4))]
     parts = args.parts.split(",")
     if "split" in parts:
-        # NVIDIA's widths (512 channels up to 64 px), random weights: what users' StyleGAN2s cost
+        # StyleGAN2-ADA's 256 px widths (512 channels up to 32 px, then 256, 128, 64), random
+        # weights: what users' StyleGAN2s cost
         wide = StyleGAN2Generator(resolution=256).eval().to(bedroom.device)
-        split([*priors, ("StyleGAN2-256, official widths (random)", wide,
+        split([*priors, ("StyleGAN2-256, paper256 widths (random)", wide,
                          torch.rand(4, 3, 256, 256, device=bedroom.device) * 2 - 1)])
     if "rewrites" in parts:
         rewrites(priors)

@@ -42,6 +42,7 @@ def test_report_has_the_sections_its_inputs_allow(attributed_run):
     assert "run&lt;i&gt;&amp;" in html and "run<i>" not in html  # file names are escaped
     assert "http://" not in html and "https://" not in html
     assert html.count("data:image/png;base64,") >= 3 * 3
+    assert "alpha_warmup=" in html  # the recipe row names the warm-up the run used
 
 
 def test_incomplete_and_damaged_runs_render_what_exists(attributed_run):
@@ -123,6 +124,7 @@ def test_study_sections(tmp_path, tiny_pggan, face_pngs):
     for heading in ("Metrics by cell", "Metric by layer", "Reconstructions by layer"):
         assert f"<h3>{heading}" in html
     assert "cells done" in html and "data:text/csv;base64," in html
+    assert "<th>alpha warm-up</th><td>3.0</td>" in html  # the adam recipe's, resolved
 
 
 def test_classes_by_layer_take_their_colours_from_the_segmenter_vocabulary():
