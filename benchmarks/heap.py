@@ -78,7 +78,7 @@ def head_rate(generator) -> dict:
 
     from inversion.composition import code_cuts
     from inversion.engine import frozen
-    from mganprior.core.devices import timed
+    from mganprior.core.devices import matmul_rate, timed
 
     layer = generator.layer("b16")
     z = torch.randn(4, 20, generator.z_dim, generator=torch.Generator().manual_seed(0),
@@ -94,7 +94,7 @@ def head_rate(generator) -> dict:
         seconds = min(timed(lambda: [head() for _ in range(3)], generator.device)[1] / 3
                       for _ in range(2))
     gflop = counter.get_total_flops() / 1e9
-    return {"seconds": seconds, "gflops": gflop / seconds, "matmul": speed().matmul_rate()}
+    return {"seconds": seconds, "gflops": gflop / seconds, "matmul": matmul_rate()}
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ from inversion.images import load_images
 from inversion.metrics import image_metrics
 from inversion.recipes import ADAM_ALPHA_WARMUP, get_recipe
 from inversion.tasks import Inversion
-from mganprior.core.devices import timed
+from mganprior.core.devices import matmul_rate, timed
 from mganprior.core.heap import keep_big_blocks
 from mganprior.zoo import load_generator
 
@@ -93,16 +93,6 @@ def scene_targets(generator, count: int) -> torch.Tensor:
     images, _ = render_many("bedroom", range(HELD_OUT_SEED, HELD_OUT_SEED + count),
                             generator.resolution, progress=False)
     return from_uint8(images).to(generator.device)
-
-
-def matmul_rate() -> float:
-    """GFLOP/s of a 2048^3 fp32 matmul, the best of three rounds of five: what this machine's
-    cores sustain at best."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    seconds = min(timed(lambda: [a @ b for _ in range(5)], torch.device("cpu"))[1]
-                  for _ in range(3))
-    return 5 * 2 * 2048 ** 3 / seconds / 1e9
 
 
 def split(priors) -> None:

@@ -34,7 +34,7 @@ from inversion.composition import code_cuts
 from inversion.engine import frozen
 from inversion.generators.base import compiled
 from inversion.generators.stylegan2 import StyleGAN2Generator
-from mganprior.core.devices import cpu_model
+from mganprior.core.devices import cpu_model, matmul_rate
 from mganprior.core.heap import keep_big_blocks
 from mganprior.zoo import load_generator
 
@@ -63,11 +63,6 @@ def best_seconds(step, repeats: int) -> float:
         step()
         times.append(time.perf_counter() - started)
     return min(times)
-
-
-def matmul_rate() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 5 * 2 * 2048 ** 3 / best_seconds(lambda: [a @ b for _ in range(5)], 3) / 1e9
 
 
 def replay(call: tuple, repeats: int) -> tuple[float, float]:

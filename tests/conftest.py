@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from mganprior.entry import apply_wait_policy, keep_big_blocks
+from mganprior.core.heap import keep_big_blocks
+from mganprior.entry import apply_wait_policy
 
 apply_wait_policy(os.environ)  # the CLI's OpenMP wait policy
 keep_big_blocks(os.environ)  # and its heap policy
