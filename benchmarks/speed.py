@@ -1,7 +1,7 @@
 """Speed, side by side in one run: the exact rewrites, bf16, the convergence stop, and how far
 ahead of the official recipe the ``adam`` one is.
 
-    python benchmarks/speed.py [--parts split,rewrites,bf16,converge,quality]
+    python benchmarks/speed.py [--parts split,rewrites,bf16,converge,quality,tasks]
 
 - ``split``: where one iteration's time and FLOPs go (B = 4, N = 20, each prior's default
   layer): the head (the B x N code batch) and the tail (the B fused cuts), forward and backward,
@@ -22,8 +22,11 @@ ahead of the official recipe the ``adam`` one is.
   SGD recipe reaches after 1000 iterations, on DigiFace samples, on real bedroom photos with the
   DigiFace prior (``../shared/real-images/bedroom``), and on rendered bedrooms with the bedroom
   PGGAN and the bedroom StyleGAN2: the four ratios ``docs/benchmarks.md`` quotes, for alpha
-  warm-ups of 0, 1, 3 and 5 steps per iteration, each with the PSNR and seconds of a
-  300-iteration run.
+  warm-ups and Adam second-moment decays (``QUALITY_SETTINGS``: the previous defaults and the
+  recipe's), each with the PSNR and seconds of a 300-iteration run.
+- ``tasks``: the restoration tasks (colorization, super-resolution, inpainting, denoising) on
+  DigiFace samples and bedroom renders, with each task's own warm-up and beta2 against
+  inversion's: the PSNR of the output to the clean image after 50 and 300 iterations.
 
 Every figure is printed with the CPU model and its flags. The script runs under the command
 line's heap policy (``mganprior.core.heap``), as users' runs do.
@@ -49,8 +52,8 @@ from inversion.generators.base import compiled
 from inversion.generators.stylegan2 import StyleGAN2Generator
 from inversion.images import load_images
 from inversion.metrics import image_metrics
-from inversion.recipes import ADAM_ALPHA_WARMUP, get_recipe
-from inversion.tasks import Inversion
+from inversion.recipes import get_recipe
+from inversion.tasks import Inversion, make_task
 from mganprior.core.devices import matmul_rate, timed
 from mganprior.core.heap import keep_big_blocks
 from mganprior.zoo import load_generator
@@ -215,12 +218,21 @@ def converge(priors, tolerances=(1e-3, 3e-3, 1e-2, 3e-2)) -> None:
                   f"{reached} |")
 
 
-def quality(digiface, bedroom_pggan, bedroom_stylegan2, warmups=(0.0, 1.0, 3.0, 5.0)) -> None:
+INVERSION = get_recipe("adam", "inversion")
+# (alpha warm-up, Adam's beta2): the recipe before the warm-up, the previous default (warm-up 3,
+# torch's beta2), and warm-ups with the recipe's beta2; the recipe's default among them
+QUALITY_SETTINGS = ((0.0, 0.999), (3.0, 0.999), (0.0, INVERSION.adam_beta2),
+                    (3.0, INVERSION.adam_beta2), (INVERSION.alpha_warmup, INVERSION.adam_beta2),
+                    (5.0, INVERSION.adam_beta2))
+
+
+def quality(digiface, bedroom_pggan, bedroom_stylegan2, settings=QUALITY_SETTINGS) -> None:
     print("\n## time to the official recipe's 1000-iteration PSNR (adam vs official SGD), by "
-          f"alpha warm-up (the recipe's default: {ADAM_ALPHA_WARMUP:g})")
-    print("| targets | official 1000 it dB | alpha warm-up | adam iterations | official s | "
-          "adam s | wall-time ratio | dB at 300 it | s at 300 it |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"alpha warm-up and Adam's beta2 (the recipe's default: {INVERSION.alpha_warmup:g} and "
+          f"{INVERSION.adam_beta2:g})")
+    print("| targets | official 1000 it dB | alpha warm-up | beta2 | adam iterations | "
+          "official s | adam s | wall-time ratio | dB at 300 it | s at 300 it |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     cases = [("DigiFace samples, digiface-dcgan64", digiface, digiface.sample(3, seed=7))]
     if (REAL / "bedroom").is_dir():
         photos = load_images([REAL / "bedroom"], digiface.resolution)[:3]
@@ -234,17 +246,51 @@ def quality(digiface, bedroom_pggan, bedroom_stylegan2, warmups=(0.0, 1.0, 3.0, 
         official = get_recipe("official", "inversion").with_overrides(
             iterations=1000, perceptual_lambda=0.0)
         goal, official_s, _ = psnr_of(generator, targets, official)
-        for warmup in warmups:
-            adam = get_recipe("adam", "inversion").with_overrides(perceptual_lambda=0.0,
-                                                                  alpha_warmup=warmup)
+        for warmup, beta2 in settings:
+            adam = get_recipe("adam", "inversion").with_overrides(
+                perceptual_lambda=0.0, alpha_warmup=warmup, adam_beta2=beta2)
             needed = _first_reaching(generator, targets, adam, goal)
             at_300, seconds_300, _ = psnr_of(generator, targets,
                                              adam.with_overrides(iterations=300))
             reached = (f"{needed[0]} | {official_s:.1f} | {needed[1]:.2f} | "
                        f"{official_s / needed[1]:.0f}x" if needed else
                        f"> 300 | {official_s:.1f} | - | -")
-            print(f"| {label} | {goal:.2f} | {warmup:g} | {reached} | {at_300:.2f} | "
-                  f"{seconds_300:.1f} |")
+            print(f"| {label} | {goal:.2f} | {warmup:g} | {beta2:g} | {reached} | "
+                  f"{at_300:.2f} | {seconds_300:.1f} |", flush=True)
+
+
+RESTORATIONS = ("colorization", "super-resolution", "inpainting", "denoising")
+
+
+def tasks(digiface, bedroom_pggan) -> None:
+    """The restoration tasks with their own warm-up and beta2 against inversion's: PSNR of the
+    task's output to the clean image (what the faster fit does where the observation hides it)."""
+    print("\n## restoration tasks: PSNR to the clean image, each task's alpha warm-up and beta2 "
+          f"against inversion's ({INVERSION.alpha_warmup:g}, {INVERSION.adam_beta2:g}); "
+          "3 images, pixel loss")
+    print("| prior | task | task's warm-up, beta2 | 50 it dB | 300 it dB | inversion's: 50 it dB | "
+          "300 it dB |")
+    print("|---|---|---|---|---|---|---|")
+    cases = [("digiface-dcgan64", digiface, digiface.sample(3, seed=7)),
+             ("bedroom-pggan64", bedroom_pggan, scene_targets(bedroom_pggan, 3))]
+    seeds = [0, 1, 2]
+    for name, generator, clean in cases:
+        for task_name in RESTORATIONS:
+            task = make_task(task_name)
+            ctx = task.context(generator.resolution, seeds, generator.device)
+            observed = task.observe(clean, ctx)
+            own = get_recipe("adam", task_name).with_overrides(perceptual_lambda=0.0)
+            cells = []
+            for recipe in (own, own.with_overrides(alpha_warmup=INVERSION.alpha_warmup,
+                                                   adam_beta2=INVERSION.adam_beta2)):
+                for iterations in (50, 300):
+                    result = invert(generator, observed, task,
+                                    recipe.with_overrides(iterations=iterations), seeds=seeds,
+                                    ctx=ctx, references=clean,
+                                    options=InvertOptions(progress=False))
+                    cells.append(f"{statistics.fmean(m['psnr'] for m in result.metrics):.2f}")
+            print(f"| {name} | {task_name} | {own.alpha_warmup:g}, {own.adam_beta2:g} | "
+                  f"{' | '.join(cells)} |", flush=True)
 
 
 def _first_reaching(generator, targets, recipe, goal: float) -> tuple[int, float] | None:
@@ -270,7 +316,7 @@ def _first_reaching(generator, targets, recipe, goal: float) -> tuple[int, float
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="split,rewrites,bf16,converge,quality")
+    parser.add_argument("--parts", default="split,rewrites,bf16,converge,quality,tasks")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     heap = keep_big_blocks(os.environ)  # as the command line runs (mganprior.core.heap)
@@ -297,6 +343,8 @@ def main() -> None:
         converge(priors)
     if "quality" in parts:
         quality(digiface, bedroom, stylegan2)
+    if "tasks" in parts:
+        tasks(digiface, bedroom)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,8 @@ class Variables:
         lr = self.recipe.resolve_lr(self.generator)
         if self.recipe.optimizer == "sgd":
             return torch.optim.SGD(self.params, lr=lr)
-        return torch.optim.Adam(self.params, lr=lr)
+        return torch.optim.Adam(self.params, lr=lr,
+                                betas=(self.recipe.adam_beta1, self.recipe.adam_beta2))
 
     def jitter(self, step: int) -> torch.Tensor | None:
         """The latent noise of ``step`` for every image ``[B, N, Z]`` (None when off), each

@@ -71,6 +71,7 @@ class StudySpec:
     tune: list[int] = field(default_factory=lambda: [0])  # tuning steps: a study axis
     tuning: dict[str, Any] = field(default_factory=dict)  # the other TuneSettings fields
     alpha_warmup: float | None = None  # None: the recipe's (recorded resolved in study.json)
+    adam_beta2: float | None = None  # None: the recipe's (recorded resolved in study.json)
 
     def validate(self) -> None:
         if not self.generators:
@@ -154,9 +155,14 @@ def _study_record(spec: StudySpec, loaded: dict[str, LoadedGenerator], images: l
                   cells: list[StudyCell], cost: int) -> dict[str, Any]:
     """What ``study.json`` remembers, checked again on resume."""
     settings = asdict(spec)
-    # resolved, so a study begun before the recipe had a warm-up is not resumed into mixed cells
-    settings["alpha_warmup"] = get_recipe(spec.recipe, spec.tasks[0]).with_overrides(
-        alpha_warmup=spec.alpha_warmup).alpha_warmup
+    # resolved, so a study begun under other recipe defaults is not resumed into mixed cells: one
+    # value, or one per task where the tasks' recipes differ
+    for name in ("alpha_warmup", "adam_beta2"):
+        values = {task: getattr(get_recipe(spec.recipe, task).with_overrides(
+            alpha_warmup=spec.alpha_warmup, adam_beta2=spec.adam_beta2), name)
+            for task in spec.tasks}
+        settings[name] = (values[spec.tasks[0]] if len(set(values.values())) == 1
+                          else values)
     if not any(spec.tune):  # untuned studies keep the record they always had
         del settings["tune"], settings["tuning"]
     else:  # every tuning setting, stated the same way whatever the caller left unset
@@ -288,7 +294,8 @@ def _baselines(loaded: LoadedGenerator, spec: StudySpec) -> list[tuple[str, Any]
 def _recipe(spec: StudySpec, cell: StudyCell):
     recipe = get_recipe(spec.recipe, cell.task).with_overrides(
         codes=cell.codes, layer=cell.layer.index, iterations=spec.iterations,
-        latent_space=cell.latent_space, alpha_warmup=spec.alpha_warmup)
+        latent_space=cell.latent_space, alpha_warmup=spec.alpha_warmup,
+        adam_beta2=spec.adam_beta2)
     recipe.check_start()  # every cell is planned before the first runs
     return recipe
 

@@ -176,8 +176,8 @@ def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
         ("composing layer", f"{layer.get('index')} {layer.get('name')} "
                             f"{'x'.join(map(str, layer.get('shape', [])))}"),
         ("recipe", ", ".join(f"{k}={recipe.get(k)}" for k in
-                             ("name", "optimizer", "lr", "iterations", "alpha_warmup", "fusion",
-                              "init")
+                             ("name", "optimizer", "lr", "adam_beta2", "iterations",
+                              "alpha_warmup", "fusion", "init")
                              if k in recipe)),
         ("perceptual", perceptual.get("backend", "?") +
          (" (its weights were missing: see the warnings)" if perceptual.get("note") else "")),
@@ -411,6 +411,7 @@ def study_source(path: Path) -> Source:
                          ("layers", str(study.get("layers"))), ("codes", str(study.get("codes"))),
                          ("iterations", str(study.get("iterations"))),
                          ("alpha warm-up", str(study.get("alpha_warmup", "?"))),
+                         ("Adam beta2", str(study.get("adam_beta2", "0.999"))),
                          ("images", str(len(study.get("images", [])))),
                          ("cost (image-iterations)",
                           f"{cost:,}" if isinstance(cost, int) else "?")]

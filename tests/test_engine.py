@@ -7,6 +7,7 @@ from helpers import Poisoned, ToyGenerator, rendered_targets
 from inversion.engine import QUIET, InvertOptions, frozen, initial_codes, invert
 from inversion.recipes import get_recipe
 from inversion.tasks import Colorization, Inpainting, Inversion
+from mganprior.core.errors import InputError
 
 
 def adam(**overrides):
@@ -15,20 +16,23 @@ def adam(**overrides):
 
 @pytest.mark.parametrize("layer", [0, -1])
 def test_targets_the_generator_made_are_reconstructed_to_high_psnr(tiny_pggan, layer):
-    targets = rendered_targets(tiny_pggan)
+    """Most starts reach the target; on this tiny random PGGAN some stall on a plateau near
+    18 dB whatever Adam's settings (12 starts each: 2 at layer 0 and 3-4 at layer -1, with
+    torch's betas and with the recipe's), and which ones stall depends on the CPU's rounding."""
+    targets = rendered_targets(tiny_pggan, n=4)
     result = invert(tiny_pggan, targets, Inversion(), adam(iterations=300, codes=4, layer=layer),
-                    seeds=[1, 2], references=targets, options=QUIET)
-    # where the optimisation ends depends on the CPU's rounding: the worst image cleared 35 dB /
-    # SSIM 0.99 on an AMD EPYC but reached 35.78 dB / 0.9898 on a Xeon (layer -1)
-    assert min(m["psnr"] for m in result.metrics) > 33
-    assert min(m["ssim"] for m in result.metrics) > 0.98
+                    seeds=[1, 2, 3, 4], references=targets, options=QUIET)
+    reached = [m["psnr"] > 33 and m["ssim"] > 0.98 for m in result.metrics]
+    assert sum(reached) >= 3, result.metrics
     assert result.trace[0].min() > result.trace[-1].max()  # every image's loss went down
 
 
 def test_toy_generator_recovers_a_colour_by_gradient_descent():
     toy = ToyGenerator().eval()
     target = torch.tensor([0.3, -0.6, -0.6]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
-    recipe = adam(iterations=400, codes=2, layer="feat", lr=0.02)
+    # torch's second-moment decay, whose steps shrink at an exact optimum: the recipe's 0.95
+    # keeps them near the learning rate and ends 3.7e-3 off here
+    recipe = adam(iterations=400, codes=2, layer="feat", lr=0.02, adam_beta2=0.999)
     result = invert(toy, target, Inversion(), recipe, seeds=[0], references=target, options=QUIET)
     torch.testing.assert_close(result.reconstructions, target, atol=2e-3, rtol=0)
     assert result.alphas.shape == (1, 2, 2) and result.codes.shape == (1, 2, 2)
@@ -61,13 +65,35 @@ def test_single_code_baseline_is_plain_latent_optimisation(tiny_pggan):
     assert result.recipe["alphas"] == "fixed" and torch.equal(result.alphas, torch.ones(2, 1, 8))
 
     z = initial_codes(tiny_pggan, [0, 1], 1, "normal")[:, 0].clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=0.05)
+    optimizer = torch.optim.Adam([z], lr=0.05, betas=(recipe.adam_beta1, recipe.adam_beta2))
     for _ in range(25):
         loss = (tiny_pggan(z) - targets).pow(2).flatten(1).mean(dim=1).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     torch.testing.assert_close(result.codes[:, 0], z.detach(), rtol=0, atol=1e-6)
+
+
+def test_adam_betas_are_the_recipes(tiny_pggan):
+    """The adam recipe's betas drive the optimiser: torch's defaults give other codes, and
+    the same betas given explicitly give the same ones."""
+    targets = rendered_targets(tiny_pggan)
+    recipe = adam(iterations=6, codes=2, layer=2)
+    assert (recipe.adam_beta1, recipe.adam_beta2) == (0.9, 0.95)
+
+    def codes(**overrides):
+        return invert(tiny_pggan, targets, Inversion(), recipe.with_overrides(**overrides),
+                      seeds=[0, 1], options=QUIET).codes
+
+    torch.testing.assert_close(codes(), codes(adam_beta1=0.9, adam_beta2=0.95), rtol=0, atol=0)
+    assert not torch.allclose(codes(), codes(adam_beta2=0.999), atol=1e-4)
+    assert not torch.allclose(codes(), codes(adam_beta1=0.5), atol=1e-4)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, float("nan")])
+def test_adam_betas_outside_0_1_are_refused_by_name(value):
+    with pytest.raises(InputError, match="adam_beta2"):
+        adam(adam_beta2=value)
 
 
 def test_alphas_are_trained_by_default_and_can_be_fixed(tiny_pggan):
@@ -156,8 +182,10 @@ def test_converged_images_stop_where_they_would_have_been(tiny_pggan):
     """With a window, an image whose loss stopped improving leaves the batch; its codes are the
     codes a plain run of exactly that many iterations reaches."""
     targets = rendered_targets(tiny_pggan, n=3)
+    # torch's betas: a shorter second-moment memory amplifies the rounding differences between
+    # a batch and one image past the tolerance within these 400 iterations
     recipe = adam(iterations=400, codes=2, layer=4, lr=0.05, converge_window=20,
-                  converge_tolerance=0.05, alpha_warmup=0.0)
+                  converge_tolerance=0.05, alpha_warmup=0.0, adam_beta2=0.999)
     stopping = invert(tiny_pggan, targets, Inversion(), recipe, seeds=[1, 2, 3], options=QUIET)
     assert all(isinstance(s, int) and 0 < s < 400 for s in stopping.stopped)
     for i, stop in enumerate(stopping.stopped):
@@ -190,8 +218,9 @@ def test_alpha_warmup_moves_the_alphas_alone_then_everything(tiny_pggan):
         image = tiny_pggan.tail(Cut(fused), layer)
         return (image - targets).pow(2).flatten(1).mean(dim=1).sum()
 
-    alpha_adam, code_adam = (torch.optim.Adam([alphas], lr=0.05),
-                             torch.optim.Adam([codes], lr=0.05))
+    betas = (recipe.adam_beta1, recipe.adam_beta2)
+    alpha_adam, code_adam = (torch.optim.Adam([alphas], lr=0.05, betas=betas),
+                             torch.optim.Adam([codes], lr=0.05, betas=betas))
     with frozen(tiny_pggan):
         for step in range(15):
             optimizers = [alpha_adam] if step < 9 else [alpha_adam, code_adam]

@@ -222,9 +222,10 @@ def tiny_checkpoint(tmp_path):
 
 
 def test_torchrun_ranks_fill_one_run_as_one_process_would(tmp_path, tiny_checkpoint, six_pngs):
+    # torch's beta2: the recipe's 0.95 amplifies the batches' rounding past 1e-5 in 20 steps
     args = ["invert", "--checkpoint", tiny_checkpoint, "--images", str(six_pngs),
             "--iterations", "20", "--codes", "3", "--layer", "4", "--batch-size", "2",
-            "--quiet", "--out"]
+            "--adam-beta2", "0.999", "--quiet", "--out"]
     assert main([*args, str(tmp_path / "one")]) == 0
     torchrun = (str(Path(sys.executable).with_name("torchrun")), "--standalone",
                 "--nproc-per-node", "2")

@@ -43,6 +43,7 @@ def test_report_has_the_sections_its_inputs_allow(attributed_run):
     assert "http://" not in html and "https://" not in html
     assert html.count("data:image/png;base64,") >= 3 * 3
     assert "alpha_warmup=" in html  # the recipe row names the warm-up the run used
+    assert "adam_beta2=0.95" in html  # and the second-moment decay
 
 
 def test_incomplete_and_damaged_runs_render_what_exists(attributed_run):
@@ -124,7 +125,8 @@ def test_study_sections(tmp_path, tiny_pggan, face_pngs):
     for heading in ("Metrics by cell", "Metric by layer", "Reconstructions by layer"):
         assert f"<h3>{heading}" in html
     assert "cells done" in html and "data:text/csv;base64," in html
-    assert "<th>alpha warm-up</th><td>3.0</td>" in html  # the adam recipe's, resolved
+    assert "<th>alpha warm-up</th><td>4.0</td>" in html  # the adam recipe's, resolved
+    assert "<th>Adam beta2</th><td>0.95</td>" in html
 
 
 def test_classes_by_layer_take_their_colours_from_the_segmenter_vocabulary():

@@ -28,7 +28,10 @@ from inversion.tuning import tuning_stages
 from mganprior.core.errors import InputError
 from segmentation.vocabularies import Vocabulary
 
-RECIPE = get_recipe("adam", "inversion").with_overrides(iterations=30, codes=3, layer=4)
+# torch's beta2: the recipe's 0.95 amplifies the rounding differences between a batch and one
+# image in the inversion beyond what the batched tuning test below allows
+RECIPE = get_recipe("adam", "inversion").with_overrides(iterations=30, codes=3, layer=4,
+                                                        adam_beta2=0.999)
 
 
 def unreachable_targets(n: int = 2):

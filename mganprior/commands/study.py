@@ -89,6 +89,10 @@ def add_study_options(parser: argparse.ArgumentParser, default_images: str) -> N
     parser.add_argument("--alpha-warmup", type=float, default=None,
                         help="alpha-only steps per iteration before the iterations (default: "
                              "the recipe's; 0: none, as studies made before 2026-12-05)")
+    parser.add_argument("--adam-beta2", type=float, default=None,
+                        help="Adam's decay of the squared gradient's running mean (default: "
+                             "the recipe's; 0.999 with --alpha-warmup 3: the adam recipe's "
+                             "inversion before its second change on 2026-12-05)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     tuning = parser.add_argument_group("generator tuning (a study axis)")
     tuning.add_argument("--tune", default="0", help="tuning steps after each cell's inversion, "
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                      latent_space=args.latent_space, truncation_psi=args.truncation_psi,
                      baselines=[b.strip() for b in args.baselines.split(",") if b.strip()]
                      if args.baselines else None, tune=int_list(args.tune, "tune"),
-                     tuning=values_of(args, args.tune_fields), alpha_warmup=args.alpha_warmup)
+                     tuning=values_of(args, args.tune_fields), alpha_warmup=args.alpha_warmup,
+                     adam_beta2=args.adam_beta2)
     spec.validate()
     images = args.images
     study = StudyDirectory(args.out)
