@@ -247,8 +247,8 @@ def quality(digiface, bedroom_pggan, bedroom_stylegan2, settings=QUALITY_SETTING
             iterations=1000, perceptual_lambda=0.0)
         goal, official_s, _ = psnr_of(generator, targets, official)
         for warmup, beta2 in settings:
-            adam = get_recipe("adam", "inversion").with_overrides(
-                perceptual_lambda=0.0, alpha_warmup=warmup, adam_beta2=beta2)
+            adam = INVERSION.with_overrides(perceptual_lambda=0.0, alpha_warmup=warmup,
+                                            adam_beta2=beta2)
             needed = _first_reaching(generator, targets, adam, goal)
             at_300, seconds_300, _ = psnr_of(generator, targets,
                                              adam.with_overrides(iterations=300))

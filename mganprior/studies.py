@@ -157,10 +157,10 @@ def _study_record(spec: StudySpec, loaded: dict[str, LoadedGenerator], images: l
     settings = asdict(spec)
     # resolved, so a study begun under other recipe defaults is not resumed into mixed cells: one
     # value, or one per task where the tasks' recipes differ
+    recipes = {task: get_recipe(spec.recipe, task).with_overrides(
+        alpha_warmup=spec.alpha_warmup, adam_beta2=spec.adam_beta2) for task in spec.tasks}
     for name in ("alpha_warmup", "adam_beta2"):
-        values = {task: getattr(get_recipe(spec.recipe, task).with_overrides(
-            alpha_warmup=spec.alpha_warmup, adam_beta2=spec.adam_beta2), name)
-            for task in spec.tasks}
+        values = {task: getattr(recipe, name) for task, recipe in recipes.items()}
         settings[name] = (values[spec.tasks[0]] if len(set(values.values())) == 1
                           else values)
     if not any(spec.tune):  # untuned studies keep the record they always had
