@@ -7,9 +7,11 @@ run (best of three rounds):
 
 for a random-weight StyleGAN2 at the widths of StyleGAN2-ADA's paper256 configuration (256 px,
 512 channels up to 32 px) and the zoo's bedroom-stylegan2-64. The convolutions are recorded from
-one eager forward (``aten.convolution`` with its shapes, stride, padding and groups) and replayed
-with fresh inputs, forward and input backward (the generator's weights are frozen in an
-inversion), each the best of ``--repeats``. Under the command line's heap policy.
+one eager forward (``aten.convolution`` with its shapes, stride, padding and groups, and the
+up-convolutions' shapes, which on a CPU run as a matmul and strided adds) and replayed with fresh
+inputs, forward and input backward (the generator's weights are frozen in an inversion), each the
+best of ``--repeats``; the up-convolutions also as oneDNN's transposed convolutions, the path
+they replace. Under the command line's heap policy.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from inversion.composition import code_cuts
 from inversion.engine import frozen
 from inversion.generators.base import compiled
-from inversion.generators.stylegan2 import StyleGAN2Generator
+from inversion.generators.stylegan2 import ModulatedConv, StyleGAN2Generator, up_convolution
 from mganprior.core.devices import cpu_model, matmul_rate
 from mganprior.core.heap import keep_big_blocks
 from mganprior.zoo import load_generator
@@ -65,25 +67,37 @@ def best_seconds(step, repeats: int) -> float:
     return min(times)
 
 
-def replay(call: tuple, repeats: int) -> tuple[float, float]:
-    """GFLOP and best seconds of one recorded convolution, forward and input backward."""
-    x_shape, w_shape, stride, padding, dilation, transposed, output_padding, groups = call
+def replay(convolution, x_shape: tuple, weight_shape: tuple, repeats: int) -> tuple[float, float]:
+    """GFLOP and best seconds of ``convolution(x, weight)``, forward and input backward."""
     x = torch.randn(x_shape, requires_grad=True)
-    weight = torch.randn(w_shape)
+    weight = torch.randn(weight_shape)
 
     def step():
-        if transposed:
-            y = F.conv_transpose2d(x, weight, stride=stride, padding=padding,
-                                   output_padding=output_padding, groups=groups,
-                                   dilation=dilation)
-        else:
-            y = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups)
+        y = convolution(x, weight)
         y.backward(torch.ones_like(y))
 
     with FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops() / 1e9, best_seconds(step, repeats)
+
+
+def recorded(call: tuple):
+    """The recorded ``aten.convolution`` as a function of its input and weight."""
+    _, _, stride, padding, dilation, transposed, output_padding, groups = call
+    if transposed:
+        return lambda x, weight: F.conv_transpose2d(
+            x, weight, stride=stride, padding=padding, output_padding=output_padding,
+            groups=groups, dilation=dilation)
+    return lambda x, weight: F.conv2d(x, weight, stride=stride, padding=padding,
+                                      dilation=dilation, groups=groups)
+
+
+UP = "up-convolutions (matmul, strided adds)"
+UP_ONEDNN = "up-convolutions as oneDNN transposed ones (not used)"
+
+
+def onednn_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
 
 
 def measure(name: str, generator, repeats: int, rate: float) -> None:
@@ -96,8 +110,14 @@ def measure(name: str, generator, repeats: int, rate: float) -> None:
 
     with frozen(generator):
         recorder = RecordConvolutions()
+        ups: list[tuple] = []
+        hooks = [module.register_forward_hook(
+            lambda module, args, _: ups.append((tuple(args[0].shape), tuple(module.weight.shape))))
+            for module in generator.modules() if isinstance(module, ModulatedConv) and module.up]
         with recorder:
             code_cuts(generator, z.detach(), layer)
+        for hook in hooks:
+            hook.remove()
         with FlopCounterMode(display=False) as counter:
             head()
         gflop = counter.get_total_flops() / 1e9
@@ -108,18 +128,26 @@ def measure(name: str, generator, repeats: int, rate: float) -> None:
     kinds: Counter = Counter()
     convs = [0.0, 0.0]
     for call in recorder.calls:
-        flops, seconds = replay(call, repeats)
-        kind = ("transposed" if call[5] else "depthwise (FIR)" if call[7] > 1 else
-                f"{call[1][2]}x{call[1][3]}")
+        flops, seconds = replay(recorded(call), call[0], call[1], repeats)
+        kind = ("transposed convolutions" if call[5] else "depthwise (FIR) convolutions"
+                if call[7] > 1 else f"{call[1][2]}x{call[1][3]} convolutions")
         kinds[kind, "GFLOP"] += flops
         kinds[kind, "s"] += seconds
         convs[0] += flops
         convs[1] += seconds
+    for x_shape, weight_shape in ups:
+        flops, seconds = replay(up_convolution, x_shape, weight_shape, repeats)
+        kinds[UP, "GFLOP"] += flops
+        kinds[UP, "s"] += seconds
+        convs[0] += flops
+        convs[1] += seconds
+        flops, seconds = replay(onednn_transposed, x_shape, weight_shape, repeats)
+        kinds[UP_ONEDNN, "GFLOP"] += flops
+        kinds[UP_ONEDNN, "s"] += seconds
     for label, flops, seconds in (("head, eager", gflop, eager),
                                   ("head, compiled", gflop, compiled_s),
                                   ("its convolutions alone", *convs),
-                                  *((f"  {kind} convolutions", kinds[kind, "GFLOP"],
-                                     kinds[kind, "s"])
+                                  *((f"  {kind}", kinds[kind, "GFLOP"], kinds[kind, "s"])
                                     for kind in sorted({k for k, _ in kinds}))):
         print(f"| {name} | {label} | {flops:.1f} | {seconds * 1000:.0f} | "
               f"{flops / seconds:.0f} | {flops / seconds / rate:.0%} |", flush=True)

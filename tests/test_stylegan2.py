@@ -20,6 +20,7 @@ from helpers import (
 from inversion.composition import code_cuts, fuse, render
 from inversion.generators.formats import load_generator_file, sniff_format
 from inversion.generators.saving import save_generator
+from inversion.generators.stylegan2 import up_convolution
 from mganprior.core.errors import InputError
 
 FIXTURES = SHARED / "fixtures" / "stylegan2"
@@ -199,6 +200,21 @@ def test_layers_are_block_features_and_up_convolutions():
     assert [side for _, side in generator.noise_layers(generator.layer(0))] == [4, 8, 8, 16, 16]
     cut = generator.head(torch.randn(2, 8), "b8.conv0")
     assert cut.carry["img"].shape == (2, 3, 4, 4) and cut.carry["styles"].shape == (2, 4, 8)
+
+
+def test_the_cpu_up_convolution_is_the_transposed_one_in_value_and_gradients():
+    """The matmul-and-strided-adds up-convolution equals ``conv_transpose2d`` at stride 2; its
+    gradients (input and weight) match finite differences, twice (path-length regularisation
+    differentiates them again). Odd shapes and channel counts catch a transposed axis."""
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64, generator=rng, requires_grad=True)
+    weight = torch.randn(7, 5, 3, 3, dtype=torch.float64, generator=rng, requires_grad=True)
+    ours = up_convolution(x, weight)
+    assert type(ours.grad_fn).__name__ == "_UpConvolutionBackward"  # not the native path
+    torch.testing.assert_close(ours, torch.nn.functional.conv_transpose2d(
+        x, weight.transpose(0, 1), stride=2), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(up_convolution, (x, weight))
+    assert torch.autograd.gradgradcheck(up_convolution, (x, weight))
 
 
 def test_carry_rules_change_what_they_should():

@@ -81,6 +81,47 @@ def upsample_2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return _fir(up, kernel * 4, (2, 1))
 
 
+class _UpConvolution(torch.autograd.Function):
+    """``conv_transpose2d(x, weight.transpose(0, 1), stride=2)`` for a 3x3 ``weight [out, in]``,
+    computed as one matmul into the nine taps' columns and nine strided adds. On CPUs oneDNN's
+    transposed convolution runs at about two thirds of the matmul rate at StyleGAN2's widths;
+    the backward is the native one (``aten.convolution_backward``, itself differentiable). Runs
+    under ``torch.func.vmap`` (generator tuning) by vmap's own rule."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        batch, in_channels, height, width = x.shape
+        out_channels = weight.shape[0]
+        taps = x.permute(0, 2, 3, 1).reshape(-1, in_channels) @ weight.permute(1, 2, 3, 0).reshape(
+            in_channels, 9 * out_channels)
+        taps = taps.view(batch, height, width, 3, 3, out_channels)
+        out = taps.new_zeros(batch, 2 * height + 1, 2 * width + 1, out_channels)
+        for row in range(3):
+            for col in range(3):
+                out[:, row:row + 2 * height:2, col:col + 2 * width:2] += taps[:, :, :, row, col]
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[torch.Tensor, torch.Tensor], output: torch.Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight.transpose(0, 1), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        return grad_x, None if grad_weight is None else grad_weight.transpose(0, 1)
+
+
+def up_convolution(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        return _UpConvolution.apply(x, weight)
+    return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+
+
 class EqualLinear(nn.Module):
     """Dense layer with equalised learning rate: weights stored ``/ lr_multiplier`` and used times
     ``lr_multiplier / sqrt(in)``; the bias times ``lr_multiplier``; optional leaky ReLU x sqrt 2."""
@@ -160,14 +201,18 @@ class ModulatedConv(nn.Module):
             demod = torch.rsqrt(styles.square() @ self.weight.square().sum(dim=(2, 3)).T + 1e-8)
             x = x * styles[:, :, None, None]
             if self.up:
-                x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
+                x = up_convolution(x, self.weight)
                 x = _fir(x, kernel * 4, (1, 1))
             else:
                 x = F.conv2d(x, self.weight, padding=1)
-            x = x * demod[:, :, None, None]
         noise = self.noise_const if noise is None else noise[:, None]
-        x = x + noise * self.noise_strength
-        x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * (SQRT2 * self.gain)
+        if self.per_sample_weights:
+            x = x + noise * self.noise_strength
+            x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * (SQRT2 * self.gain)
+        else:  # demodulation and the gain as one scale, noise and bias as one shift
+            gain = SQRT2 * self.gain
+            shift = (noise * self.noise_strength + self.bias[:, None, None]) * gain
+            x = F.leaky_relu(x * (demod[:, :, None, None] * gain) + shift, 0.2)
         if self.conv_clamp:
             clamp = self.conv_clamp * self.gain
             return x.clamp(-clamp, clamp)
