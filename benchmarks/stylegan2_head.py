@@ -40,6 +40,9 @@ from mganprior.core.devices import cpu_model, matmul_rate
 from mganprior.core.heap import keep_big_blocks
 from mganprior.zoo import load_generator
 
+UP = "up-convolutions (matmul, strided adds)"
+UP_ONEDNN = "up-convolutions as oneDNN transposed ones (not used)"
+
 
 class RecordConvolutions(TorchDispatchMode):
     """Every ``aten.convolution`` call: input and weight shapes and its settings."""
@@ -92,11 +95,8 @@ def recorded(call: tuple):
                                       dilation=dilation, groups=groups)
 
 
-UP = "up-convolutions (matmul, strided adds)"
-UP_ONEDNN = "up-convolutions as oneDNN transposed ones (not used)"
-
-
 def onednn_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The up-convolution as it ran before the CPU path, for comparison."""
     return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
 
 

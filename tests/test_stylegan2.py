@@ -217,6 +217,17 @@ def test_the_cpu_up_convolution_is_the_transposed_one_in_value_and_gradients():
     assert torch.autograd.gradgradcheck(up_convolution, (x, weight))
 
 
+def test_a_stylegan2_runs_forward_and_backward_under_bf16_autocast():
+    """``--bf16`` autocasts the generator: the up-convolution then takes the native path."""
+    generator = make_tiny_stylegan2()
+    codes = torch.randn(2, generator.z_dim, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        image = generator(codes)
+    image.float().square().mean().backward()
+    assert torch.isfinite(codes.grad).all()
+    assert codes.grad.abs().sum() > 0
+
+
 def test_carry_rules_change_what_they_should():
     generator = make_tiny_stylegan2()
     layer = generator.layer("b16")

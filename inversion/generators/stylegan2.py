@@ -86,7 +86,8 @@ class _UpConvolution(torch.autograd.Function):
     computed as one matmul into the nine taps' columns and nine strided adds. On CPUs oneDNN's
     transposed convolution runs at about two thirds of the matmul rate at StyleGAN2's widths;
     the backward is the native one (``aten.convolution_backward``, itself differentiable). Runs
-    under ``torch.func.vmap`` (generator tuning) by vmap's own rule."""
+    under ``torch.func.vmap`` (generator tuning) by vmap's own rule. The result is channels-last
+    in memory (what follows takes any layout)."""
 
     generate_vmap_rule = True
 
@@ -117,7 +118,10 @@ class _UpConvolution(torch.autograd.Function):
 
 
 def up_convolution(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+    """The CPU path eagerly in fp32/fp64; the native transposed convolution under
+    ``torch.compile`` (inductor compiles the adds slower), bf16 autocast and on GPUs."""
+    if (x.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu")):
         return _UpConvolution.apply(x, weight)
     return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
 
@@ -195,22 +199,19 @@ class ModulatedConv(nn.Module):
                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """``noise``: per-image maps ``[B, r, r]`` in place of the stored constant."""
         styles = self.affine(w)
+        noise = self.noise_const if noise is None else noise[:, None]
+        gain = SQRT2 * self.gain
         if self.per_sample_weights:
-            x = self._per_sample(x, styles, kernel)
+            x = self._per_sample(x, styles, kernel) + noise * self.noise_strength
+            x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * gain
         else:
             demod = torch.rsqrt(styles.square() @ self.weight.square().sum(dim=(2, 3)).T + 1e-8)
             x = x * styles[:, :, None, None]
             if self.up:
-                x = up_convolution(x, self.weight)
-                x = _fir(x, kernel * 4, (1, 1))
+                x = _fir(up_convolution(x, self.weight), kernel * 4, (1, 1))
             else:
                 x = F.conv2d(x, self.weight, padding=1)
-        noise = self.noise_const if noise is None else noise[:, None]
-        if self.per_sample_weights:
-            x = x + noise * self.noise_strength
-            x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * (SQRT2 * self.gain)
-        else:  # demodulation and the gain as one scale, noise and bias as one shift
-            gain = SQRT2 * self.gain
+            # demodulation and the (positive) gain as one scale, noise and bias as one shift
             shift = (noise * self.noise_strength + self.bias[:, None, None]) * gain
             x = F.leaky_relu(x * (demod[:, :, None, None] * gain) + shift, 0.2)
         if self.conv_clamp:
