@@ -35,8 +35,10 @@ from mganprior.core.devices import cpu_model, timed
 
 def seconds_per_iteration(generator, targets, codes: int, layer: str, repeats: int) -> float:
     def run(iterations: int):
+        # the joint iteration alone: the alpha warm-up would add its steps (a share that
+        # differs by cut) to every iteration
         recipe = get_recipe("adam", "inversion").with_overrides(
-            iterations=iterations, codes=codes, layer=layer, latent_space="w+")
+            iterations=iterations, codes=codes, layer=layer, latent_space="w+", alpha_warmup=0)
         return invert(generator, targets, Inversion(), recipe,
                       seeds=list(range(len(targets))), options=QUIET)
 
