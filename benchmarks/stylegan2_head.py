@@ -35,7 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from inversion.composition import code_cuts
 from inversion.engine import frozen
 from inversion.generators.base import compiled
-from inversion.generators.stylegan2 import ModulatedConv, StyleGAN2Generator, up_convolution
+from inversion.generators.stylegan2 import (
+    ModulatedConv,
+    StyleGAN2Generator,
+    transposed_up_convolution,
+    up_convolution,
+)
 from mganprior.core.devices import cpu_model, matmul_rate
 from mganprior.core.heap import keep_big_blocks
 from mganprior.zoo import load_generator
@@ -95,11 +100,6 @@ def recorded(call: tuple):
                                       dilation=dilation, groups=groups)
 
 
-def onednn_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The up-convolution as it ran before the CPU path, for comparison."""
-    return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-
-
 def measure(name: str, generator, repeats: int, rate: float) -> None:
     layer = generator.layer("b16")
     z = torch.randn(4, 20, generator.z_dim, generator=torch.Generator().manual_seed(0),
@@ -127,23 +127,22 @@ def measure(name: str, generator, repeats: int, rate: float) -> None:
         compiled_s = best_seconds(lambda: head(fast), repeats)
     kinds: Counter = Counter()
     convs = [0.0, 0.0]
-    for call in recorder.calls:
-        flops, seconds = replay(recorded(call), call[0], call[1], repeats)
-        kind = ("transposed convolutions" if call[5] else "depthwise (FIR) convolutions"
-                if call[7] > 1 else f"{call[1][2]}x{call[1][3]} convolutions")
+
+    def tally(kind: str, flops: float, seconds: float, as_the_head_runs: bool = True) -> None:
         kinds[kind, "GFLOP"] += flops
         kinds[kind, "s"] += seconds
-        convs[0] += flops
-        convs[1] += seconds
+        if as_the_head_runs:
+            convs[0] += flops
+            convs[1] += seconds
+
+    for call in recorder.calls:
+        kind = ("transposed convolutions" if call[5] else "depthwise (FIR) convolutions"
+                if call[7] > 1 else f"{call[1][2]}x{call[1][3]} convolutions")
+        tally(kind, *replay(recorded(call), call[0], call[1], repeats))
     for x_shape, weight_shape in ups:
-        flops, seconds = replay(up_convolution, x_shape, weight_shape, repeats)
-        kinds[UP, "GFLOP"] += flops
-        kinds[UP, "s"] += seconds
-        convs[0] += flops
-        convs[1] += seconds
-        flops, seconds = replay(onednn_transposed, x_shape, weight_shape, repeats)
-        kinds[UP_ONEDNN, "GFLOP"] += flops
-        kinds[UP_ONEDNN, "s"] += seconds
+        tally(UP, *replay(up_convolution, x_shape, weight_shape, repeats))
+        tally(UP_ONEDNN, *replay(transposed_up_convolution, x_shape, weight_shape, repeats),
+              as_the_head_runs=False)
     for label, flops, seconds in (("head, eager", gflop, eager),
                                   ("head, compiled", gflop, compiled_s),
                                   ("its convolutions alone", *convs),

@@ -123,6 +123,11 @@ def up_convolution(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if (x.device.type == "cpu" and not torch.compiler.is_compiling()
             and not torch.is_autocast_enabled("cpu")):
         return _UpConvolution.apply(x, weight)
+    return transposed_up_convolution(x, weight)
+
+
+def transposed_up_convolution(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The same up-convolution as the backend's transposed convolution."""
     return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
 
 
